@@ -1,0 +1,99 @@
+"""The ``index.csv`` of a prepared dataset: its schema, writer and validating reader.
+
+A prepared dataset folder holds ``images/<id>.png`` (uint8 greyscale),
+``masks/<id>.png`` (0/255 greyscale) and ``index.csv`` with one row per sample:
+
+========  ====================================================================
+column    meaning
+========  ====================================================================
+id        unique sample id, also the file stem of its image and mask
+image     image path relative to the dataset folder (``images/<id>.png``)
+mask      mask path relative to the dataset folder (``masks/<id>.png``)
+label     one of :data:`LABELS`
+group     patient id; samples of one group must stay in one split (the id
+          itself when the source has no patient ids)
+width     image width in pixels
+height    image height in pixels
+hash      :func:`busseg.imageio.content_hash` of the image pixels; equal hashes
+          mark duplicate images, which a split should keep together
+========  ====================================================================
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from busseg.errors import DataError
+from busseg.imageio import atomic_path
+
+INDEX_COLUMNS: tuple[str, ...] = ("id", "image", "mask", "label", "group", "width", "height", "hash")
+"""Columns of ``index.csv``, in file order."""
+
+LABELS: tuple[str, ...] = ("benign", "malignant", "normal", "unknown")
+"""Allowed values of the ``label`` column."""
+
+_TEXT_COLUMNS = ("id", "image", "mask", "label", "group", "hash")
+_SIZE_COLUMNS = ("width", "height")
+
+
+def write_index(df: pd.DataFrame, path: str | Path) -> None:
+    """Write ``df`` as ``index.csv`` at ``path`` (columns in :data:`INDEX_COLUMNS` order).
+
+    The table is validated first (same checks as :func:`read_index`) and the file is
+    replaced atomically, so a reader never sees half a table.
+    """
+    path = Path(path)
+    table = _validate(df.copy(), path)
+    with atomic_path(path) as tmp_path:
+        table.to_csv(tmp_path, index=False, encoding="utf-8", lineterminator="\n")
+
+
+def read_index(path: str | Path) -> pd.DataFrame:
+    """Read and validate an ``index.csv``; raise :class:`DataError` naming the file if broken.
+
+    Text columns stay strings (a group ``"0012"`` is not turned into 12), width and
+    height become ints, and the columns come back in :data:`INDEX_COLUMNS` order.
+    """
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(path, "index not found; run the prepare stage first") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        raise DataError(path, f"cannot read index: {exc}") from None
+    return _validate(df, path)
+
+
+def _validate(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Check columns, values and uniqueness; return the table in canonical column order."""
+    missing = [c for c in INDEX_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(
+            path,
+            f"index is missing column(s) {', '.join(missing)}; expected {', '.join(INDEX_COLUMNS)}",
+        )
+    df = df.loc[:, list(INDEX_COLUMNS)].reset_index(drop=True)
+    for column in _TEXT_COLUMNS:
+        df[column] = df[column].astype(str)
+        empty = df.index[df[column].str.strip() == ""]
+        if len(empty):
+            raise DataError(path, f"row {empty[0] + 1}: empty '{column}'")
+    for column in _SIZE_COLUMNS:
+        numbers = pd.to_numeric(df[column], errors="coerce")
+        bad = df.index[numbers.isna() | (numbers <= 0) | (numbers % 1 != 0)]
+        if len(bad):
+            raise DataError(
+                path, f"row {bad[0] + 1}: '{column}' must be a positive integer, got {df[column][bad[0]]!r}"
+            )
+        df[column] = numbers.astype(int)
+    unknown = df.index[~df["label"].isin(LABELS)]
+    if len(unknown):
+        raise DataError(
+            path,
+            f"row {unknown[0] + 1}: label {df['label'][unknown[0]]!r} not one of {', '.join(LABELS)}",
+        )
+    repeated = df["id"][df["id"].duplicated()]
+    if len(repeated):
+        raise DataError(path, f"id {repeated.iloc[0]!r} appears more than once")
+    return df

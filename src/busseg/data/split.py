@@ -1,0 +1,129 @@
+"""Train / validation / test splits grouped by patient and stratified by class.
+
+METHOD.md DECISION: 70 / 10 / 20 by default, patient-grouped where ids exist, stratified
+by benign / malignant (and by ``source`` for composite datasets), seeded; the labeled
+subset is drawn from train with ``n_labeled = max(1, round(label_ratio * n_train))``,
+also stratified. Images with identical pixels (same content hash) are put in one group,
+so an exact duplicate can never sit on both sides of a split.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from busseg.config import check_range
+from busseg.errors import ConfigError, DataError
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Fractions of the three parts (they must sum to 1)."""
+
+    train: float = 0.7
+    val: float = 0.1
+    test: float = 0.2
+
+    def check(self) -> None:
+        for name in SPLIT_NAMES:
+            check_range(f"split.{name}", getattr(self, name), 0.0, 1.0)
+        if abs(self.train + self.val + self.test - 1.0) > 1e-6:
+            raise ConfigError("split", f"train + val + test must be 1, got {self.train + self.val + self.test:g}")
+        if self.train <= 0 or self.test <= 0:
+            raise ConfigError("split", "train and test fractions must be > 0")
+
+
+def _stratum_of(frame: pd.DataFrame) -> pd.Series:
+    """The stratification key of every row: class, and source where the index has one."""
+    key = frame["label"].astype(str)
+    if "source" in frame.columns:
+        key = frame["source"].astype(str) + "/" + key
+    return key
+
+
+def merge_duplicate_groups(index: pd.DataFrame) -> pd.Series:
+    """Groups after joining every set of rows that share a content hash (union-find)."""
+    parent: dict[str, str] = {g: g for g in index["group"].astype(str)}
+
+    def find(g: str) -> str:
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    if "hash" in index.columns:
+        for _, rows in index.groupby("hash", sort=True):
+            groups = sorted(rows["group"].astype(str).unique())
+            for other in groups[1:]:
+                parent[find(other)] = find(groups[0])
+    return index["group"].astype(str).map(find)
+
+
+def split_dataset(index: pd.DataFrame, config: SplitConfig, seed: int) -> dict[str, list[str]]:
+    """Assign every image id of ``index`` to train, val or test.
+
+    Whole groups are assigned; within each stratum (the majority class of the group)
+    groups are shuffled with ``seed`` and filled greedily so that each part gets
+    close to its fraction of the stratum's images.
+    """
+    config.check()
+    if index.empty:
+        raise DataError("index.csv", "the dataset has no images to split")
+    frame = index.copy()
+    frame["_group"] = merge_duplicate_groups(frame)
+    frame["_stratum"] = _stratum_of(frame)
+    # A group's stratum is its most frequent one (ties broken by name, for determinism).
+    group_stratum = (
+        frame.groupby("_group")["_stratum"].agg(lambda s: sorted(s.value_counts().items(), key=lambda kv: (-kv[1], kv[0]))[0][0])
+    )
+    group_size = frame.groupby("_group").size()
+    rng = np.random.default_rng(seed)
+    fractions = {"train": config.train, "val": config.val, "test": config.test}
+    assignment: dict[str, str] = {}
+    for stratum in sorted(group_stratum.unique()):
+        groups = sorted(group_stratum.index[group_stratum == stratum])
+        groups = [groups[i] for i in rng.permutation(len(groups))]
+        total = int(group_size[groups].sum())
+        filled = {name: 0 for name in SPLIT_NAMES}
+        for group in groups:
+            # Give the group to the part that is furthest below its target share.
+            deficits = {name: fractions[name] * total - filled[name] for name in SPLIT_NAMES if fractions[name] > 0}
+            part = max(deficits, key=lambda n: (deficits[n], -SPLIT_NAMES.index(n)))
+            assignment[group] = part
+            filled[part] += int(group_size[group])
+    frame["_part"] = frame["_group"].map(assignment)
+    return {name: sorted(frame.loc[frame["_part"] == name, "id"].astype(str)) for name in SPLIT_NAMES}
+
+
+def n_labeled_for(label_ratio: float, n_train: int) -> int:
+    """``max(1, round(label_ratio * n_train))`` (METHOD.md)."""
+    check_range("label_ratio", label_ratio, 0.0, 1.0, low_open=True)
+    return max(1, int(round(label_ratio * n_train)))
+
+
+def choose_labeled(index: pd.DataFrame, train_ids: list[str], label_ratio: float, seed: int) -> list[str]:
+    """Draw the labeled subset of ``train_ids``, stratified by class (largest remainder)."""
+    if not train_ids:
+        raise DataError("train.txt", "the train split is empty; the dataset is too small for the split fractions")
+    n_labeled = n_labeled_for(label_ratio, len(train_ids))
+    frame = index.set_index(index["id"].astype(str)).loc[sorted(train_ids)]
+    strata: dict[str, list[str]] = defaultdict(list)
+    for image_id, stratum in zip(frame.index, _stratum_of(frame)):
+        strata[stratum].append(image_id)
+    names = sorted(strata)
+    exact = {s: n_labeled * len(strata[s]) / len(train_ids) for s in names}
+    quota = {s: int(np.floor(exact[s])) for s in names}
+    leftovers = sorted(names, key=lambda s: (-(exact[s] - quota[s]), s))
+    for s in leftovers[: n_labeled - sum(quota.values())]:
+        quota[s] += 1
+    rng = np.random.default_rng(seed + 1)
+    chosen: list[str] = []
+    for s in names:
+        members = strata[s]
+        picks = rng.permutation(len(members))[: quota[s]]
+        chosen.extend(members[i] for i in picks)
+    return sorted(chosen)

@@ -1,0 +1,102 @@
+"""Segmentation losses on logits (torch): soft Dice and BCE + Dice.
+
+METHOD.md uses BCE + Dice with weights 1:1 for the supervised loss L_s, for the
+static teacher's warm-up on pseudo labels, and for the unsupervised loss L_u with
+the soft UEWF target. Targets may therefore be soft (any value in [0, 1]).
+
+The functions cast logits and targets to float32 before the sigmoid and the logs,
+so they are safe under autocast (fp16/bf16 logits).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def _check_pair(logits: Tensor, target: Tensor) -> None:
+    """Shapes must match exactly (no silent broadcasting); targets must lie in [0, 1]."""
+    if logits.shape != target.shape:
+        raise ValueError(
+            f"logits and target must have the same shape, got logits {tuple(logits.shape)} "
+            f"and target {tuple(target.shape)}"
+        )
+    if logits.dim() < 2:
+        raise ValueError(f"expected a batch (B, ...) with at least 2 dimensions, got shape {tuple(logits.shape)}")
+    # One host sync per call; negligible next to a forward/backward pass, and it turns a
+    # silently wrong BCE into an error.
+    if bool(((target < 0) | (target > 1) | torch.isnan(target)).any()):
+        raise ValueError("target values must lie in [0, 1]")
+
+
+def soft_dice_loss(logits: Tensor, target: Tensor, eps: float = 1.0) -> Tensor:
+    """``1 - soft Dice`` between ``sigmoid(logits)`` and a (possibly soft) target.
+
+    Dice is computed per image over all non-batch dimensions,
+    ``(2 * sum(p * t) + eps) / (sum(p) + sum(t) + eps)``, then averaged over the
+    batch. ``eps = 1`` (additive smoothing) makes an empty target predicted as empty
+    score a loss of 0 instead of 0/0.
+
+    Args:
+        logits: raw network outputs, shape (B, ...) e.g. (B, 1, H, W).
+        target: same shape, values in [0, 1].
+        eps: smoothing added to numerator and denominator.
+
+    Returns:
+        A scalar float32 tensor.
+    """
+    _check_pair(logits, target)
+    return _soft_dice_loss(logits, target, eps)
+
+
+def _soft_dice_loss(logits: Tensor, target: Tensor, eps: float) -> Tensor:
+    """:func:`soft_dice_loss` without the input checks (callers have done them)."""
+    probs = torch.sigmoid(logits.float()).flatten(1)
+    target = target.float().flatten(1)
+    intersection = (probs * target).sum(dim=1)
+    denominator = probs.sum(dim=1) + target.sum(dim=1)
+    dice = (2.0 * intersection + eps) / (denominator + eps)
+    return (1.0 - dice).mean()
+
+
+def bce_dice_loss(
+    logits: Tensor,
+    target: Tensor,
+    bce_weight: float = 1.0,
+    dice_weight: float = 1.0,
+    eps: float = 1.0,
+) -> Tensor:
+    """``bce_weight * BCE-with-logits + dice_weight * soft Dice loss`` (1:1 by default).
+
+    BCE is the mean over all pixels of the batch; see :func:`soft_dice_loss` for Dice.
+    Both accept soft targets in [0, 1].
+    """
+    _check_pair(logits, target)
+    bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())
+    return bce_weight * bce + dice_weight * _soft_dice_loss(logits, target, eps)
+
+
+class BCEDiceLoss(nn.Module):
+    """Module form of :func:`bce_dice_loss`, in the style of ``segmentation_models_pytorch.losses``.
+
+    Example:
+        >>> criterion = BCEDiceLoss()
+        >>> loss = criterion(model(images), masks)  # doctest: +SKIP
+    """
+
+    def __init__(self, bce_weight: float = 1.0, dice_weight: float = 1.0, eps: float = 1.0) -> None:
+        super().__init__()
+        for name, value in (("bce_weight", bce_weight), ("dice_weight", dice_weight)):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if eps <= 0:
+            raise ValueError(f"eps must be > 0, got {eps}")
+        self.bce_weight = bce_weight
+        self.dice_weight = dice_weight
+        self.eps = eps
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return bce_dice_loss(logits, target, self.bce_weight, self.dice_weight, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"bce_weight={self.bce_weight}, dice_weight={self.dice_weight}, eps={self.eps}"

@@ -1,0 +1,403 @@
+"""Weight-free, training-free pseudo labels from appearance words (the default backend).
+
+METHOD.md (APPG) prompts Grounding DINO + SAM with appearance descriptions of a
+lesion ("dark oval", "dark round", "dark lobulated"). This backend turns the same
+words into classical image analysis, so that the pipeline runs without any model
+weights:
+
+* "dark" / "bright" set the polarity: a lesion is hypo- (or hyper-) echoic
+  relative to the tissue around it;
+* "oval", "round", "lobulated", "irregular" are shape priors.
+
+Pipeline for one image: resize to a working resolution, reduce speckle (median +
+bilateral filter), propose candidate regions as the connected components of a
+stack of grey-level thresholds (a small component tree, MSER-like), score every
+candidate (contrast against its surrounding ring, shape fit, size, position,
+avoidance of borders, posterior shadows and burned-in marks), refine the best
+candidate into a smooth mask at the original size, and apply the area filter of
+METHOD.md (foreground must exceed ``min_area_fraction`` of the image).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from busseg.errors import ConfigError
+from busseg.pseudo.base import PseudoLabel, apply_area_filter, invalid_label
+
+# Words the prompts may use. Polarity words say whether the lesion is darker or
+# brighter than its surroundings; shape words select a shape prior.
+POLARITY_WORDS: dict[str, int] = {"dark": 1, "hypoechoic": 1, "bright": -1, "hyperechoic": -1}
+SHAPE_WORDS: tuple[str, ...] = ("oval", "round", "lobulated", "irregular")
+KNOWN_WORDS: tuple[str, ...] = tuple(sorted((*POLARITY_WORDS, *SHAPE_WORDS)))
+
+# Below this many pixels at the working resolution a component is speckle, not a lesion.
+_MIN_COMPONENT_PIXELS = 24
+
+
+@dataclass(frozen=True)
+class AppearanceOptions:
+    """Options of :class:`AppearanceLabeler`.
+
+    ``prompts`` are appearance descriptions as in METHOD.md; each is a few of the
+    words in :data:`KNOWN_WORDS`. ``min_area_fraction`` is the area filter.
+    ``working_size`` is the long side (pixels) at which the analysis runs.
+    The ``w_*`` fields weight the candidate features in the score (a logistic
+    model whose few weights were tuned on BUS-BRA; see ``benchmarks/pseudo_quality.py``).
+    """
+
+    prompts: tuple[str, ...] = ("dark oval", "dark round", "dark lobulated")
+    min_area_fraction: float = 0.01
+    working_size: int = 160
+    # Candidate generation: grey-level thresholds at these quantiles of the smoothed
+    # image, each opened with discs of these radii to cut thin bridges to dark tissue.
+    n_levels: int = 20
+    min_level_quantile: float = 0.03
+    max_level_quantile: float = 0.8
+    opening_radii: tuple[int, ...] = (1, 3, 5)
+    convex_variants: bool = True
+    # Candidate size limits as fractions of the image.
+    min_candidate_fraction: float = 0.004
+    max_candidate_fraction: float = 0.6
+    # Speckle reduction.
+    median_size: int = 5
+    bilateral_sigma: float = 20.0
+    # Score weights (logistic model over the features of :meth:`AppearanceLabeler.describe`).
+    bias: float = -2.0
+    w_contrast: float = 1.5
+    w_edge: float = 0.5
+    w_shape: float = 2.0
+    w_stability: float = 0.5
+    w_log_area: float = 0.3
+    w_centre_x: float = -4.0
+    w_depth: float = -3.0
+    centre_y: float = 0.33
+    w_border: float = -1.0
+    w_bottom: float = -1.0
+
+
+FEATURES: tuple[str, ...] = (
+    "contrast", "t_contrast", "edge", "shape", "solidity", "ellipse_fit", "aspect", "stability",
+    "log_area", "centre_x", "depth", "cy", "border", "bottom", "top", "level", "radius", "hull",
+)
+
+
+@dataclass
+class Candidate:
+    """One candidate region at the working resolution: a crop, its place and its features."""
+
+    region: np.ndarray  # bool crop of the working image
+    offset: tuple[int, int]  # (y, x) of the crop in the working image
+    features: dict[str, float]
+    score: float = 0.0
+
+    def full_mask(self, shape: tuple[int, int]) -> np.ndarray:
+        """The region as a boolean mask of the working image's ``shape``."""
+        mask = np.zeros(shape, dtype=bool)
+        y, x = self.offset
+        mask[y : y + self.region.shape[0], x : x + self.region.shape[1]] = self.region
+        return mask
+
+
+@dataclass(frozen=True)
+class _Prompt:
+    polarity: int
+    shapes: tuple[str, ...]
+
+
+def parse_prompts(prompts: tuple[str, ...] | list[str]) -> _Prompt:
+    """Parse appearance prompts into one polarity and the set of shape words.
+
+    Raises :class:`ConfigError` for unknown words, for an empty prompt list and
+    for prompts that disagree on polarity ("dark ..." together with "bright ...").
+    """
+    if isinstance(prompts, str) or not prompts:
+        raise ConfigError("prompts", f"expected a non-empty list of descriptions, got {prompts!r}")
+    polarities: set[int] = set()
+    shapes: list[str] = []
+    for prompt in prompts:
+        words = str(prompt).lower().replace(",", " ").split()
+        if not words:
+            raise ConfigError("prompts", f"empty description {prompt!r}")
+        for word in words:
+            if word in POLARITY_WORDS:
+                polarities.add(POLARITY_WORDS[word])
+            elif word in SHAPE_WORDS:
+                if word not in shapes:
+                    shapes.append(word)
+            else:
+                raise ConfigError(
+                    "prompts", f"unknown word {word!r} in {prompt!r}; known words: {', '.join(KNOWN_WORDS)}"
+                )
+    if len(polarities) > 1:
+        raise ConfigError("prompts", "descriptions mix 'dark' and 'bright'; use one polarity")
+    polarity = polarities.pop() if polarities else 1  # lesions in BUS are mostly hypoechoic
+    return _Prompt(polarity=polarity, shapes=tuple(shapes))
+
+
+class AppearanceLabeler:
+    """Pseudo labels from classical image analysis driven by appearance words."""
+
+    def __init__(self, options: AppearanceOptions = AppearanceOptions()) -> None:
+        _check_options(options)
+        self.options = options
+        self.prompt = parse_prompts(options.prompts)
+
+    def label(self, image: np.ndarray) -> PseudoLabel:
+        """Pseudo label of one greyscale uint8 image ``(H, W)``; the mask has shape ``(H, W)``."""
+        _check_image(image)
+        shape = image.shape
+        if min(shape) < 8:
+            return invalid_label(shape, "image_too_small")
+        work = self.preprocess(image)
+        if float(work.std()) < 1e-3:
+            return invalid_label(shape, "no_contrast")
+        candidates = self.candidates(work)
+        if not candidates:
+            return invalid_label(shape, "no_candidate")
+        best = max(candidates, key=lambda c: c.score)
+        mask = self.refine(best, work, shape)
+        if not mask.any():
+            return invalid_label(shape, "empty_after_refinement", best.score)
+        ys, xs = np.nonzero(mask)
+        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        label = PseudoLabel(mask=mask, score=float(best.score), valid=True, box=box)
+        return apply_area_filter(label, self.options.min_area_fraction)
+
+    # -- stages ------------------------------------------------------------------------
+
+    def preprocess(self, image: np.ndarray) -> np.ndarray:
+        """Resize to the working size and reduce speckle; returns float32 in [0, 1], lesion dark."""
+        o = self.options
+        h, w = image.shape
+        scale = o.working_size / max(h, w)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        if self.prompt.polarity < 0:
+            small = 255 - small
+        small = cv2.medianBlur(small, _odd(o.median_size))
+        small = cv2.bilateralFilter(small, 7, o.bilateral_sigma, 3.0)
+        return small.astype(np.float32) / 255.0
+
+    def candidates(self, work: np.ndarray) -> list[Candidate]:
+        """Dark connected components over thresholds x opening radii, each described and scored."""
+        o = self.options
+        quantiles = np.linspace(o.min_level_quantile, o.max_level_quantile, o.n_levels)
+        levels = np.quantile(work, quantiles)
+        context = _Context.of(work)
+        min_area = max(_MIN_COMPONENT_PIXELS, o.min_candidate_fraction * work.size)
+        max_area = o.max_candidate_fraction * work.size
+        seen: set[tuple[int, ...]] = set()
+        out: list[Candidate] = []
+        for radius in o.opening_radii:
+            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
+            binaries = [cv2.morphologyEx((work <= t).astype(np.uint8), cv2.MORPH_OPEN, kernel) for t in levels]
+            labelled = [cv2.connectedComponentsWithStats(b, connectivity=4) for b in binaries]
+            for i, (count, labels, stats, _) in enumerate(labelled):
+                for index in range(1, count):
+                    x, y, bw, bh, area = (int(v) for v in stats[index])
+                    if not min_area <= area <= max_area or (x, y, bw, bh, area) in seen:
+                        continue
+                    seen.add((x, y, bw, bh, area))
+                    region = _fill_holes((labels[y : y + bh, x : x + bw] == index).astype(np.uint8))
+                    stability = _stability(region, (y, x), i, binaries, labelled)
+                    variants = [(region, 0.0)]
+                    if o.convex_variants:
+                        variants.append((_convex_hull(region), 1.0))
+                    for mask, hull in variants:
+                        features = self.describe(mask, (y, x), context)
+                        features.update(
+                            stability=stability, level=float(quantiles[i]), radius=float(radius), hull=hull
+                        )
+                        out.append(Candidate(mask, (y, x), features, self.score(features)))
+        return out
+
+    def refine(self, best: Candidate, work: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """Smooth the chosen region's boundary and resize it to ``shape``."""
+        region = best.full_mask(work.shape).astype(np.float32)
+        soft = cv2.GaussianBlur(region, (0, 0), 1.5)
+        big = cv2.resize(soft, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+        return big >= 0.5
+
+    # -- features and score ---------------------------------------------------------------
+
+    def describe(self, region: np.ndarray, offset: tuple[int, int], context: _Context) -> dict[str, float]:
+        """Features of one candidate ``region`` (a bool crop at ``offset`` of the working image)."""
+        work = context.work
+        h, w = work.shape
+        y, x = offset
+        bh, bw = region.shape
+        area = int(np.count_nonzero(region))
+        ring_width = max(3, int(round(0.25 * np.sqrt(area))))
+        y0, x0 = max(0, y - ring_width), max(0, x - ring_width)
+        y1, x1 = min(h, y + bh + ring_width), min(w, x + bw + ring_width)
+        crop = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
+        crop[y - y0 : y - y0 + bh, x - x0 : x - x0 + bw] = region
+        # Distance transform instead of a dilation: its cost does not grow with the ring width.
+        ring = cv2.distanceTransform(1 - crop, cv2.DIST_L2, 3) <= ring_width
+        ring &= crop == 0
+        inside_values = work[y0:y1, x0:x1][crop > 0]
+        ring_values = work[y0:y1, x0:x1][ring] if ring.any() else inside_values
+        inside, outside = float(inside_values.mean()), float(ring_values.mean())
+        spread = np.sqrt(float(inside_values.var()) + float(ring_values.var())) + 1e-3
+        boundary = crop - cv2.erode(crop, np.ones((3, 3), np.uint8))
+        edge_values = context.gradient[y0:y1, x0:x1][boundary > 0]
+        edge = float(edge_values.mean()) / context.mean_gradient if edge_values.size else 0.0
+
+        ellipse_fit, aspect = _ellipse_fit(region.astype(np.uint8))
+        solidity = area / max(1, int(np.count_nonzero(_convex_hull(region))))
+        ys, xs = np.nonzero(region)
+        cx, cy = (xs.mean() + x) / w, (ys.mean() + y) / h
+        sides = (x == 0, y == 0, x + bw == w, y + bh == h)
+        features = {
+            "contrast": (float(np.median(ring_values)) - inside) / context.spread,
+            "t_contrast": (outside - inside) / spread,
+            "edge": edge,
+            "solidity": solidity,
+            "ellipse_fit": ellipse_fit,
+            "aspect": aspect,
+            "log_area": float(np.log(area / float(h * w))),
+            "centre_x": abs(cx - 0.5),
+            "depth": (cy - self.options.centre_y) ** 2,
+            "cy": cy,
+            "border": float(sum(sides)),
+            "bottom": float(sides[3]),
+            "top": float(sides[1]),
+        }
+        features["shape"] = self._shape_prior(features)
+        return features
+
+    def score(self, f: dict[str, float]) -> float:
+        """Confidence in [0, 1] that a candidate with features ``f`` is the lesion."""
+        o = self.options
+        z = (
+            o.bias
+            + o.w_contrast * f["contrast"]
+            + o.w_edge * f["edge"]
+            + o.w_shape * f["shape"]
+            + o.w_stability * f["stability"]
+            + o.w_log_area * f["log_area"]
+            + o.w_centre_x * f["centre_x"]
+            + o.w_depth * f["depth"]
+            + o.w_border * f["border"]
+            + o.w_bottom * f["bottom"]
+        )
+        return float(1.0 / (1.0 + np.exp(-z)))
+
+    def _shape_prior(self, f: dict[str, float]) -> float:
+        """How well the region fits the prompts' shape words (best word wins); 1 without shape words."""
+        scores = []
+        for word in self.prompt.shapes:
+            if word == "oval":
+                scores.append(f["ellipse_fit"])
+            elif word == "round":
+                scores.append(f["ellipse_fit"] * (0.5 + 0.5 * f["aspect"]))
+            elif word == "lobulated":
+                scores.append(np.sqrt(f["solidity"]) * (0.5 + 0.5 * f["ellipse_fit"]))
+            elif word == "irregular":
+                scores.append(np.sqrt(f["solidity"]))
+        return float(max(scores)) if scores else 1.0
+
+
+@dataclass(frozen=True)
+class _Context:
+    """Per-image quantities shared by all candidates."""
+
+    work: np.ndarray
+    gradient: np.ndarray
+    mean_gradient: float
+    spread: float
+
+    @classmethod
+    def of(cls, work: np.ndarray) -> _Context:
+        gx = cv2.Sobel(work, cv2.CV_32F, 1, 0, ksize=3)
+        gy = cv2.Sobel(work, cv2.CV_32F, 0, 1, ksize=3)
+        gradient = np.sqrt(gx * gx + gy * gy)
+        return cls(work, gradient, float(gradient.mean()) + 1e-6, float(work.std()) + 1e-6)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _ellipse_fit(region: np.ndarray) -> tuple[float, float]:
+    """IoU of ``region`` with its moment-equivalent ellipse, and the ellipse's minor/major ratio."""
+    m = cv2.moments(region, binaryImage=True)
+    if m["m00"] <= 0:
+        return 0.0, 0.0
+    cx, cy = m["m10"] / m["m00"], m["m01"] / m["m00"]
+    mu20, mu02, mu11 = m["mu20"] / m["m00"], m["mu02"] / m["m00"], m["mu11"] / m["m00"]
+    common = np.sqrt(((mu20 - mu02) / 2) ** 2 + mu11**2)
+    lam1, lam2 = (mu20 + mu02) / 2 + common, max((mu20 + mu02) / 2 - common, 1e-6)
+    major, minor = 2 * np.sqrt(lam1), 2 * np.sqrt(lam2)
+    angle = 0.5 * np.degrees(np.arctan2(2 * mu11, mu20 - mu02))
+    ellipse = np.zeros_like(region)
+    cv2.ellipse(ellipse, (round(cx), round(cy)), (max(1, round(major)), max(1, round(minor))), angle, 0, 360, 1, -1)
+    inter = np.count_nonzero(ellipse & region)
+    union = np.count_nonzero(ellipse | region)
+    return inter / max(union, 1), float(minor / max(major, 1e-6))
+
+
+def _stability(
+    region: np.ndarray,
+    offset: tuple[int, int],
+    level: int,
+    binaries: list[np.ndarray],
+    labelled: list[tuple],
+) -> float:
+    """MSER-like stability: area of the region over the area of its component one level up.
+
+    A lesion with a sharp boundary barely grows when the threshold rises (ratio near
+    1); a patch of textured tissue leaks into its neighbours (ratio near 0).
+    """
+    if level + 1 >= len(binaries):
+        return 1.0
+    y, x = offset
+    ys, xs = np.nonzero(region)
+    _, labels, stats, _ = labelled[level + 1]
+    index = labels[y + ys[0], x + xs[0]]
+    if index == 0:
+        return 1.0
+    return float(np.count_nonzero(region)) / float(stats[index, cv2.CC_STAT_AREA])
+
+
+def _convex_hull(region: np.ndarray) -> np.ndarray:
+    """The filled convex hull of a binary crop, as bool of the same shape."""
+    contours, _ = cv2.findContours(region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    hull = np.zeros(region.shape, dtype=np.uint8)
+    if contours:
+        points = np.concatenate(contours)
+        cv2.drawContours(hull, [cv2.convexHull(points)], -1, 1, -1)
+    return hull.astype(bool)
+
+
+def _fill_holes(region: np.ndarray) -> np.ndarray:
+    """Fill the holes of a binary uint8 region (flood fill from outside)."""
+    padded = np.pad(region, 1)
+    flood = padded.copy()
+    cv2.floodFill(flood, None, (0, 0), 1)
+    holes = flood == 0
+    return (padded.astype(bool) | holes)[1:-1, 1:-1]
+
+
+def _odd(size: int) -> int:
+    return max(1, size | 1)
+
+
+def _check_image(image: np.ndarray) -> None:
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.ndim != 2 or image.dtype != np.uint8:
+        raise ValueError(f"image must be a 2-D uint8 greyscale array (H, W), got {image.dtype} with shape {image.shape}")
+
+
+def _check_options(o: AppearanceOptions) -> None:
+    if not 0.0 <= o.min_area_fraction < 1.0:
+        raise ConfigError("min_area_fraction", f"must be in [0, 1), got {o.min_area_fraction}")
+    if o.working_size < 16:
+        raise ConfigError("working_size", f"must be at least 16 pixels, got {o.working_size}")
+    if o.n_levels < 1:
+        raise ConfigError("n_levels", f"must be at least 1, got {o.n_levels}")
+    if not 0.0 <= o.min_level_quantile < o.max_level_quantile <= 1.0:
+        raise ConfigError("max_level_quantile", "need 0 <= min_level_quantile < max_level_quantile <= 1")

@@ -1,0 +1,35 @@
+"""Pseudo-label backends by name (``pseudo.backend``)."""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from busseg.config import from_dict
+from busseg.errors import ConfigError
+from busseg.pseudo.base import PseudoLabeler
+
+
+def _appearance(options: Mapping[str, Any]) -> PseudoLabeler:
+    from busseg.pseudo.appearance import AppearanceLabeler, AppearanceOptions
+
+    return AppearanceLabeler(from_dict(AppearanceOptions, options, "pseudo.appearance"))
+
+
+def _grounded_sam(options: Mapping[str, Any]) -> PseudoLabeler:
+    # Imported lazily: groundingdino and transformers take seconds to import.
+    from busseg.pseudo.grounded_sam import GroundedSamLabeler, GroundedSamOptions
+
+    return GroundedSamLabeler(from_dict(GroundedSamOptions, options, "pseudo.grounded_sam"))
+
+
+BACKENDS: dict[str, Callable[[Mapping[str, Any]], PseudoLabeler]] = {
+    "appearance": _appearance,
+    "grounded_sam": _grounded_sam,
+}
+
+
+def build_labeler(backend: str, options: Mapping[str, Any]) -> PseudoLabeler:
+    """Build backend ``backend`` from its options (prompts, min_area_fraction and its own keys)."""
+    if backend not in BACKENDS:
+        raise ConfigError("pseudo.backend", f"unknown backend '{backend}'; available: {', '.join(sorted(BACKENDS))}")
+    return BACKENDS[backend](options)

@@ -1,0 +1,61 @@
+"""The cross-dataset summary: ``metrics/summary.json`` and a markdown results table."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from busseg.errors import DataError
+
+EVAL_KEYS = ("dice", "iou", "accuracy", "hd95", "n_images")
+PSEUDO_KEYS = ("dice", "dice_valid", "coverage", "hit_rate")
+
+
+def _read_json_dir(folder: Path) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    if not folder.is_dir():
+        return out
+    for path in sorted(folder.glob("*.json")):
+        try:
+            out[path.stem] = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise DataError(path, f"not valid JSON: {exc}") from None
+    return out
+
+
+def build_summary(eval_dir: str | Path, pseudo_dir: str | Path, datasets: list[str]) -> dict[str, dict[str, float]]:
+    """Nested ``dataset -> metric`` (so ``dvc metrics diff`` prints ``synthetic.dice``).
+
+    Pseudo-label quality enters as ``pseudo_dice``, ``pseudo_coverage``, ...
+    """
+    evals, pseudos = _read_json_dir(Path(eval_dir)), _read_json_dir(Path(pseudo_dir))
+    summary: dict[str, dict[str, float]] = {}
+    for name in datasets:
+        if name not in evals:
+            raise DataError(Path(eval_dir) / f"{name}.json", "evaluation metrics missing; run evaluate first")
+        row = {key: evals[name][key] for key in EVAL_KEYS if key in evals[name]}
+        for key in PSEUDO_KEYS:
+            if key in pseudos.get(name, {}):
+                row[f"pseudo_{key}"] = pseudos[name][key]
+        summary[name] = row
+    return summary
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4f}"
+    return str(value)
+
+
+def markdown_table(summary: dict[str, dict[str, float]], header: str = "") -> str:
+    """A markdown table with one row per dataset."""
+    columns: list[str] = []
+    for row in summary.values():
+        columns.extend(k for k in row if k not in columns)
+    lines = [header] if header else []
+    lines.append("| dataset | " + " | ".join(columns) + " |")
+    lines.append("|---|" + "---|" * len(columns))
+    for name, row in summary.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(row.get(c, "")) for c in columns) + " |")
+    return "\n".join(lines) + "\n"

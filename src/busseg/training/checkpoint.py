@@ -1,0 +1,88 @@
+"""Checkpoints that carry their own configuration (nanoGPT style).
+
+A checkpoint is a dict: ``model`` (state dict of :class:`~busseg.models.SegmentationNet`),
+``model_config``, ``train_config``, ``method``, ``epoch``, ``val_dice`` and ``busseg_version``;
+:func:`load_model` rebuilds the network from the file alone.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from busseg import __version__
+from busseg.config import from_dict
+from busseg.errors import DataError
+from busseg.models import ModelConfig, SegmentationNet, build_model, model_config_to_dict
+from busseg.training.config import TrainConfig
+
+
+def save_atomic(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temp file, then rename: a crash never leaves half a checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save_model_checkpoint(
+    path: str | Path,
+    model: SegmentationNet,
+    train_config: TrainConfig,
+    *,
+    epoch: int,
+    val_dice: float,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Save the network with everything needed to rebuild and describe it."""
+    save_atomic(
+        {
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "model_config": model_config_to_dict(model.config),
+            "train_config": asdict(train_config),
+            "method": train_config.method,
+            "epoch": epoch,
+            "val_dice": float(val_dice),
+            "busseg_version": __version__,
+            **(extra or {}),
+        },
+        path,
+    )
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint dict on the CPU, with a clear error for a missing or broken file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "checkpoint not found; run the stage that trains it (dvc repro)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for a truncated or foreign file
+        raise DataError(path, f"not a readable busseg checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint or "model_config" not in checkpoint:
+        raise DataError(path, "not a busseg checkpoint (no 'model' / 'model_config' entries)")
+    return checkpoint
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> SegmentationNet:
+    """Rebuild the network stored in ``path`` (eval mode, on ``device``)."""
+    checkpoint = read_checkpoint(path)
+    config = from_dict(ModelConfig, checkpoint["model_config"], "model")
+    model = build_model(config)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as exc:
+        raise DataError(path, f"weights do not fit the stored model config: {exc}") from None
+    return model.to(device).eval()

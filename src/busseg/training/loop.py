@@ -1,0 +1,244 @@
+"""The training loop: one readable function, shared by the warm-up and every method.
+
+Budget: ``epochs`` x ``steps_per_epoch`` optimizer steps. Each step draws
+``batch_size - unlabeled_batch`` labeled images (the small labeled set is cycled) and,
+for methods that use them, ``unlabeled_batch`` unlabeled images. After each epoch the
+student is validated (mean Dice on the validation split), ReduceLROnPlateau steps on
+that Dice, the best checkpoint is kept, and the whole state goes to a scratch folder
+so that an interrupted run resumes from its last finished epoch.
+
+Batches are drawn from seeded per-epoch index streams rather than a DataLoader: data
+sits in memory, and an epoch-keyed seed makes resumed runs identical to uninterrupted
+ones. The streams take ``rank`` / ``world_size`` so that DDP can shard them.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from busseg.data.dataset import SegmentationDataset, as_batch
+from busseg.errors import TrainingError
+from busseg.metrics import dice
+from busseg.training.checkpoint import save_atomic, save_model_checkpoint
+from busseg.training.config import TrainConfig
+from busseg.training.methods import TrainingMethod
+
+
+class EpochLogger(Protocol):
+    """Receives one dict of scalars per finished epoch (dvclive, a list, ...)."""
+
+    def log_epoch(self, epoch: int, logs: dict[str, float]) -> None: ...
+
+
+@dataclass
+class TrainData:
+    """What the loop trains on. ``val`` may be None (then the last epoch is kept)."""
+
+    labeled: SegmentationDataset
+    unlabeled: SegmentationDataset | None = None
+    val: SegmentationDataset | None = None
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_val_dice: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def index_batches(n: int, batch: int, steps: int, seed: int, rank: int = 0, world_size: int = 1) -> Iterator[np.ndarray]:
+    """``steps`` batches of indices into ``n`` items, cycling through fresh permutations.
+
+    A set smaller than the batch is repeated within the batch (12 labeled images and a
+    batch of 4 is the paper's 2.5 % setting). With ``world_size`` > 1 every rank gets a
+    disjoint slice of each global batch.
+    """
+    if n <= 0:
+        raise TrainingError("cannot draw batches from an empty set of images")
+    rng = np.random.default_rng(seed)
+    order: list[int] = []
+    global_batch = batch * world_size
+    for _ in range(steps):
+        while len(order) < global_batch:
+            order.extend(rng.permutation(n).tolist())
+        chosen, order = order[:global_batch], order[global_batch:]
+        yield np.asarray(chosen[rank * batch : (rank + 1) * batch], dtype=np.int64)
+
+
+def steps_per_epoch(config: TrainConfig, n_pool: int) -> int:
+    """Steps per epoch: the configured value, or one pass over ``n_pool`` images."""
+    if config.steps_per_epoch is not None:
+        return config.steps_per_epoch
+    return max(1, math.ceil(n_pool / config.batch_size))
+
+
+@torch.inference_mode()
+def predict_probabilities(model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch: int = 16) -> torch.Tensor:
+    """Sigmoid probabilities of ``images`` (N, 1, S, S) in [0, 1], computed in batches, on the CPU."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch):
+        out.append(torch.sigmoid(model(images[start : start + batch].to(device)).float()).cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def validate(model: torch.nn.Module, dataset: SegmentationDataset, device: torch.device) -> float:
+    """Mean per-image Dice at the network resolution (probability > 0.5)."""
+    batch = as_batch(dataset, range(len(dataset)))
+    probs = predict_probabilities(model, batch["image"], device)
+    preds = (probs > 0.5).numpy()[:, 0]
+    targets = batch["mask"].numpy()[:, 0] > 0.5
+    return float(np.mean([dice(p, t) for p, t in zip(preds, targets)]))
+
+
+def _autocast(device: torch.device, enabled: bool):
+    # bfloat16 needs no gradient scaler; on CPU autocast is off (it slows convolutions down).
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
+def fit(
+    method: TrainingMethod,
+    data: TrainData,
+    config: TrainConfig,
+    *,
+    device: torch.device,
+    seed: int,
+    best_path: str | Path,
+    scratch_dir: str | Path | None = None,
+    logger: EpochLogger | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> FitResult:
+    """Train ``method`` and write the best student checkpoint to ``best_path``.
+
+    With ``scratch_dir``, the state after every epoch is kept there and a later call
+    with the same folder resumes from it (the caller keys the folder by the inputs and
+    parameters, so a resumed run never mixes two configurations).
+    """
+    config.check()
+    if method.uses_unlabeled and (data.unlabeled is None or len(data.unlabeled) == 0):
+        raise TrainingError(
+            f"method '{config.method}' needs unlabeled images but there are none "
+            "(label_ratio 1.0 leaves none: use train.method=supervised for the upper bound)"
+        )
+    if len(data.labeled) == 0:
+        raise TrainingError("there are no labeled images to train on; raise label_ratio or check the split")
+    own_scratch = scratch_dir is None
+    scratch = Path(tempfile.mkdtemp(prefix="busseg-fit-")) if own_scratch else Path(scratch_dir)  # type: ignore[arg-type]
+    scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        return _fit(method, data, config, device, seed, Path(best_path), scratch, logger, progress, desc)
+    finally:
+        if own_scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _fit(
+    method: TrainingMethod,
+    data: TrainData,
+    config: TrainConfig,
+    device: torch.device,
+    seed: int,
+    best_path: Path,
+    scratch: Path,
+    logger: EpochLogger | None,
+    progress: bool,
+    desc: str,
+) -> FitResult:
+    method.to(device)
+    optimizer = torch.optim.Adam(method.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=config.plateau_factor, patience=config.plateau_patience
+    )
+    n_labeled_per_step = config.batch_size - (config.unlabeled_batch if method.uses_unlabeled else 0)
+    pool = len(data.labeled) + (len(data.unlabeled) if method.uses_unlabeled and data.unlabeled is not None else 0)
+    n_steps = steps_per_epoch(config, pool)
+    total_steps = config.epochs * n_steps
+
+    state_path, best_scratch = scratch / "last.pt", scratch / "best.pt"
+    start_epoch, best_epoch, best_dice, history = 0, -1, -math.inf, []
+    if state_path.is_file():
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        method.load_state_dict(state["method"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best_epoch, best_dice, history = state["epoch"] + 1, state["best_epoch"], state["best_dice"], state["history"]
+        if logger is not None:  # replay, so the curves of a resumed run are complete
+            for logs in history:
+                logger.log_epoch(int(logs["epoch"]), logs)
+        tqdm.write(f"{desc}: resuming after epoch {start_epoch - 1} from {state_path}")
+
+    for epoch in range(start_epoch, config.epochs):
+        method.train()
+        labeled_stream = index_batches(len(data.labeled), n_labeled_per_step, n_steps, seed=seed * 1000 + epoch * 2)
+        unlabeled_stream = (
+            index_batches(len(data.unlabeled), config.unlabeled_batch, n_steps, seed=seed * 1000 + epoch * 2 + 1)  # type: ignore[arg-type]
+            if method.uses_unlabeled
+            else None
+        )
+        sums: dict[str, float] = {}
+        bar = tqdm(range(n_steps), desc=f"{desc} epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
+        for step in bar:
+            labeled = {k: v.to(device) for k, v in as_batch(data.labeled, next(labeled_stream)).items()}
+            unlabeled = (
+                {k: v.to(device) for k, v in as_batch(data.unlabeled, next(unlabeled_stream)).items()}  # type: ignore[arg-type]
+                if unlabeled_stream is not None
+                else None
+            )
+            with _autocast(device, config.amp):
+                loss, parts = method.loss(labeled, unlabeled, (epoch * n_steps + step) / total_steps)
+            if not torch.isfinite(loss):
+                kept = f"; the best checkpoint so far is kept at {best_scratch}" if best_scratch.is_file() else ""
+                raise TrainingError(
+                    f"{desc}: the loss became {float(loss)} at epoch {epoch + 1}, step {step + 1} "
+                    f"(parts: {parts}); lower the learning rate ({config.lr:g}) or check the data{kept}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            method.after_optimizer_step()
+            for key, value in {"loss": float(loss.detach()), **parts}.items():
+                sums[key] = sums.get(key, 0.0) + value
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+
+        val_dice = validate(method.student, data.val, device) if data.val is not None and len(data.val) else float("nan")
+        score = val_dice if not math.isnan(val_dice) else float(epoch)  # no val set: keep the last epoch
+        scheduler.step(score)
+        logs = {"epoch": float(epoch), **{k: v / n_steps for k, v in sums.items()}, "val_dice": val_dice, "lr": optimizer.param_groups[0]["lr"]}
+        history.append(logs)
+        if logger is not None:
+            logger.log_epoch(epoch, logs)
+        if score > best_dice:
+            best_epoch, best_dice = epoch, score
+            save_model_checkpoint(best_scratch, method.student, config, epoch=epoch, val_dice=val_dice)
+        save_atomic(
+            {
+                "method": method.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                "best_epoch": best_epoch,
+                "best_dice": best_dice,
+                "history": history,
+                "train_config": asdict(config),
+            },
+            state_path,
+        )
+        tqdm.write(f"{desc} epoch {epoch + 1}/{config.epochs}: loss {logs['loss']:.4f}, val dice {val_dice:.4f}")
+
+    best_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = best_path.with_name(f".{best_path.name}.tmp")
+    shutil.copyfile(best_scratch, tmp)
+    tmp.replace(best_path)
+    return FitResult(best_epoch=best_epoch, best_val_dice=float(history[best_epoch]["val_dice"]), history=history)

@@ -1,0 +1,49 @@
+"""Shared wiring for the stage scripts: reading params.yaml and the runtime section.
+
+This is the only place that parses params.yaml; the library receives plain values.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# DVC and dvclive must never try the network from a stage.
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+from busseg.errors import BussegError  # noqa: E402
+from busseg.runtime import resolve_device, set_threads  # noqa: E402
+
+
+def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """The whole params file as a dict."""
+    with open(path) as handle:
+        return yaml.safe_load(handle) or {}
+
+
+def dataset_spec(params: dict[str, Any], name: str) -> dict[str, Any]:
+    """The ``datasets.<name>`` entry, with a clear error when it is missing."""
+    datasets = params.get("datasets") or {}
+    if name not in datasets:
+        raise BussegError(f"parameter 'datasets.{name}': no such dataset; available: {', '.join(sorted(datasets))}")
+    return dict(datasets[name])
+
+
+def setup_runtime(params: dict[str, Any]):
+    """Apply ``runtime.threads`` and return ``(device, progress)``."""
+    runtime = params.get("runtime") or {}
+    set_threads(int(runtime.get("threads", 1)))
+    return resolve_device(str(runtime.get("device", "auto"))), bool(runtime.get("progress", True))
+
+
+def main_guard(main) -> None:
+    """Run ``main`` and turn busseg's user errors into one line on stderr and exit code 1."""
+    try:
+        main()
+    except BussegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

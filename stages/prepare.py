@@ -1,0 +1,29 @@
+"""Stage prepare@<dataset>: import or generate a dataset into a normalised folder.
+
+    python stages/prepare.py --dataset NAME --out data/prepared/NAME --report metrics/prepare/NAME.json
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from _params import dataset_spec, load_params, main_guard, setup_runtime
+
+from busseg.data.prepare import prepare_dataset
+from busseg.runtime import write_json
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--report", type=Path, required=True)
+    args = parser.parse_args()
+    params = load_params()
+    _, progress = setup_runtime(params)
+    report = prepare_dataset(args.dataset, dataset_spec(params, args.dataset), args.out, progress=progress)
+    write_json(args.report, report.to_dict())
+
+
+if __name__ == "__main__":
+    main_guard(main)

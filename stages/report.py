@@ -1,0 +1,36 @@
+"""Stage report: metrics/summary.json (dataset -> metric) and a markdown results table.
+
+    python stages/report.py --eval metrics/eval --pseudo metrics/pseudo \
+        --summary metrics/summary.json --table reports/summary.md
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from _params import load_params, main_guard
+
+from busseg.report import build_summary, markdown_table
+from busseg.runtime import write_json, write_text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    for flag in ("--eval", "--pseudo", "--summary", "--table"):
+        parser.add_argument(flag, type=Path, required=True)
+    args = parser.parse_args()
+    params = load_params()
+    summary = build_summary(args.eval, args.pseudo, list(params["datasets"]))
+    write_json(args.summary, summary)
+    header = (
+        f"# Results\n\nmethod `{params['train']['method']}`, label_ratio {params['label_ratio']}, "
+        f"encoder {params['model']['encoder']}, {params['model']['image_size']} px, "
+        f"pseudo labels `{params['pseudo']['backend']}`\n"
+    )
+    table = markdown_table(summary, header)
+    write_text(args.table, table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main_guard(main)

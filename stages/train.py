@@ -1,0 +1,76 @@
+"""Stage train@<dataset>: the student, with the method named by train.method.
+
+    python stages/train.py --prepared data/prepared/NAME --splits data/splits/NAME \
+        --static-teacher models/NAME/static_teacher.pt --out models/NAME/student.pt --live reports/train/NAME
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from _params import load_params, main_guard, setup_runtime
+
+from busseg.config import from_dict
+from busseg.data.dataset import SegmentationDataset, read_id_list
+from busseg.models import ModelConfig, build_model
+from busseg.runtime import seed_everything
+from busseg.scratch import inputs_key, scratch_dir
+from busseg.ssl.ema import freeze
+from busseg.training.checkpoint import load_model
+from busseg.training.config import TrainConfig
+from busseg.training.live import LiveLogger
+from busseg.training.loop import TrainData, fit
+from busseg.training.methods import get_method
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    for flag in ("--prepared", "--splits", "--static-teacher", "--out", "--live"):
+        parser.add_argument(flag, type=Path, required=True)
+    args = parser.parse_args()
+    params = load_params()
+    device, progress = setup_runtime(params)
+    seed = int(params.get("seed", 0))
+    seed_everything(seed)
+    model_config = from_dict(ModelConfig, params.get("model"), "model")
+    config = from_dict(TrainConfig, params.get("train"), "train")
+    config.check("train")
+    method_cls = get_method(config.method)
+    size = model_config.image_size
+    images = args.prepared / "images"
+    labeled_ids = read_id_list(args.splits / "labeled.txt")
+    data = TrainData(
+        labeled=SegmentationDataset(images, labeled_ids, size, mask_dir=args.prepared / "masks", progress=progress),
+        unlabeled=(
+            SegmentationDataset(images, read_id_list(args.splits / "unlabeled.txt"), size, progress=progress)
+            if method_cls.uses_unlabeled
+            else None
+        ),
+        val=SegmentationDataset(images, read_id_list(args.splits / "val.txt"), size, mask_dir=args.prepared / "masks"),
+    )
+    static_teacher = freeze(load_model(args.static_teacher)) if method_cls.needs_static_teacher else None
+    if static_teacher is not None and static_teacher.config != model_config:
+        print(f"note: the static teacher's model config differs from model: {static_teacher.config}")
+    key = inputs_key(
+        {"model": params.get("model"), "train": params.get("train"), "seed": seed, "label_ratio": params.get("label_ratio")},
+        [args.splits, args.prepared / "index.csv"] + ([args.static_teacher] if static_teacher is not None else []),
+    )
+    logger = LiveLogger(args.live)
+    result = fit(
+        method_cls(build_model(model_config), config, static_teacher=static_teacher),
+        data,
+        config,
+        device=device,
+        seed=seed,
+        best_path=args.out,
+        scratch_dir=scratch_dir(f"train-{args.out.parent.name}", key),
+        logger=logger,
+        progress=progress,
+        desc=config.method,
+    )
+    logger.close()
+    print(f"{config.method}: {len(labeled_ids)} labeled images, best val dice {result.best_val_dice:.4f} (epoch {result.best_epoch + 1})")
+
+
+if __name__ == "__main__":
+    main_guard(main)

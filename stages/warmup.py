@@ -1,0 +1,69 @@
+"""Stage warmup@<dataset>: the static teacher, trained on the train pool's valid pseudo labels.
+
+    python stages/warmup.py --prepared data/prepared/NAME --pseudo data/pseudo/NAME \
+        --train-ids data/splits/NAME/train.txt --val-ids data/splits/NAME/val.txt \
+        --out models/NAME/static_teacher.pt --live reports/warmup/NAME
+No ground truth is used for training (METHOD.md DECISION), so the teacher does not depend
+on label_ratio; the validation split's ground truth picks the best epoch.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from _params import load_params, main_guard, setup_runtime
+
+from busseg.config import from_dict
+from busseg.data.dataset import SegmentationDataset, read_id_list
+from busseg.models import ModelConfig, build_model
+from busseg.pseudo.selection import select_training_labels
+from busseg.runtime import seed_everything
+from busseg.scratch import inputs_key, scratch_dir
+from busseg.training.config import TrainConfig
+from busseg.training.live import LiveLogger
+from busseg.training.loop import TrainData, fit
+from busseg.training.methods import Supervised
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    for flag in ("--prepared", "--pseudo", "--train-ids", "--val-ids", "--out", "--live"):
+        parser.add_argument(flag, type=Path, required=True)
+    args = parser.parse_args()
+    params = load_params()
+    device, progress = setup_runtime(params)
+    seed = int(params.get("seed", 0))
+    seed_everything(seed)
+    model_config = from_dict(ModelConfig, params.get("model"), "model")
+    config = from_dict(TrainConfig, {**(params.get("warmup") or {}), "method": "supervised", "unlabeled_batch": 0}, "warmup")
+    config.check("warmup")
+    min_score = float(params["pseudo"].get("min_score", 0.0))
+    ids = select_training_labels(args.pseudo / "labels.csv", read_id_list(args.train_ids), min_score)
+    size = model_config.image_size
+    data = TrainData(
+        labeled=SegmentationDataset(args.prepared / "images", ids, size, mask_dir=args.pseudo / "masks", progress=progress),
+        val=SegmentationDataset(args.prepared / "images", read_id_list(args.val_ids), size, mask_dir=args.prepared / "masks"),
+    )
+    key = inputs_key(
+        {"model": params.get("model"), "warmup": params.get("warmup"), "min_score": min_score, "seed": seed},
+        [args.pseudo / "labels.csv", args.train_ids, args.val_ids, args.prepared / "index.csv"],
+    )
+    logger = LiveLogger(args.live)
+    result = fit(
+        Supervised(build_model(model_config), config),
+        data,
+        config,
+        device=device,
+        seed=seed,
+        best_path=args.out,
+        scratch_dir=scratch_dir(f"warmup-{args.out.parent.name}", key),
+        logger=logger,
+        progress=progress,
+        desc="warmup",
+    )
+    logger.close()
+    print(f"static teacher: {len(ids)} pseudo-labeled images, best val dice {result.best_val_dice:.4f} (epoch {result.best_epoch + 1})")
+
+
+if __name__ == "__main__":
+    main_guard(main)

@@ -1,0 +1,233 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from busseg.ssl.aurcl import AURCLLoss, aurcl_loss, select_uncertain, uncertainty
+
+torch.set_num_threads(1)
+
+
+def generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def blob_probs(size: int = 16, sharpness: float = 1.5) -> torch.Tensor:
+    """A disc of foreground with a soft (uncertain) rim, shape (1, 1, size, size)."""
+    coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    radius = torch.sqrt(coords[:, None] ** 2 + coords[None, :] ** 2)
+    return torch.sigmoid((size / 4 - radius) * sharpness)[None, None]
+
+
+def reference_aurcl(features, probs, ratio, tau_fix, grid, temperature, eps=1e-6) -> float:
+    """Loop implementation in float64; probs at the feature resolution, h and w multiples of grid."""
+    f = features.double().numpy()
+    f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+    p = probs.double().numpy()[:, 0]
+    batch, _, h, w = f.shape
+    ch, cw = h // grid, w // grid
+    image_losses = []
+    for b in range(batch):
+        u = 1 - np.abs(2 * p[b] - 1)
+        k = max(1, round(ratio * h * w))
+        tau = max(np.sort(u.ravel())[::-1][k - 1], tau_fix)
+        selected = u >= tau
+        p_rev = np.where(selected, 1 - p[b], p[b])
+        views, anchors = [], []
+        for weights in (p[b], p_rev):
+            cells = []
+            for i in range(grid):
+                for j in range(grid):
+                    cell = (slice(i * ch, (i + 1) * ch), slice(j * cw, (j + 1) * cw))
+                    wc = weights[cell]
+                    v = (f[b][:, cell[0], cell[1]] * wc).sum(axis=(1, 2)) / wc.size / (wc.mean() + eps)
+                    cells.append(v / max(np.linalg.norm(v), 1e-12))
+            views.append(np.stack(cells))
+        for i in range(grid):
+            for j in range(grid):
+                anchors.append(selected[i * ch : (i + 1) * ch, j * cw : (j + 1) * cw].any())
+        original, reversed_ = views
+        losses = []
+        for a in np.flatnonzero(anchors):
+            logits = reversed_ @ original[a] / temperature
+            losses.append(-(logits[a] - np.log(np.exp(logits).sum())))
+        if losses:
+            image_losses.append(np.mean(losses))
+    return float(np.mean(image_losses)) if image_losses else 0.0
+
+
+# --- select_uncertain ----------------------------------------------------------------------------
+
+
+def test_uncertainty_values():
+    torch.testing.assert_close(uncertainty(torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])), torch.tensor([0, 0.5, 1, 0.5, 0]))
+
+
+def spread_probs(h: int = 20, w: int = 20, seed: int = 0) -> torch.Tensor:
+    """p uniformly spread over [0, 0.5] without ties, so u = 2p is spread over [0, 1]."""
+    values = torch.linspace(0, 0.5, h * w)[torch.randperm(h * w, generator=generator(seed))]
+    return values.view(1, 1, h, w)
+
+
+@pytest.mark.parametrize("ratio", [0.05, 0.1, 0.3])
+def test_selects_the_top_ratio_of_pixels_when_uncertainty_is_spread(ratio):
+    probs = spread_probs()
+    selected = select_uncertain(probs, ratio=ratio, tau_fix=0.2)
+    assert selected.shape == probs.shape and selected.dtype == torch.bool
+    assert selected.sum().item() == round(ratio * 400)
+    u = uncertainty(probs)
+    assert u[selected].min() > u[~selected].max()
+
+
+@pytest.mark.parametrize("tau_fix", [0.2, 0.5])
+def test_tau_fix_bounds_the_selection(tau_fix):
+    probs = spread_probs()
+    selected = select_uncertain(probs, ratio=0.9, tau_fix=tau_fix)  # K-th largest u is about 0.1
+    u = uncertainty(probs)
+    assert (u[selected] >= tau_fix).all()
+    assert selected.eq(u >= tau_fix).all()
+
+
+def test_threshold_is_per_image():
+    probs = torch.cat([spread_probs(seed=1), spread_probs(seed=2) * 0.3])  # second: u in [0, 0.3]
+    selected = select_uncertain(probs, ratio=0.1, tau_fix=0.2)
+    assert selected[0].sum().item() == 40
+    assert selected[1].sum().item() == 40  # its own top 10 %, all above tau_fix
+    assert uncertainty(probs[1])[selected[1]].min() >= 0.2
+
+
+def test_confident_pixels_are_never_selected_and_ties_are_all_selected():
+    assert not select_uncertain(torch.randint(0, 2, (2, 1, 8, 8), generator=generator(0)).float()).any()
+    assert select_uncertain(torch.full((1, 1, 8, 8), 0.5), ratio=0.1).all()
+
+
+def test_at_least_one_pixel_is_considered():
+    probs = torch.zeros(1, 1, 4, 4)
+    probs[0, 0, 2, 3] = 0.5
+    selected = select_uncertain(probs, ratio=1e-6)
+    assert selected.sum().item() == 1 and selected[0, 0, 2, 3]
+
+
+# --- aurcl_loss ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ratio", "tau_fix", "grid", "temperature", "seed"),
+    [(0.1, 0.2, 4, 0.1, 0), (0.3, 0.2, 2, 0.5, 1), (0.05, 0.0, 8, 0.1, 2), (1.0, 0.6, 4, 0.2, 3)],
+)
+def test_matches_loop_reference(ratio, tau_fix, grid, temperature, seed):
+    features = torch.randn(2, 5, 16, 16, generator=generator(seed))
+    probs = torch.rand(2, 1, 16, 16, generator=generator(seed + 100))
+    expected = reference_aurcl(features, probs, ratio, tau_fix, grid, temperature)
+    result = aurcl_loss(features, probs, ratio=ratio, tau_fix=tau_fix, grid=grid, temperature=temperature)
+    assert result.dtype == torch.float32
+    assert result.item() == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("probs", [torch.zeros(2, 1, 8, 8), torch.ones(2, 1, 8, 8), (torch.rand(2, 1, 8, 8) > 0.5).float()])
+def test_no_selected_pixels_gives_exactly_zero_with_a_graph(probs):
+    features = torch.randn(2, 4, 8, 8, requires_grad=True)
+    loss = aurcl_loss(features, probs, grid=4)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(features.grad, torch.zeros_like(features))
+
+
+def test_images_without_anchors_are_left_out_of_the_mean():
+    features = torch.randn(2, 4, 16, 16, generator=generator(5))
+    probs = torch.cat([blob_probs(), torch.zeros(1, 1, 16, 16)])
+    both = aurcl_loss(features, probs, grid=4)
+    first = aurcl_loss(features[:1], probs[:1], grid=4)
+    assert both.item() == pytest.approx(first.item())
+    assert first.item() > 0
+
+
+def test_probabilities_are_resized_to_the_feature_map():
+    features = torch.randn(1, 4, 8, 8, generator=generator(6))
+    probs = blob_probs(32, sharpness=0.5)
+    resized = F.interpolate(probs, size=(8, 8), mode="bilinear", align_corners=False)
+    assert aurcl_loss(features, probs, grid=4).item() == pytest.approx(aurcl_loss(features, resized, grid=4).item())
+
+
+def test_gradient_reaches_features_and_projection_head_but_not_probs():
+    criterion = AURCLLoss(in_channels=6, proj_dim=8, grid=4)
+    features = torch.randn(2, 6, 16, 16, generator=generator(7), requires_grad=True)
+    probs = torch.cat([blob_probs(), blob_probs(sharpness=0.7)]).requires_grad_()
+    loss = criterion(features, probs)
+    loss.backward()
+    assert loss.item() > 0
+    assert features.grad is not None and features.grad.abs().sum() > 0 and torch.isfinite(features.grad).all()
+    assert criterion.projection.weight.grad.abs().sum() > 0
+    assert probs.grad is None
+
+
+def test_loss_decreases_when_optimising_features():
+    # Nearly identical features everywhere: every patch looks alike, so InfoNCE starts
+    # near log(16) and must learn to tell the patches apart.
+    features = (torch.ones(1, 8, 16, 16) + 0.1 * torch.randn(1, 8, 16, 16, generator=generator(0))).requires_grad_()
+    probs = blob_probs()
+    optimizer = torch.optim.Adam([features], lr=0.05)
+    losses = []
+    for _ in range(30):
+        optimizer.zero_grad()
+        loss = aurcl_loss(features, probs, grid=4)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[0] > 2.0
+    assert losses[-1] < 0.1 * losses[0]
+
+
+def test_half_precision_features_give_a_float32_loss():
+    features = torch.randn(1, 4, 16, 16, generator=generator(8))
+    loss = aurcl_loss(features.half(), blob_probs(), grid=4)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(aurcl_loss(features.half().float(), blob_probs(), grid=4).item(), rel=1e-4)
+
+
+# --- module and input checks ---------------------------------------------------------------------
+
+
+def test_module_defaults_follow_method_decisions():
+    criterion = AURCLLoss(in_channels=16)
+    assert (criterion.projection.out_channels, criterion.ratio, criterion.tau_fix) == (64, 0.1, 0.2)
+    assert (criterion.grid, criterion.temperature) == (8, 0.1)
+    assert criterion.projection.kernel_size == (1, 1)
+
+
+def test_module_is_projection_then_functional_loss():
+    criterion = AURCLLoss(in_channels=3, proj_dim=5, grid=4, temperature=0.2)
+    features = torch.randn(1, 3, 16, 16, generator=generator(9))
+    expected = aurcl_loss(criterion.projection(features), blob_probs(), grid=4, temperature=0.2)
+    assert criterion(features, blob_probs()).item() == pytest.approx(expected.item())
+
+
+def test_module_rejects_wrong_channel_count():
+    with pytest.raises(ValueError, match=r"\(B, 16, h, w\)"):
+        AURCLLoss(in_channels=16)(torch.zeros(1, 8, 4, 4), torch.zeros(1, 1, 4, 4))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [({"ratio": 0.0}, "ratio"), ({"ratio": 1.5}, "ratio"), ({"tau_fix": -0.1}, "tau_fix"),
+     ({"grid": 0}, "grid"), ({"temperature": 0.0}, "temperature"), ({"proj_dim": 0}, "proj_dim")],
+)
+def test_module_rejects_bad_parameters(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        AURCLLoss(in_channels=4, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("features", "probs", "match"),
+    [
+        (torch.zeros(2, 4, 8), torch.zeros(2, 1, 8, 8), "features"),
+        (torch.zeros(2, 4, 8, 8), torch.zeros(2, 2, 8, 8), "probs"),
+        (torch.zeros(2, 4, 8, 8), torch.zeros(3, 1, 8, 8), "batch"),
+        (torch.zeros(2, 4, 8, 8), torch.full((2, 1, 8, 8), 1.5), r"\[0, 1\]"),
+    ],
+)
+def test_functional_rejects_bad_inputs(features, probs, match):
+    with pytest.raises(ValueError, match=match):
+        aurcl_loss(features, probs)

@@ -1,0 +1,225 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from busseg.errors import DataError
+from busseg.imageio import (
+    atomic_path,
+    content_hash,
+    mask_colour_class,
+    read_image,
+    read_mask,
+    resize_mask,
+    write_png,
+)
+
+GREY = np.array([[0, 10, 20, 30], [40, 128, 200, 255], [7, 77, 177, 250]], dtype=np.uint8)
+BINARY = np.array([[0, 0, 1, 1], [0, 1, 1, 0], [0, 0, 0, 0]], dtype=bool)
+
+
+def _save(path: Path, image: Image.Image) -> Path:
+    image.save(path)
+    return path
+
+
+def _grey_as(mode: str) -> Image.Image:
+    """GREY stored in another PIL mode, with grey content."""
+    rgb = np.repeat(GREY[..., None], 3, axis=2)
+    if mode == "RGB":
+        return Image.fromarray(rgb)
+    if mode == "RGBA":
+        alpha = np.full(GREY.shape + (1,), 90, dtype=np.uint8)
+        return Image.fromarray(np.concatenate([rgb, alpha], axis=2))
+    return Image.fromarray(GREY).convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA", "P"])
+def test_read_image_accepts_grey_content_in_any_mode(tmp_path, mode):
+    path = _save(tmp_path / "im.png", _grey_as(mode))
+    image = read_image(path)
+    assert image.dtype == np.uint8 and image.shape == GREY.shape
+    np.testing.assert_array_equal(image, GREY)
+
+
+def test_read_image_one_bit(tmp_path):
+    path = _save(tmp_path / "im.png", Image.fromarray(BINARY))
+    np.testing.assert_array_equal(read_image(path), BINARY.astype(np.uint8) * 255)
+
+
+def test_read_image_16_bit_is_rescaled_by_its_own_range(tmp_path):
+    values = np.array([[1000, 2000], [3000, 3000]], dtype=np.uint16)
+    image16 = Image.fromarray(values)
+    assert image16.mode.startswith("I;16")
+    image = read_image(_save(tmp_path / "im.png", image16))
+    np.testing.assert_array_equal(image, [[0, 128], [255, 255]])
+    assert image.dtype == np.uint8
+
+
+def test_read_image_16_bit_constant_is_zero(tmp_path):
+    path = _save(tmp_path / "im.png", Image.fromarray(np.full((3, 3), 700, dtype=np.uint16)))
+    np.testing.assert_array_equal(read_image(path), np.zeros((3, 3), np.uint8))
+
+
+def test_read_image_refuses_colour_unless_allowed(tmp_path):
+    rgb = np.repeat(GREY[..., None], 3, axis=2)
+    rgb[0, 0] = (255, 0, 0)  # one Doppler-like pixel
+    path = _save(tmp_path / "doppler.png", Image.fromarray(rgb))
+    with pytest.raises(DataError, match="coloured") as info:
+        read_image(path)
+    assert info.value.path == path
+    image = read_image(path, allow_colour=True)
+    assert image[0, 0] == 76  # ITU-R 601 luma of pure red
+    np.testing.assert_array_equal(image.ravel()[1:], GREY.ravel()[1:])
+
+
+def test_read_image_tolerates_tiny_channel_noise(tmp_path):
+    rgb = np.repeat(GREY[..., None], 3, axis=2).astype(np.int16)
+    rgb[..., 2] = np.clip(rgb[..., 2] + 1, 0, 255)  # e.g. JPEG round-off in the source
+    image = read_image(_save(tmp_path / "im.png", Image.fromarray(rgb.astype(np.uint8))))
+    assert np.abs(image.astype(int) - GREY).max() <= 1
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        lambda: np.random.default_rng(0).bytes(200),
+        lambda: b"",
+        lambda: b"not an image at all",
+    ],
+    ids=["random-bytes", "empty-file", "text"],
+)
+@pytest.mark.parametrize("reader", [read_image, read_mask, mask_colour_class])
+def test_unreadable_files_raise_data_error_naming_the_file(tmp_path, content, reader):
+    path = tmp_path / "broken.png"
+    path.write_bytes(content())
+    with pytest.raises(DataError, match="cannot read") as info:
+        reader(path)
+    assert info.value.path == path
+
+
+def test_truncated_png_raises_data_error(tmp_path):
+    good = _save(tmp_path / "good.png", Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64), np.uint8)))
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(DataError, match="cannot read image"):
+        read_image(truncated)
+
+
+def test_missing_file_raises_data_error(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        read_image(tmp_path / "nope.png")
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        lambda: Image.fromarray(BINARY),  # 1-bit
+        lambda: Image.fromarray(BINARY.astype(np.uint8) * 255),  # L 0/255
+        lambda: Image.fromarray(BINARY.astype(np.uint8)),  # L 0/1
+        lambda: Image.fromarray(BINARY.astype(np.uint16) * 40000),  # 16-bit, nonzero
+        lambda: Image.fromarray(np.stack([BINARY * 0, BINARY * 255, BINARY * 0], 2).astype(np.uint8)),
+        lambda: Image.fromarray(np.stack([BINARY * 255, BINARY * 0, BINARY * 0, np.full(BINARY.shape, 255)], 2).astype(np.uint8)),
+        lambda: Image.fromarray(np.stack([BINARY * 255] * 3, 2).astype(np.uint8)),  # white on black RGB
+    ],
+    ids=["1-bit", "L-0-255", "L-0-1", "16-bit", "rgb-green", "rgba-red", "rgb-white"],
+)
+def test_read_mask_formats(tmp_path, stored):
+    mask = read_mask(_save(tmp_path / "mask.png", stored()))
+    assert mask.dtype == bool
+    np.testing.assert_array_equal(mask, BINARY)
+
+
+def test_read_mask_all_zero_is_an_empty_mask(tmp_path):
+    mask = read_mask(_save(tmp_path / "m.png", Image.fromarray(np.zeros((5, 6), np.uint8))))
+    assert mask.shape == (5, 6) and not mask.any()
+
+
+def test_read_mask_near_binary_needs_threshold(tmp_path):
+    levels = np.zeros((20, 20), np.uint8)
+    levels[5:15, 5:15] = 255
+    levels[5, 5], levels[4, 4] = 200, 60  # anti-aliased edge values
+    path = _save(tmp_path / "m.png", Image.fromarray(levels))
+    with pytest.raises(DataError, match="not binary") as info:
+        read_mask(path)
+    assert info.value.path == path
+    np.testing.assert_array_equal(read_mask(path, threshold=True), levels > 127)
+
+
+def test_read_mask_refuses_an_image_even_when_thresholding(tmp_path):
+    path = _save(tmp_path / "m.png", Image.fromarray(GREY))
+    with pytest.raises(DataError, match="near-binary"):
+        read_mask(path, threshold=True)
+
+
+def test_read_mask_resize_is_nearest_neighbour(tmp_path):
+    big = np.kron(BINARY, np.ones((4, 4), dtype=bool))
+    path = _save(tmp_path / "m.png", Image.fromarray(big))
+    np.testing.assert_array_equal(read_mask(path, resize_to=BINARY.shape), BINARY)
+    np.testing.assert_array_equal(resize_mask(BINARY, big.shape), big)
+
+
+@pytest.mark.parametrize(
+    ("colours", "expected"),
+    [
+        ([(0, 255, 0)], "benign"),
+        ([(255, 0, 0)], "malignant"),
+        ([(0, 255, 0), (255, 0, 0), (255, 0, 0)], "malignant"),
+        ([(255, 255, 255)], None),
+        ([], None),
+    ],
+)
+def test_mask_colour_class(tmp_path, colours, expected):
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    for index, colour in enumerate(colours):
+        rgb[index, index] = colour
+    assert mask_colour_class(_save(tmp_path / "m.png", Image.fromarray(rgb))) == expected
+
+
+def test_mask_colour_class_of_greyscale_mask_is_none(tmp_path):
+    assert mask_colour_class(_save(tmp_path / "m.png", Image.fromarray(BINARY))) is None
+
+
+def test_write_png_round_trips_images_and_masks(tmp_path):
+    write_png(tmp_path / "sub" / "im.png", GREY)
+    write_png(tmp_path / "mask.png", BINARY)
+    np.testing.assert_array_equal(read_image(tmp_path / "sub" / "im.png"), GREY)
+    with Image.open(tmp_path / "mask.png") as stored:
+        assert stored.mode == "L"
+        assert set(np.unique(np.asarray(stored)).tolist()) == {0, 255}
+    np.testing.assert_array_equal(read_mask(tmp_path / "mask.png"), BINARY)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["im.png", "mask.png"]
+
+
+@pytest.mark.parametrize("array", [GREY.astype(np.float32), np.zeros((2, 2, 3), np.uint8)], ids=["float", "3d"])
+def test_write_png_rejects_other_arrays(tmp_path, array):
+    with pytest.raises(ValueError):
+        write_png(tmp_path / "x.png", array)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_path_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "f.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash")
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_content_hash_depends_on_pixels_and_shape_not_encoding(tmp_path):
+    Image.fromarray(GREY).save(tmp_path / "a.png", compress_level=0)
+    Image.fromarray(GREY).save(tmp_path / "b.png", compress_level=9)
+    assert (tmp_path / "a.png").read_bytes() != (tmp_path / "b.png").read_bytes()
+    assert content_hash(read_image(tmp_path / "a.png")) == content_hash(read_image(tmp_path / "b.png"))
+    changed = GREY.copy()
+    changed[0, 0] += 1
+    assert content_hash(changed) != content_hash(GREY)
+    flat = np.arange(16, dtype=np.uint8)
+    assert content_hash(flat.reshape(4, 4)) != content_hash(flat.reshape(2, 8))
+    assert len(content_hash(GREY)) == 64
