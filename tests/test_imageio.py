@@ -102,7 +102,8 @@ def test_unreadable_files_raise_data_error_naming_the_file(tmp_path, content, re
 
 
 def test_truncated_png_raises_data_error(tmp_path):
-    good = _save(tmp_path / "good.png", Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64), np.uint8)))
+    noise = np.random.default_rng(1).integers(0, 255, (64, 64), np.uint8)
+    good = _save(tmp_path / "good.png", Image.fromarray(noise))
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(DataError, match="cannot read image"):
@@ -122,7 +123,9 @@ def test_missing_file_raises_data_error(tmp_path):
         lambda: Image.fromarray(BINARY.astype(np.uint8)),  # L 0/1
         lambda: Image.fromarray(BINARY.astype(np.uint16) * 40000),  # 16-bit, nonzero
         lambda: Image.fromarray(np.stack([BINARY * 0, BINARY * 255, BINARY * 0], 2).astype(np.uint8)),
-        lambda: Image.fromarray(np.stack([BINARY * 255, BINARY * 0, BINARY * 0, np.full(BINARY.shape, 255)], 2).astype(np.uint8)),
+        lambda: Image.fromarray(
+            np.stack([BINARY * 255, BINARY * 0, BINARY * 0, np.full(BINARY.shape, 255)], 2).astype(np.uint8)
+        ),
         lambda: Image.fromarray(np.stack([BINARY * 255] * 3, 2).astype(np.uint8)),  # white on black RGB
     ],
     ids=["1-bit", "L-0-255", "L-0-1", "16-bit", "rgb-green", "rgba-red", "rgb-white"],
@@ -194,7 +197,9 @@ def test_write_png_round_trips_images_and_masks(tmp_path):
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["im.png", "mask.png"]
 
 
-@pytest.mark.parametrize("array", [GREY.astype(np.float32), np.zeros((2, 2, 3), np.uint8)], ids=["float", "3d"])
+@pytest.mark.parametrize(
+    "array", [GREY.astype(np.float32), np.zeros((2, 2, 3), np.uint8)], ids=["float", "3d"]
+)
 def test_write_png_rejects_other_arrays(tmp_path, array):
     with pytest.raises(ValueError):
         write_png(tmp_path / "x.png", array)

@@ -22,7 +22,9 @@ def _check_pair(logits: Tensor, target: Tensor) -> None:
             f"and target {tuple(target.shape)}"
         )
     if logits.dim() < 2:
-        raise ValueError(f"expected a batch (B, ...) with at least 2 dimensions, got shape {tuple(logits.shape)}")
+        raise ValueError(
+            f"expected a batch (B, ...) with at least 2 dimensions, got shape {tuple(logits.shape)}"
+        )
     # One host sync per call; negligible next to a forward/backward pass, and it turns a
     # silently wrong BCE into an error.
     if bool(((target < 0) | (target > 1) | torch.isnan(target)).any()):

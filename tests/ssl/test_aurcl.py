@@ -197,11 +197,51 @@ def test_module_defaults_follow_method_decisions():
     assert criterion.projection.kernel_size == (1, 1)
 
 
-def test_module_is_projection_then_functional_loss():
-    criterion = AURCLLoss(in_channels=3, proj_dim=5, grid=4, temperature=0.2)
-    features = torch.randn(1, 3, 16, 16, generator=generator(9))
-    expected = aurcl_loss(criterion.projection(features), blob_probs(), grid=4, temperature=0.2)
-    assert criterion(features, blob_probs()).item() == pytest.approx(expected.item())
+@pytest.mark.parametrize(
+    ("channels", "proj_dim", "size", "grid", "seed"),
+    [(3, 5, (16, 16), 4, 0), (3, 5, (13, 19), 8, 1), (4, 4, (8, 8), 8, 2), (6, 2, (16, 16), 4, 3)],
+)
+def test_module_equals_functional_loss_on_its_projection(channels, proj_dim, size, grid, seed):
+    # proj_dim >= channels takes the shortcut route, proj_dim < channels the direct one.
+    torch.manual_seed(seed)
+    criterion = AURCLLoss(in_channels=channels, proj_dim=proj_dim, grid=grid, temperature=0.2)
+    features = torch.randn(2, channels, *size, generator=generator(seed), requires_grad=True)
+    probs = torch.rand(2, 1, 32, 32, generator=generator(seed + 10))
+
+    fused = criterion(features, probs)
+    fused_grads = torch.autograd.grad(fused, [features, criterion.projection.weight, criterion.projection.bias])
+    direct = aurcl_loss(criterion.projection(features), probs, grid=grid, temperature=0.2)
+    direct_grads = torch.autograd.grad(direct, [features, criterion.projection.weight, criterion.projection.bias])
+
+    assert fused.item() > 0
+    assert fused.item() == pytest.approx(direct.item(), rel=1e-5)
+    for fused_grad, direct_grad in zip(fused_grads, direct_grads):
+        torch.testing.assert_close(fused_grad, direct_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_module_without_selected_pixels_gives_zero_connected_to_the_head():
+    criterion = AURCLLoss(in_channels=3, proj_dim=5, grid=4)
+    features = torch.randn(1, 3, 8, 8, requires_grad=True)
+    loss = criterion(features, torch.ones(1, 1, 8, 8))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(criterion.projection.weight.grad, torch.zeros_like(criterion.projection.weight))
+    assert torch.equal(features.grad, torch.zeros_like(features))
+
+
+@pytest.mark.parametrize("proj_dim", [8, 2])
+def test_computation_stays_float32_under_autocast(proj_dim):
+    criterion = AURCLLoss(in_channels=4, proj_dim=proj_dim, grid=4)
+    features = torch.randn(2, 4, 16, 16, generator=generator(11))
+    probs = torch.cat([blob_probs(), blob_probs(sharpness=0.7)])
+    expected_module = criterion(features, probs).item()
+    expected_functional = aurcl_loss(features, probs, grid=4).item()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        module_loss = criterion(features, probs)
+        functional_loss = aurcl_loss(features, probs, grid=4)
+    assert module_loss.dtype == functional_loss.dtype == torch.float32
+    assert module_loss.item() == pytest.approx(expected_module, rel=1e-6)
+    assert functional_loss.item() == pytest.approx(expected_functional, rel=1e-6)
 
 
 def test_module_rejects_wrong_channel_count():

@@ -129,7 +129,12 @@ def import_synthetic(
     count = _pop_int(rest, "count", section, default=None)
     seed = _pop_int(rest, "seed", section, default=0)
     check_range(f"{section}.count", count, 1, float("inf"))
-    synthetic_options = from_dict(SyntheticOptions, rest, section)
+    try:
+        synthetic_options = from_dict(SyntheticOptions, rest, section)
+    except ConfigError as exc:  # the generator's own checks name the bare option
+        if exc.key.startswith(section):
+            raise
+        raise ConfigError(f"{section}.{exc.key}", exc.problem) from None
     width = max(4, len(str(count - 1)))
 
     def generate() -> Iterator[Record]:
@@ -171,6 +176,9 @@ def import_busbra(
                 yield Skip(sample_id, str(image_path), "no row in bus_data.csv")
                 continue
             case, pathology = metadata[sample_id]
+            if not case:
+                yield Skip(sample_id, str(root / "bus_data.csv"), "empty Case (patient id)")
+                continue
             if pathology not in LABELS:
                 yield Skip(sample_id, str(root / "bus_data.csv"), f"unknown Pathology {pathology!r}")
                 continue

@@ -197,7 +197,12 @@ def _replace_dir(build_dir: Path, out_dir: Path) -> None:
     if out_dir.exists() or out_dir.is_symlink():
         old_dir = _sibling(out_dir, "old")
         out_dir.rename(old_dir)
-    build_dir.rename(out_dir)
+    try:
+        build_dir.rename(out_dir)
+    except BaseException:
+        if old_dir is not None:
+            old_dir.rename(out_dir)  # put the old dataset back rather than lose it
+        raise
     if old_dir is not None:
         if old_dir.is_dir() and not old_dir.is_symlink():
             shutil.rmtree(old_dir)

@@ -35,6 +35,10 @@ KNOWN_WORDS: tuple[str, ...] = tuple(sorted((*POLARITY_WORDS, *SHAPE_WORDS)))
 
 # Below this many pixels at the working resolution a component is speckle, not a lesion.
 _MIN_COMPONENT_PIXELS = 24
+# Grey level at or below which border-touching pixels count as outside the field of view,
+# and the least area (fraction of the image) such a region must have.
+_BLACK_LEVEL = 3
+_MIN_OUTSIDE_FRACTION = 0.005
 
 
 @dataclass(frozen=True)
@@ -174,7 +178,7 @@ class AppearanceLabeler:
         h, w = image.shape
         scale = o.working_size / max(h, w)
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        small = _neutralise_outside_field(cv2.resize(image, size, interpolation=cv2.INTER_AREA))
         if self.prompt.polarity < 0:
             small = 255 - small
         small = cv2.medianBlur(small, _odd(o.median_size))
@@ -266,6 +270,13 @@ class AppearanceLabeler:
             "bottom": float(sides[3]),
             "top": float(sides[1]),
         }
+        below = work[min(h - 1, y + bh) : min(h, y + 2 * bh), x : x + bw]
+        features.update(
+            inside_std=float(inside_values.std()) / context.spread,
+            darkness=(context.median - inside) / context.spread,
+            posterior=(float(below.mean()) - outside) / context.spread if below.size else 0.0,
+            elongation=float(np.log(bw / bh)),
+        )
         features["shape"] = self._shape_prior(features)
         return features
 
@@ -309,13 +320,14 @@ class _Context:
     gradient: np.ndarray
     mean_gradient: float
     spread: float
+    median: float
 
     @classmethod
     def of(cls, work: np.ndarray) -> _Context:
         gx = cv2.Sobel(work, cv2.CV_32F, 1, 0, ksize=3)
         gy = cv2.Sobel(work, cv2.CV_32F, 0, 1, ksize=3)
         gradient = np.sqrt(gx * gx + gy * gy)
-        return cls(work, gradient, float(gradient.mean()) + 1e-6, float(work.std()) + 1e-6)
+        return cls(work, gradient, float(gradient.mean()) + 1e-6, float(work.std()) + 1e-6, float(np.median(work)))
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -362,6 +374,28 @@ def _stability(
     return float(np.count_nonzero(region)) / float(stats[index, cv2.CC_STAT_AREA])
 
 
+def _neutralise_outside_field(small: np.ndarray) -> np.ndarray:
+    """Give black areas outside the scan's field of view the image's median grey.
+
+    Pure black regions that touch the image border are padding around the scan
+    (sector edges, letterboxing), not tissue; left black they would be the darkest,
+    highest-contrast "lesions" of the image.
+    """
+    black = (small <= _BLACK_LEVEL).astype(np.uint8)
+    if not black.any() or black.all():
+        return small
+    h, w = small.shape
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(black, connectivity=8)
+    out = small.copy()
+    fill = np.uint8(np.median(small[black == 0]))
+    for index in range(1, count):
+        x, y, bw, bh, area = (int(v) for v in stats[index])
+        on_border = x == 0 or y == 0 or x + bw == w or y + bh == h
+        if on_border and area >= _MIN_OUTSIDE_FRACTION * h * w:
+            out[labels == index] = fill
+    return out
+
+
 def _convex_hull(region: np.ndarray) -> np.ndarray:
     """The filled convex hull of a binary crop, as bool of the same shape."""
     contours, _ = cv2.findContours(region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
@@ -387,7 +421,7 @@ def _odd(size: int) -> int:
 
 def _check_image(image: np.ndarray) -> None:
     if not isinstance(image, np.ndarray):
-        raise ValueError(f"image must be a numpy array, got {type(image).__name__}")
+        raise ValueError(f"image must be a 2-D uint8 numpy array (H, W), got {type(image).__name__}")
     if image.ndim != 2 or image.dtype != np.uint8:
         raise ValueError(f"image must be a 2-D uint8 greyscale array (H, W), got {image.dtype} with shape {image.shape}")
 

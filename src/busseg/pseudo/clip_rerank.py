@@ -123,7 +123,8 @@ def _load_open_clip(model_name: str, pretrained: str | None, device: torch.devic
         if pretrained not in tags:
             raise ConfigError(
                 "clip_pretrained",
-                f"{pretrained!r} is neither a weights file nor a tag of {model_name}; tags: {', '.join(tags) or 'none'}",
+                f"{pretrained!r} is neither a weights file nor a tag of {model_name}; "
+                f"tags: {', '.join(tags) or 'none'}",
             )
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device)

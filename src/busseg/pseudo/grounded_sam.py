@@ -17,11 +17,12 @@ The score of a label is the (re-ranked) score of its best box; an image without 
 box gets an invalid label with reason ``"no_box"``. The greyscale image is replicated
 to three channels for both models.
 
-Efficiency: the Grounding DINO image backbone runs once per image and the prompts are
-decoded as one batch (text features are computed once per labeler); the SAM image
-embedding is computed exactly once per image whatever the number of prompts and
-boxes, and :meth:`GroundedSamLabeler.label_batch` runs the SAM image encoder on a
-whole chunk of images at once.
+Efficiency: the Grounding DINO image backbone runs once per image (not once per
+prompt), its transformer once per prompt over a batch of images of one shape, and
+the text features once per labeler; the SAM image embedding is computed exactly once
+per image whatever the number of prompts and boxes, and
+:meth:`GroundedSamLabeler.label_batch` runs the SAM image encoder on a whole chunk of
+images at once.
 
 Weights are never downloaded here: the labeler first checks the configured checkpoint
 files (:mod:`busseg.pseudo.weights`), then builds each model once.
@@ -35,6 +36,7 @@ import pickle
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -169,8 +171,7 @@ def filter_queries(
     image, and the scores (the highest token score, as Grounding DINO reports).
     """
     scores = probabilities.max(dim=1).values
-    phrase_scores = probabilities[:, phrase_tokens]
-    phrase_ok = (phrase_scores > text_threshold).any(dim=1) if phrase_scores.shape[1] else torch.zeros_like(scores, dtype=torch.bool)
+    phrase_ok = (probabilities[:, phrase_tokens] > text_threshold).any(dim=1)  # False without phrase tokens
     keep = (scores > box_threshold) & phrase_ok
     height, width = image_size
     scale = boxes_cxcywh.new_tensor([width, height, width, height])
@@ -196,6 +197,28 @@ def top_k_order(scores: np.ndarray, top_k: int) -> np.ndarray:
     """Indices of the ``top_k`` highest scores, highest first (stable for ties)."""
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
     return order[:top_k]
+
+
+def rank_candidates(
+    per_prompt: Sequence[tuple[np.ndarray, np.ndarray]],
+    nms_iou: float,
+    top_k: int,
+    clip_scores: Callable[[np.ndarray], np.ndarray] | None = None,
+    rerank_weight: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pool, NMS, optional re-rank, top-k: the kept (boxes, scores), best first.
+
+    ``clip_scores`` maps the NMS survivors' boxes to CLIP scores; the re-ranked score
+    is :func:`busseg.pseudo.clip_rerank.combine_scores` of detector and CLIP score.
+    """
+    candidates = pool_and_suppress(per_prompt, nms_iou)
+    if len(candidates) == 0:
+        return candidates.boxes, candidates.scores
+    scores = candidates.scores
+    if clip_scores is not None:
+        scores = combine_scores(scores, clip_scores(candidates.boxes), rerank_weight)
+    keep = top_k_order(scores, top_k)
+    return candidates.boxes[keep], np.asarray(scores)[keep]
 
 
 def select_best_masks(masks: np.ndarray, iou_predictions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -276,15 +299,18 @@ def load_checkpoint(path: str | Path, trusted: bool) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        detail = next((line.strip() for line in str(exc).splitlines() if "Unsupported global" in line), "")
+        if not detail:  # not a checkpoint that merely holds objects: a corrupt or foreign file
+            raise DataError(path, "not a readable PyTorch checkpoint (unpickling failed)") from None
         if not trusted:
             raise DataError(
                 path,
                 "holds Python objects besides tensors and is not a verified official checkpoint, "
-                f"so it is not unpickled ({str(exc).splitlines()[0]}); save it as {{'model': state_dict}} "
+                f"so it is not unpickled ({detail.split(' was not')[0]}); save it as {{'model': state_dict}} "
                 "or as a plain state_dict",
             ) from None
     except (RuntimeError, OSError, EOFError) as exc:
-        raise DataError(path, f"not a readable PyTorch checkpoint: {exc}") from None
+        raise DataError(path, f"not a readable PyTorch checkpoint: {str(exc).splitlines()[0]}") from None
     logger.info("%s: verified official checkpoint, loading with weights_only=False", path)
     return torch.load(path, map_location="cpu", weights_only=False)
 
@@ -323,9 +349,10 @@ def load_state(
 
 
 @contextlib.contextmanager
-def _quiet_library() -> Iterator[None]:
-    """Silence groundingdino's prints and deprecation warnings of its dependencies."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+def _quiet_library(stdout: bool = False) -> Iterator[None]:
+    """Silence deprecation warnings of groundingdino's dependencies (and its prints)."""
+    prints = contextlib.redirect_stdout(io.StringIO()) if stdout else contextlib.nullcontext()
+    with warnings.catch_warnings(), prints:
         for pattern in (".*torch.cuda.amp.autocast.*", ".*`device` argument is deprecated.*", ".*torch.meshgrid.*"):
             warnings.filterwarnings("ignore", message=pattern)
         warnings.filterwarnings("ignore", category=FutureWarning, module="timm")
@@ -338,20 +365,35 @@ def _quiet_library() -> Iterator[None]:
 
 
 @dataclass
-class _TextBatch:
-    """Encoded captions (one row per prompt) and each prompt's phrase tokens."""
+class _Text:
+    """One encoded caption (batch of 1) and the positions of the prompt's own tokens."""
 
     text_dict: dict[str, torch.Tensor]
-    phrase_tokens: torch.Tensor  # (prompts, tokens) bool
+    phrase_tokens: torch.Tensor  # (tokens,) bool
+
+
+@dataclass
+class _ImageFeatures:
+    """Multi-scale image features of a batch, as GroundingDINO's transformer takes them."""
+
+    srcs: list[torch.Tensor]
+    masks: list[torch.Tensor]
+    poss: list[torch.Tensor]
 
 
 class GroundingDinoDetector:
-    """Grounding DINO with the image backbone run once per image and prompts batched.
+    """Grounding DINO with the image backbone run once per image, images batched.
 
-    The forward pass is :meth:`GroundingDINO.forward` of groundingdino-py split in
-    two: image features once, then the text-conditioned transformer for every
-    (image, prompt) pair in one batch. Only the last decoder layer's outputs are
+    The forward pass is ``GroundingDINO.forward`` of groundingdino-py split in two:
+    image features once for a batch of images, then the text-conditioned transformer
+    once per prompt for the whole batch. Only the last decoder layer's outputs are
     computed (the auxiliary outputs serve training only).
+
+    Prompts are not batched with each other on purpose: groundingdino's text
+    self-attention repeats its per-caption attention mask head-major
+    (``src_mask.repeat(nhead, 1, 1)``) where ``nn.MultiheadAttention`` expects
+    batch-major order, so a batch of captions of different token lengths gets the
+    wrong masks. A batch of images with one caption has identical masks and is exact.
     """
 
     def __init__(
@@ -374,7 +416,7 @@ class GroundingDinoDetector:
         args.use_checkpoint = False
         args.use_transformer_ckpt = False
         try:
-            with _quiet_library():
+            with _quiet_library(stdout=True):  # groundingdino prints the text encoder name
                 model = build_model(args)
         except OSError as exc:  # transformers could not find the text encoder
             raise ConfigError(
@@ -388,7 +430,7 @@ class GroundingDinoDetector:
         self.device = device
         self.image_size = image_size
         self.max_size = max_size
-        self._text_cache: dict[tuple[str, ...], _TextBatch] = {}
+        self._text_cache: dict[str, _Text] = {}
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """Grounding DINO's demo transform of a greyscale image: resize, to tensor, normalise."""
@@ -405,7 +447,6 @@ class GroundingDinoDetector:
         tensor, _ = transform(Image.fromarray(image).convert("RGB"), None)
         return tensor
 
-    @torch.no_grad()
     def detect(
         self, images: Sequence[np.ndarray], prompts: Sequence[str], box_threshold: float, text_threshold: float
     ) -> list[list[tuple[np.ndarray, np.ndarray]]]:
@@ -413,51 +454,46 @@ class GroundingDinoDetector:
         shapes = {image.shape for image in images}
         if len(shapes) != 1:
             raise ValueError(f"detect() needs images of one shape, got {sorted(shapes)}")
-        batch = torch.stack([self.preprocess(image) for image in images]).to(self.device)
-        text = self._encode_text(tuple(prompts))
-        with _quiet_library():
-            logits, boxes = self._forward(batch, text)
-        probabilities = logits.sigmoid()[..., : text.phrase_tokens.shape[1]]
-        n_prompts = len(prompts)
-        results = []
-        for b, image in enumerate(images):
-            per_prompt = []
-            for p in range(n_prompts):
-                row = b * n_prompts + p
-                per_prompt.append(
+        batch = torch.stack([self.preprocess(image) for image in images])
+        outputs = self.forward(batch, prompts)
+        results: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in images]
+        for prompt, (logits, boxes) in zip(prompts, outputs):
+            phrase_tokens = self._encode_text(prompt).phrase_tokens
+            probabilities = logits.sigmoid()[..., : len(phrase_tokens)].cpu()
+            for b, image in enumerate(images):
+                results[b].append(
                     filter_queries(
-                        probabilities[row],
-                        boxes[row],
-                        text.phrase_tokens[p],
-                        box_threshold,
-                        text_threshold,
-                        image.shape[:2],
+                        probabilities[b], boxes[b].cpu(), phrase_tokens, box_threshold, text_threshold, image.shape[:2]
                     )
                 )
-            results.append(per_prompt)
         return results
 
-    def forward_batched(self, batch: torch.Tensor, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw (logits, boxes) for every (image, prompt) pair, image-major; for tests."""
-        with torch.no_grad(), _quiet_library():
-            return self._forward(batch.to(self.device), self._encode_text(tuple(prompts)))
+    @torch.no_grad()
+    def forward(self, batch: torch.Tensor, prompts: Sequence[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per prompt: logits (B, queries, 256) and normalised cxcywh boxes (B, queries, 4).
 
-    def _encode_text(self, prompts: tuple[str, ...]) -> _TextBatch:
-        """Encode the captions once per prompt set (text features do not depend on the image)."""
-        if prompts not in self._text_cache:
+        ``batch`` (B, 3, h, w) holds preprocessed images of one size.
+        """
+        with _quiet_library():
+            image = self._encode_image(batch.to(self.device))
+            return [self._decode(image, self._encode_text(prompt), batch.shape[0]) for prompt in prompts]
+
+    def _encode_text(self, prompt: str) -> _Text:
+        """Encode a caption once (text features do not depend on the image)."""
+        if prompt not in self._text_cache:
             with torch.no_grad(), _quiet_library():
-                self._text_cache[prompts] = self._encode_captions([caption_for(p) for p in prompts])
-        return self._text_cache[prompts]
+                self._text_cache[prompt] = self._encode_caption(caption_for(prompt))
+        return self._text_cache[prompt]
 
-    def _encode_captions(self, captions: list[str]) -> _TextBatch:
+    def _encode_caption(self, caption: str) -> _Text:
         from groundingdino.models.GroundingDINO.bertwarper import (
             generate_masks_with_special_tokens_and_transfer_map,
         )
 
         model = self.model
-        tokenized = model.tokenizer(captions, padding="longest", return_tensors="pt").to(self.device)
+        tokenized = model.tokenizer([caption], return_tensors="pt").to(self.device)
         if tokenized["input_ids"].shape[1] > model.max_text_len:
-            raise ConfigError("prompts", f"captions longer than {model.max_text_len} tokens")
+            raise ConfigError("prompts", f"{caption!r} is longer than {model.max_text_len} tokens")
         attention, position_ids, _ = generate_masks_with_special_tokens_and_transfer_map(
             tokenized, model.specical_tokens, model.tokenizer
         )
@@ -476,14 +512,13 @@ class GroundingDinoDetector:
             "position_ids": position_ids,
             "text_self_attention_masks": attention,
         }
-        return _TextBatch(text_dict=text_dict, phrase_tokens=(token_mask & ~special).cpu())
+        return _Text(text_dict=text_dict, phrase_tokens=(token_mask & ~special)[0].cpu())
 
-    def _forward(self, batch: torch.Tensor, text: _TextBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (B*P, queries, 256) and boxes (B*P, queries, 4) for B images x P prompts."""
-        from groundingdino.util.misc import NestedTensor, inverse_sigmoid, nested_tensor_from_tensor_list
+    def _encode_image(self, batch: torch.Tensor) -> _ImageFeatures:
+        """Backbone and input projections (the image-only part of GroundingDINO.forward)."""
+        from groundingdino.util.misc import NestedTensor, nested_tensor_from_tensor_list
 
         model = self.model
-        n_images, n_prompts = batch.shape[0], text.phrase_tokens.shape[0]
         samples = nested_tensor_from_tensor_list(list(batch))
         features, poss = model.backbone(samples)
         srcs, masks = [], []
@@ -498,14 +533,16 @@ class GroundingDinoDetector:
             poss.append(model.backbone[1](NestedTensor(src, mask)).to(src.dtype))
             srcs.append(src)
             masks.append(mask)
+        return _ImageFeatures(srcs=srcs, masks=masks, poss=poss)
 
-        def per_pair(t: torch.Tensor) -> torch.Tensor:  # image b -> rows b*P .. b*P+P-1
-            return t.repeat_interleave(n_prompts, dim=0)
+    def _decode(self, image: _ImageFeatures, text: _Text, n_images: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Transformer and heads for one caption over the image batch (last decoder layer)."""
+        from groundingdino.util.misc import inverse_sigmoid
 
+        model = self.model
         text_dict = {k: v.repeat(n_images, *([1] * (v.dim() - 1))) for k, v in text.text_dict.items()}
         hs, reference, _, _, _ = model.transformer(
-            [per_pair(s) for s in srcs], [per_pair(m) for m in masks], None, [per_pair(p) for p in poss],
-            None, None, text_dict,
+            image.srcs, image.masks, None, image.poss, None, None, text_dict
         )
         last = len(hs) - 1
         boxes = (model.bbox_embed[last](hs[last]) + inverse_sigmoid(reference[last])).sigmoid()
@@ -606,7 +643,9 @@ class GroundedSamLabeler:
         config = resolve_dino_config(options.dino_config)
         _check_text_encoder(options.text_encoder)
         if options.sam_model_type not in SAM_BUILDERS:
-            raise ConfigError("sam_model_type", f"unknown {options.sam_model_type!r}; available: {', '.join(SAM_BUILDERS)}")
+            raise ConfigError(
+                "sam_model_type", f"unknown {options.sam_model_type!r}; available: {', '.join(SAM_BUILDERS)}"
+            )
         try:
             self.device = resolve_device(options.device)
         except ConfigError as exc:
@@ -646,16 +685,13 @@ class GroundedSamLabeler:
             labels.extend(self._label_chunk(images[start : start + size]))
         return labels
 
-    def rank(self, image: np.ndarray, per_prompt: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-        """Pool, NMS, optional CLIP re-rank, top-k: the kept (boxes, scores), best first."""
-        candidates = pool_and_suppress(per_prompt, self.options.nms_iou)
-        if len(candidates) == 0:
-            return candidates.boxes, candidates.scores
-        scores = candidates.scores
-        if self.reranker is not None:
-            scores = combine_scores(scores, self.reranker.score(image, candidates.boxes), self.options.rerank_weight)
-        keep = top_k_order(scores, self.options.top_k)
-        return candidates.boxes[keep], np.asarray(scores)[keep]
+    def rank(
+        self, image: np.ndarray, per_prompt: Sequence[tuple[np.ndarray, np.ndarray]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The kept (boxes, scores) of one image, best first (see :func:`rank_candidates`)."""
+        clip_scores = partial(self.reranker.score, image) if self.reranker is not None else None
+        opts = self.options
+        return rank_candidates(per_prompt, opts.nms_iou, opts.top_k, clip_scores, opts.rerank_weight)
 
     def _label_chunk(self, images: list[np.ndarray]) -> list[PseudoLabel]:
         detections = self._detect(images)
@@ -704,5 +740,6 @@ def _check_text_encoder(name: str) -> None:
     if not Path(name).is_dir():
         raise ConfigError(
             "text_encoder",
-            f"{name!r} is neither {' / '.join(_HUB_TEXT_ENCODERS)} nor an existing folder with a BERT model and vocabulary",
+            f"{name!r} is neither {' / '.join(_HUB_TEXT_ENCODERS)} "
+            "nor an existing folder with a BERT model and vocabulary",
         )

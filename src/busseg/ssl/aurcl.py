@@ -26,7 +26,9 @@ Choices where the paper is silent (METHOD.md DECISIONS, all parameters):
   similarities divided by ``temperature``;
 * reduction: mean over the anchors of an image, then mean over the images that have
   anchors; when no image has one, the loss is ``0 * features.sum()`` (exactly 0 and
-  still connected to the graph, so ``backward()`` works unconditionally).
+  still connected to the graph, so ``backward()`` works unconditionally);
+* :class:`AURCLLoss` computes the same value as ``aurcl_loss(projection(features))``
+  without materialising the projected map (see :func:`_projected_patch_features`).
 
 All arithmetic is float32, so the loss is safe under autocast.
 """
@@ -81,13 +83,69 @@ def _check_inputs(features: Tensor, probs: Tensor) -> None:
         raise ValueError("probs must hold probabilities in [0, 1]; apply sigmoid to logits first")
 
 
+def _no_autocast(tensor: Tensor) -> torch.autocast:
+    """Context that runs its block in float32 even inside an autocast region (bmm/einsum would be fp16)."""
+    return torch.autocast(device_type=tensor.device.type, enabled=False)
+
+
+def _prepare_probs(
+    probs: Tensor, size: torch.Size, ratio: float, tau_fix: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Detached float32 probabilities at the feature size, their reversed copy, and the selection."""
+    p = probs.detach().float()
+    if p.shape[-2:] != size:
+        p = F.interpolate(p, size=size, mode="bilinear", align_corners=False)
+    selected = select_uncertain(p, ratio, tau_fix)
+    return p, torch.where(selected, 1.0 - p, p), selected
+
+
+def _anchor_patches(selected: Tensor, grid: int) -> Tensor:
+    """(B, grid*grid) bool: the grid cells that hold at least one selected pixel."""
+    # adaptive_max_pool2d uses the same cell boundaries as adaptive_avg_pool2d.
+    return F.adaptive_max_pool2d(selected.float(), grid).flatten(1) > 0
+
+
 def _weighted_patch_features(features: Tensor, weights: Tensor, grid: int, eps: float) -> Tensor:
     """Weighted mean feature of every grid cell, L2 normalised: (B, D, h, w) -> (B, grid*grid, D)."""
     # The ratio of two average pools is the ratio of the two cell sums (the cell size cancels).
     weighted = F.adaptive_avg_pool2d(features * weights, grid)
     total_weight = F.adaptive_avg_pool2d(weights, grid)
-    pooled = weighted / (total_weight + eps)
+    return _normalise_patches(weighted / (total_weight + eps))
+
+
+def _normalise_patches(pooled: Tensor) -> Tensor:
+    """(B, D, g, g) -> (B, g*g, D), unit length along D."""
     return F.normalize(pooled.flatten(2).transpose(1, 2), dim=-1)
+
+
+def _info_nce(original: Tensor, reversed_: Tensor, anchors: Tensor, temperature: float) -> Tensor:
+    """Mean over anchors, then over images with anchors, of the patch InfoNCE loss.
+
+    ``original`` and ``reversed_`` are (B, G, D) unit vectors; ``anchors`` is (B, G) with
+    at least one True somewhere.
+    """
+    logits = torch.bmm(original, reversed_.transpose(1, 2)) / temperature  # (B, G, G)
+    # Row i: positive at column i (same patch, reversed view), negatives at the others.
+    per_patch = -torch.diagonal(F.log_softmax(logits, dim=-1), dim1=1, dim2=2)  # (B, G)
+    anchor_count = anchors.sum(dim=1)
+    per_image = (per_patch * anchors).sum(dim=1) / anchor_count.clamp_min(1)
+    return per_image[anchor_count > 0].mean()
+
+
+def _zero_connected_to(*tensors: Tensor) -> Tensor:
+    """A float32 scalar 0 whose graph reaches ``tensors`` (backward() works and gives zero gradients)."""
+    zero = tensors[0].float().sum() * 0.0
+    for tensor in tensors[1:]:
+        zero = zero + tensor.float().sum() * 0.0
+    return zero
+
+
+def _check_hyperparameters(ratio: float, tau_fix: float, grid: int, temperature: float) -> None:
+    _check_ratio_and_tau(ratio, tau_fix)
+    if grid < 1:
+        raise ValueError(f"grid must be >= 1, got {grid}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
 
 
 def aurcl_loss(
@@ -117,47 +175,65 @@ def aurcl_loss(
         image has a selected pixel.
     """
     _check_inputs(proj_features, probs)
-    _check_ratio_and_tau(ratio, tau_fix)
-    if grid < 1:
-        raise ValueError(f"grid must be >= 1, got {grid}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    _check_hyperparameters(ratio, tau_fix, grid, temperature)
+    with _no_autocast(proj_features):
+        features = F.normalize(proj_features.float(), dim=1)
+        p, p_rev, selected = _prepare_probs(probs, features.shape[-2:], ratio, tau_fix)
+        anchors = _anchor_patches(selected, grid)
+        if not bool(anchors.any()):
+            return _zero_connected_to(proj_features)
+        original = _weighted_patch_features(features, p, grid, eps)
+        reversed_ = _weighted_patch_features(features, p_rev, grid, eps)
+        return _info_nce(original, reversed_, anchors, temperature)
 
-    features = F.normalize(proj_features.float(), dim=1)
-    p = probs.detach().float()
-    if p.shape[-2:] != features.shape[-2:]:
-        p = F.interpolate(p, size=features.shape[-2:], mode="bilinear", align_corners=False)
-    selected = select_uncertain(p, ratio, tau_fix)
-    p_rev = torch.where(selected, 1.0 - p, p)
 
-    anchors = F.adaptive_max_pool2d(selected.float(), grid).flatten(1) > 0  # (B, G)
-    if not bool(anchors.any()):
-        return proj_features.float().sum() * 0.0
+def _projected_patch_features(
+    features: Tensor, projection: nn.Conv2d, weights: tuple[Tensor, ...], grid: int, eps: float
+) -> list[Tensor]:
+    """:func:`_weighted_patch_features` of ``normalize(projection(features))``, without building it.
 
-    original = _weighted_patch_features(features, p, grid, eps)  # (B, G, D)
-    reversed_ = _weighted_patch_features(features, p_rev, grid, eps)  # (B, G, D)
-    logits = torch.bmm(original, reversed_.transpose(1, 2)) / temperature  # (B, G, G)
-    # Row i: positive at column i (same patch, reversed view), negatives at the others.
-    per_patch = -torch.diagonal(F.log_softmax(logits, dim=-1), dim1=1, dim2=2)  # (B, G)
-
-    anchor_count = anchors.sum(dim=1)
-    per_image = (per_patch * anchors).sum(dim=1) / anchor_count.clamp_min(1)
-    return per_image[anchor_count > 0].mean()
+    A 1x1 conv is linear, z = W f + b, and per-pixel normalisation only rescales each
+    pixel by s = 1 / ||z||. So the cell average of ``(z * s) * w`` equals
+    ``W avg(f * s * w) + b avg(s * w)``, and ``||z||^2 = f.(G f) + 2 (W^T b).f + b.b``
+    with ``G = W^T W``. Every pixel-sized tensor then has the C input channels instead
+    of the D projected ones (16 vs 64 for a U-Net's last decoder map): about 7x faster
+    forward+backward on CPU, equal to the direct route up to float rounding.
+    """
+    weight = projection.weight.float().flatten(1)  # (D, C)
+    bias = projection.bias.float() if projection.bias is not None else weight.new_zeros(weight.shape[0])
+    f = features.float()
+    gram_f = torch.einsum("dc,bchw->bdhw", weight.T @ weight, f)
+    sq_norm = (f * (gram_f + 2.0 * (weight.T @ bias)[:, None, None])).sum(dim=1, keepdim=True) + bias @ bias
+    # Same floor as F.normalize; clamp at 0 first because rounding can make the quadratic form < 0.
+    inv_norm = 1.0 / sq_norm.clamp_min(0.0).sqrt().clamp_min(1e-12)
+    views = []
+    for w in weights:
+        scaled = inv_norm * w
+        pooled_f = F.adaptive_avg_pool2d(f * scaled, grid)
+        pooled_scale = F.adaptive_avg_pool2d(scaled, grid)
+        pooled_z = torch.einsum("dc,bcij->bdij", weight, pooled_f) + bias[:, None, None] * pooled_scale
+        views.append(_normalise_patches(pooled_z / (F.adaptive_avg_pool2d(w, grid) + eps)))
+    return views
 
 
 class AURCLLoss(nn.Module):
     """AURCL with its projection head (METHOD.md defaults).
 
-    The 1x1-conv projection head has parameters: add this module's parameters to the
-    student's optimizer, and move the module to the student's device.
+    ``forward(features, probs)`` equals ``aurcl_loss(self.projection(features), probs, ...)``
+    (tested); when ``in_channels <= proj_dim`` it is computed by the cheaper route of
+    :func:`_projected_patch_features`. The
+    projection head has parameters: add this module's parameters to the student's
+    optimizer, and move the module to the student's device. The projection runs in
+    float32 even under autocast.
 
     Args:
         in_channels: channels of the student's last decoder feature map.
-        proj_dim: output channels of the projection head.
+        proj_dim: output channels of the 1x1-conv projection head.
         ratio: r of the adaptive threshold ``tau_i = max(K-th largest u, tau_fix)``.
         tau_fix: floor of that threshold.
         grid: the feature map is split into a grid x grid set of patches.
         temperature: InfoNCE temperature.
+        eps: stabiliser of the weighted patch average.
 
     Example:
         >>> criterion = AURCLLoss(in_channels=16)
@@ -172,34 +248,43 @@ class AURCLLoss(nn.Module):
         tau_fix: float = 0.2,
         grid: int = 8,
         temperature: float = 0.1,
+        eps: float = 1e-6,
     ) -> None:
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("proj_dim", proj_dim), ("grid", grid)):
+        for name, value in (("in_channels", in_channels), ("proj_dim", proj_dim)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
-        _check_ratio_and_tau(ratio, tau_fix)
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        _check_hyperparameters(ratio, tau_fix, grid, temperature)
         self.projection = nn.Conv2d(in_channels, proj_dim, kernel_size=1)
         self.ratio = ratio
         self.tau_fix = tau_fix
         self.grid = grid
         self.temperature = temperature
+        self.eps = eps
 
     def forward(self, features: Tensor, probs: Tensor) -> Tensor:
         """Loss for decoder ``features`` (B, C, h, w) and student probabilities ``probs`` (B, 1, H, W)."""
         if features.dim() != 4 or features.shape[1] != self.projection.in_channels:
             raise ValueError(
-                f"features must have shape (B, {self.projection.in_channels}, h, w), got {tuple(features.shape)}"
+                f"features must have shape (B, {self.projection.in_channels}, h, w), "
+                f"got {tuple(features.shape)}"
             )
-        return aurcl_loss(
-            self.projection(features),
-            probs,
-            ratio=self.ratio,
-            tau_fix=self.tau_fix,
-            grid=self.grid,
-            temperature=self.temperature,
-        )
+        _check_inputs(features, probs)
+        if self.projection.in_channels > self.projection.out_channels:
+            # The shortcut works on the input channels: it only pays when they are fewer.
+            with _no_autocast(features):
+                projected = self.projection(features.float())
+            return aurcl_loss(projected, probs, self.ratio, self.tau_fix, self.grid, self.temperature, self.eps)
+        with _no_autocast(features):
+            p, p_rev, selected = _prepare_probs(probs, features.shape[-2:], self.ratio, self.tau_fix)
+            anchors = _anchor_patches(selected, self.grid)
+            if not bool(anchors.any()):
+                # Connected to the head too, so DDP-style "unused parameter" checks stay quiet.
+                return _zero_connected_to(features, *self.projection.parameters())
+            original, reversed_ = _projected_patch_features(
+                features, self.projection, (p, p_rev), self.grid, self.eps
+            )
+            return _info_nce(original, reversed_, anchors, self.temperature)
 
     def extra_repr(self) -> str:
         return f"ratio={self.ratio}, tau_fix={self.tau_fix}, grid={self.grid}, temperature={self.temperature}"

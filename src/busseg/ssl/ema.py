@@ -58,7 +58,9 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
     _update(dict(teacher.named_buffers()), dict(student.named_buffers()), decay, "buffer")
 
 
-def _update(teacher: dict[str, torch.Tensor], student: dict[str, torch.Tensor], decay: float, kind: str) -> None:
+def _update(
+    teacher: dict[str, torch.Tensor], student: dict[str, torch.Tensor], decay: float, kind: str
+) -> None:
     """EMA of matching floating tensors; plain copy of the others."""
     if teacher.keys() != student.keys():
         missing = sorted(set(student) ^ set(teacher))
@@ -67,7 +69,8 @@ def _update(teacher: dict[str, torch.Tensor], student: dict[str, torch.Tensor], 
         s = student[name]
         if t.shape != s.shape:
             raise ValueError(
-                f"{kind} '{name}' has shape {tuple(t.shape)} in the teacher and {tuple(s.shape)} in the student"
+                f"{kind} '{name}' has shape {tuple(t.shape)} in the teacher "
+                f"and {tuple(s.shape)} in the student"
             )
         if t.is_floating_point():
             t.mul_(decay).add_(s.detach(), alpha=1.0 - decay)

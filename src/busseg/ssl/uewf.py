@@ -82,7 +82,9 @@ def uewf(p_a: Tensor, p_b: Tensor, kernel: int = 14, eps: float = 1e-6) -> Tenso
         ValueError: shapes differ or are not 4-D, values lie outside [0, 1], or kernel < 1.
     """
     if p_a.shape != p_b.shape:
-        raise ValueError(f"p_a and p_b must have the same shape, got p_a {tuple(p_a.shape)} and p_b {tuple(p_b.shape)}")
+        raise ValueError(
+            f"p_a and p_b must have the same shape, got p_a {tuple(p_a.shape)} and p_b {tuple(p_b.shape)}"
+        )
     _check_probabilities(p_a, "p_a")
     _check_probabilities(p_b, "p_b")
     _check_kernel(kernel)

@@ -51,8 +51,8 @@ class TrainConfig:
                 raise ConfigError(f"{section}.{key}", f"must be >= 1, got {getattr(self, key)}")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ConfigError(f"{section}.steps_per_epoch", f"must be >= 1 or null, got {self.steps_per_epoch}")
-        if not 0 <= self.unlabeled_batch < self.batch_size:
-            raise ConfigError(f"{section}.unlabeled_batch", f"must be in [0, batch_size), got {self.unlabeled_batch}")
+        if self.unlabeled_batch < 0:
+            raise ConfigError(f"{section}.unlabeled_batch", f"must be >= 0, got {self.unlabeled_batch}")
         check_range(f"{section}.lr", self.lr, 0.0, 10.0, low_open=True)
         check_range(f"{section}.ema_decay", self.ema_decay, 0.0, 1.0)
         check_range(f"{section}.plateau_factor", self.plateau_factor, 0.0, 1.0, low_open=True)

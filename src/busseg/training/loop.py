@@ -132,6 +132,11 @@ def fit(
             f"method '{config.method}' needs unlabeled images but there are none "
             "(label_ratio 1.0 leaves none: use train.method=supervised for the upper bound)"
         )
+    if method.uses_unlabeled and not 0 < config.unlabeled_batch < config.batch_size:
+        raise TrainingError(
+            f"method '{config.method}' mixes labeled and unlabeled images in each batch: "
+            f"train.unlabeled_batch must be in (0, batch_size={config.batch_size}), got {config.unlabeled_batch}"
+        )
     if len(data.labeled) == 0:
         raise TrainingError("there are no labeled images to train on; raise label_ratio or check the split")
     own_scratch = scratch_dir is None
@@ -201,7 +206,7 @@ def _fit(
             if not torch.isfinite(loss):
                 kept = f"; the best checkpoint so far is kept at {best_scratch}" if best_scratch.is_file() else ""
                 raise TrainingError(
-                    f"{desc}: the loss became {float(loss)} at epoch {epoch + 1}, step {step + 1} "
+                    f"{desc}: the loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1} "
                     f"(parts: {parts}); lower the learning rate ({config.lr:g}) or check the data{kept}"
                 )
             optimizer.zero_grad(set_to_none=True)

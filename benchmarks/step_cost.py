@@ -1,0 +1,177 @@
+"""Cost of one optimizer step of each training method, relative to supervised training.
+
+Usage::
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src nice python benchmarks/step_cost.py [--settings default paper]
+        [--reps 7] [--warmup 2] [--threads 1] [--device cpu] [--channels-last] [--breakdown]
+
+One step is what :func:`busseg.training.loop.fit` does per batch: ``method.loss``,
+``zero_grad``, ``backward``, ``Adam.step`` and ``method.after_optimizer_step``.
+Compared, at the same batch of 8 images:
+
+* ``supervised``: 8 labeled images;
+* ``mean_teacher``: 4 labeled + 4 unlabeled, EMA teacher;
+* ``dual_teacher``: 4 + 4, static + EMA teachers, UEWF, AURCL (the paper's full method).
+
+Settings: ``default`` (params.yaml: resnet18, 128 px) and ``paper`` (resnet34, 224 px).
+Methods are timed round-robin (one step of each per repetition), so load from other
+processes on a shared machine hits them alike; the median over repetitions is printed
+with the ratio to supervised. ``--breakdown`` adds the median time of each part of a
+dual_teacher step. Target (task brief): dual_teacher <= 2.0x supervised.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import torch
+
+from busseg.models import ModelConfig, SegmentationNet, build_model
+from busseg.ssl import ema_update, freeze, uewf
+from busseg.training.config import TrainConfig
+from busseg.training.methods import Supervised, TrainingMethod
+from busseg.training.ssl_methods import DualTeacher, MeanTeacher, teacher_probabilities
+
+SETTINGS = {
+    "default": ModelConfig(encoder="resnet18", image_size=128),
+    "paper": ModelConfig(encoder="resnet34", image_size=224),
+}
+METHODS: dict[str, type[TrainingMethod]] = {"supervised": Supervised, "mean_teacher": MeanTeacher, "dual_teacher": DualTeacher}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=["default", "paper"])
+    parser.add_argument("--reps", type=int, default=7, help="timed steps per method (median reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per method first")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--channels-last", action="store_true", help="run the networks in channels_last memory format")
+    parser.add_argument("--breakdown", action="store_true", help="also time the parts of a dual_teacher step")
+    return parser.parse_args()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def blob_masks(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Random elliptic lesions (realistic loss values; the content does not change the cost)."""
+    coords = torch.linspace(-1, 1, size)
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    centre = torch.rand(n, 2, generator=generator) - 0.5
+    radius = 0.2 + 0.3 * torch.rand(n, 2, generator=generator)
+    inside = ((yy - centre[:, :1, None]) / radius[:, :1, None]) ** 2 + ((xx - centre[:, 1:, None]) / radius[:, 1:, None]) ** 2
+    return (inside <= 1).float()[:, None]
+
+
+def make_batches(size: int, n_labeled: int, n_unlabeled: int, device: torch.device, memory_format: torch.memory_format) -> tuple[dict, dict | None]:
+    g = torch.Generator().manual_seed(0)
+    labeled = {"image": torch.rand(n_labeled, 1, size, size, generator=g), "mask": blob_masks(n_labeled, size, g)}
+    unlabeled = {"image": torch.rand(n_unlabeled, 1, size, size, generator=g)} if n_unlabeled else None
+    to = lambda batch: {k: v.to(device, memory_format=memory_format) for k, v in batch.items()}  # noqa: E731
+    return to(labeled), to(unlabeled) if unlabeled else None
+
+
+def make_step(name: str, model_config: ModelConfig, config: TrainConfig, device: torch.device, memory_format: torch.memory_format) -> Callable[[], None]:
+    """A closure running one full optimizer step of method ``name``."""
+    torch.manual_seed(0)
+    student = build_model(model_config).to(memory_format=memory_format)
+    static = freeze(build_model(model_config).to(memory_format=memory_format)) if name == "dual_teacher" else None
+    method = METHODS[name](student, replace(config, method=name), static_teacher=static).to(device)
+    method.train()
+    optimizer = torch.optim.Adam(method.trainable_parameters(), lr=config.lr)
+    n_unlabeled = config.unlabeled_batch if method.uses_unlabeled else 0
+    labeled, unlabeled = make_batches(model_config.image_size, config.batch_size - n_unlabeled, n_unlabeled, device, memory_format)
+
+    def step() -> None:
+        loss, _ = method.loss(labeled, unlabeled, 0.5)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        method.after_optimizer_step()
+
+    return step
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def step_costs(model_config: ModelConfig, config: TrainConfig, args: argparse.Namespace, device: torch.device, memory_format: torch.memory_format) -> dict[str, float]:
+    """Median seconds per step of every method, timed round-robin."""
+    steps = {name: make_step(name, model_config, config, device, memory_format) for name in METHODS}
+    for _ in range(args.warmup):
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(args.reps):
+        for name, step in steps.items():
+            times[name].append(timed(step, device))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def dual_teacher_breakdown(model_config: ModelConfig, config: TrainConfig, args: argparse.Namespace, device: torch.device, memory_format: torch.memory_format) -> dict[str, float]:
+    """Median seconds of each part of a dual_teacher step, timed separately."""
+    torch.manual_seed(0)
+    static = freeze(build_model(model_config).to(memory_format=memory_format))
+    method = DualTeacher(build_model(model_config).to(memory_format=memory_format), config, static_teacher=static).to(device)
+    method.train()
+    labeled, unlabeled = make_batches(model_config.image_size, config.batch_size - config.unlabeled_batch, config.unlabeled_batch, device, memory_format)
+    x_u = unlabeled["image"]  # type: ignore[index]
+    p = teacher_probabilities(static, x_u)
+
+    def student_forward_backward() -> None:
+        logits_l, logits_u, features_u = method.student_outputs(labeled, unlabeled)  # type: ignore[arg-type]
+        (logits_l.sum() + logits_u.sum() + 0 * features_u.sum()).backward()
+
+    def aurcl_forward_backward() -> None:
+        features = torch.randn(len(x_u), method.student.feature_channels, *x_u.shape[-2:], device=device, requires_grad=True)
+        method.aurcl(features, p).backward()  # type: ignore[misc]
+
+    parts = {
+        "student fwd+bwd (8)": student_forward_backward,
+        "static teacher fwd (4)": lambda: teacher_probabilities(static, x_u),
+        "EMA teacher fwd (4)": lambda: teacher_probabilities(method.ema_teacher, x_u),  # type: ignore[arg-type]
+        "UEWF": lambda: uewf(p, p.flip(-1), kernel=config.uewf_kernel),
+        "AURCL fwd+bwd": aurcl_forward_backward,
+        "EMA update": lambda: ema_update(method.ema_teacher, method.student, config.ema_decay),  # type: ignore[arg-type]
+    }
+    out = {}
+    for name, fn in parts.items():
+        for _ in range(args.warmup):
+            fn()
+        out[name] = statistics.median(timed(fn, device) for _ in range(args.reps))
+    return out
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    config = TrainConfig(method="dual_teacher", batch_size=8, unlabeled_batch=4)
+    print(f"device {device}, {args.threads} thread(s), channels_last={args.channels_last}, "
+          f"{args.reps} timed steps per method after {args.warmup} warm-up steps; torch {torch.__version__}")
+    for setting in args.settings:
+        model_config = SETTINGS[setting]
+        costs = step_costs(model_config, config, args, device, memory_format)
+        print(f"\n{setting}: {model_config.encoder}, {model_config.image_size} px, batch 8 (SSL: 4 labeled + 4 unlabeled)")
+        for name, seconds in costs.items():
+            print(f"  {name:<13} {1000 * seconds:9.1f} ms/step  {seconds / costs['supervised']:5.2f}x supervised")
+        if args.breakdown:
+            print("  dual_teacher parts:")
+            for name, seconds in dual_teacher_breakdown(model_config, config, args, device, memory_format).items():
+                print(f"    {name:<24} {1000 * seconds:9.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

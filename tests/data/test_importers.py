@@ -1,0 +1,323 @@
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import busseg.data.importers as importers
+from busseg.data.importers import IMPORTERS, Sample, Skip, get_importer
+from busseg.errors import ConfigError, DataError
+
+from .fixtures import BUSBRA_ROWS, box_mask, grey_image, make_busbra, make_stu, save, write_corrupt
+
+REAL_BUSBRA = Path("/work/shared/data/BUS-BRA")
+HAS_SYNTHETIC = importlib.util.find_spec("busseg.data.synthetic") is not None
+
+
+def _split(records) -> tuple[dict[str, Sample], dict[str, Skip]]:
+    samples, skips = {}, {}
+    for record in records:
+        (samples if isinstance(record, Sample) else skips)[record.id] = record
+    return samples, skips
+
+
+# --- registry -------------------------------------------------------------------------
+
+
+def test_registry_lists_the_four_kinds():
+    assert sorted(IMPORTERS) == ["busbra", "folder", "stu", "synthetic"]
+    assert get_importer("stu") is importers.import_stu
+
+
+def test_unknown_kind_names_parameter_and_choices():
+    with pytest.raises(ConfigError) as info:
+        get_importer("x", section="datasets.mine")
+    assert info.value.key == "datasets.mine.kind"
+    assert info.value.problem == "unknown kind 'x'; available: busbra, folder, stu, synthetic"
+
+
+@pytest.mark.parametrize("kind", ["busbra", "stu", "folder"])
+def test_real_kinds_need_a_root(kind):
+    with pytest.raises(ConfigError) as info:
+        get_importer(kind)(None, {}, section="datasets.d")
+    assert info.value.key == "datasets.d.root"
+
+
+@pytest.mark.parametrize("kind", ["busbra", "stu", "folder"])
+def test_missing_root_raises_data_error(tmp_path, kind):
+    with pytest.raises(DataError, match="not found") as info:
+        get_importer(kind)(tmp_path / "absent", {})
+    assert info.value.path == tmp_path / "absent"
+
+
+@pytest.mark.parametrize(
+    ("kind", "looked_for"),
+    [
+        ("busbra", "images/, masks/, bus_data.csv"),
+        ("stu", "images/, masks/"),
+        ("folder", "images/, masks/"),
+    ],
+)
+def test_empty_root_lists_what_was_looked_for(tmp_path, kind, looked_for):
+    with pytest.raises(DataError, match=f"looked for {looked_for}; missing") as info:
+        get_importer(kind)(tmp_path, {})
+    assert info.value.path == tmp_path
+
+
+@pytest.mark.parametrize("kind", ["busbra", "stu", "folder"])
+def test_unknown_and_bad_options_raise_config_error(tmp_path, kind):
+    with pytest.raises(ConfigError, match="unknown key") as info:
+        get_importer(kind)(tmp_path, {"limt": 3}, section="datasets.d")
+    assert info.value.key == "datasets.d.limt"
+    with pytest.raises(ConfigError) as info:
+        get_importer(kind)(tmp_path, {"limit": 0}, section="datasets.d")
+    assert info.value.key == "datasets.d.limit"
+
+
+# --- busbra ---------------------------------------------------------------------------
+
+
+def test_busbra_groups_labels_and_sizes_from_files(tmp_path):
+    expected = make_busbra(tmp_path)
+    samples, skips = _split(importers.import_busbra(tmp_path, {}))
+    assert sorted(samples) == sorted(expected)
+    for sample_id, (image, mask) in expected.items():
+        np.testing.assert_array_equal(samples[sample_id].image, image)
+        np.testing.assert_array_equal(samples[sample_id].mask, mask)
+    rows = {sid: (case, pathology) for sid, case, pathology, _ in BUSBRA_ROWS}
+    for sample_id, sample in samples.items():
+        assert (sample.group, sample.label) == rows[sample_id]
+    # The CSV claims height 99 for this id; the files (24 px) win.
+    assert samples["bus_0002-s"].image.shape == (24, 18)
+    assert set(skips) == {"bus_0003-l"}
+    assert skips["bus_0003-l"].reason == "mask missing"
+    assert skips["bus_0003-l"].path.endswith("mask_0003-l.png")
+
+
+def test_busbra_limit_takes_first_sorted_ids(tmp_path):
+    make_busbra(tmp_path)
+    ids = [record.id for record in importers.import_busbra(tmp_path, {"limit": 2})]
+    assert ids == ["bus_0001-l", "bus_0001-r"]
+
+
+def test_busbra_skips_corrupt_image_and_rows_without_files(tmp_path):
+    make_busbra(tmp_path)
+    write_corrupt(tmp_path / "images" / "bus_0001-r.png")
+    save(tmp_path / "images" / "bus_0009-l.png", grey_image(20, 16, 9))  # not in the CSV
+    (tmp_path / "images" / "bus_0001-l.png").unlink()  # in the CSV, image gone
+    samples, skips = _split(importers.import_busbra(tmp_path, {}))
+    assert sorted(samples) == ["bus_0002-s"]
+    assert "cannot read image" in skips["bus_0001-r"].reason
+    assert skips["bus_0001-r"].path.endswith("bus_0001-r.png")
+    assert skips["bus_0009-l"].reason == "no row in bus_data.csv"
+    assert "image missing" in skips["bus_0001-l"].reason
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [("bus_0002-s,,x,benign", "empty Case"), ("bus_0002-s,2,x,tumour", "unknown Pathology 'tumour'")],
+)
+def test_busbra_skips_rows_with_bad_metadata(tmp_path, row, reason):
+    make_busbra(tmp_path)
+    (tmp_path / "bus_data.csv").write_text("ID,Case,Histology,Pathology\n" + row + "\n")
+    (record,) = [r for r in importers.import_busbra(tmp_path, {}) if r.id == "bus_0002-s"]
+    assert isinstance(record, Skip) and reason in record.reason
+    assert record.path.endswith("bus_data.csv")
+
+
+def test_busbra_csv_without_needed_columns(tmp_path):
+    make_busbra(tmp_path)
+    (tmp_path / "bus_data.csv").write_text("ID,Pathology\nbus_0001-l,benign\n")
+    with pytest.raises(DataError, match="missing column.*Case"):
+        importers.import_busbra(tmp_path, {})
+
+
+def test_busbra_iterates_lazily(tmp_path, monkeypatch):
+    make_busbra(tmp_path)
+    calls = []
+    real_read = importers.read_image
+    monkeypatch.setattr(importers, "read_image", lambda path: calls.append(path) or real_read(path))
+    records = importers.import_busbra(tmp_path, {})
+    assert calls == []
+    next(records)
+    assert len(calls) == 1
+
+
+@pytest.mark.skipif(not REAL_BUSBRA.is_dir(), reason="BUS-BRA not present at /work/shared/data")
+def test_real_busbra_groups_from_case_and_labels_from_pathology():
+    table = pd.read_csv(REAL_BUSBRA / "bus_data.csv", dtype=str).set_index("ID")
+    samples, skips = _split(importers.import_busbra(REAL_BUSBRA, {"limit": 20}))
+    assert not skips and len(samples) == 20
+    assert sorted(samples) == sorted(table.index)[:20]
+    for sample_id, sample in samples.items():
+        assert sample.group == table.loc[sample_id, "Case"]
+        assert sample.label == table.loc[sample_id, "Pathology"]
+        assert sample.image.dtype == np.uint8 and sample.mask.shape == sample.image.shape
+        assert sample.mask.any()
+
+
+# --- stu ------------------------------------------------------------------------------
+
+
+def test_stu_resizes_and_thresholds_masks(tmp_path):
+    expected = make_stu(tmp_path)
+    samples, skips = _split(importers.import_stu(tmp_path, {}))
+    assert not skips
+    assert list(samples) == ["stu_001", "stu_002", "stu_010"]  # numeric order
+    for sample_id, mask in expected.items():
+        sample = samples[sample_id]
+        assert sample.image.shape == (16, 16)
+        np.testing.assert_array_equal(sample.mask, mask)
+        assert (sample.label, sample.group) == ("unknown", sample_id)
+        assert sample.source_mask.endswith(f"mask_{int(sample_id[4:])}.png")
+
+
+def test_stu_skips_missing_mask_and_distorting_resize(tmp_path):
+    make_stu(tmp_path)
+    (tmp_path / "masks" / "mask_2.png").unlink()
+    save(tmp_path / "masks" / "mask_10.png", box_mask(64, 32).astype(np.uint8) * 255)
+    samples, skips = _split(importers.import_stu(tmp_path, {"limit": 3}))
+    assert list(samples) == ["stu_001"]
+    assert skips["stu_002"].reason == "mask missing"
+    assert "aspect ratio" in skips["stu_010"].reason
+
+
+# --- folder ---------------------------------------------------------------------------
+
+
+def _make_folder(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A generic layout with every quirk; returns the expected good pairs."""
+    grey = grey_image(10, 12, 0)
+    grey[0, :2] = (0, 255)  # full range, so the 16-bit copy rescales back to ``grey``
+    mask = box_mask(10, 12)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    rgba = np.concatenate([rgb, np.full((10, 12, 1), 255, np.uint8)], axis=2)
+    save(root / "images" / "rgb.png", rgb)
+    save(root / "masks" / "rgb_mask.png", mask, mode="1")
+    save(root / "images" / "rgba.png", rgba)
+    colour_mask = np.zeros((10, 12, 3), np.uint8)
+    colour_mask[mask] = (0, 255, 0)
+    save(root / "masks" / "rgba_mask.png", colour_mask)
+    save(root / "images" / "deep.png", grey.astype(np.uint16) * 257)  # 16-bit, full range
+    save(root / "masks" / "deep_mask.png", mask.astype(np.uint8))  # 0/1
+    save(root / "images" / "nomask.png", grey)
+    save(root / "images" / "bigger.png", grey)
+    save(root / "masks" / "bigger_mask.png", box_mask(20, 24), mode="1")
+    save(root / "images" / "greymask.png", grey)
+    save(root / "masks" / "greymask_mask.png", grey)
+    write_corrupt(root / "images" / "corrupt.png")
+    save(root / "masks" / "corrupt_mask.png", mask, mode="1")
+    save(root / "images" / "twice.png", grey)
+    save(root / "images" / "twice.jpg", grey)
+    save(root / "masks" / "twice_mask.png", mask, mode="1")
+    (root / "images" / "notes.txt").write_text("not an image")
+    return {"rgb": (grey, mask), "rgba": (grey, mask), "deep": (grey, mask)}
+
+
+def test_folder_pairs_by_suffix_and_skips_each_quirk(tmp_path):
+    expected = _make_folder(tmp_path)
+    samples, skips = _split(importers.import_folder(tmp_path, {"mask_suffix": "_mask"}))
+    assert sorted(samples) == sorted(expected)
+    for sample_id, (image, mask) in expected.items():
+        np.testing.assert_array_equal(samples[sample_id].image, image)
+        np.testing.assert_array_equal(samples[sample_id].mask, mask)
+        assert (samples[sample_id].label, samples[sample_id].group) == ("unknown", sample_id)
+    reasons = {sample_id: skip.reason for sample_id, skip in skips.items()}
+    assert set(reasons) == {"nomask", "bigger", "greymask", "corrupt", "twice"}
+    assert "no mask found" in reasons["nomask"]
+    assert "size differs" in reasons["bigger"] and "24x20" in reasons["bigger"]
+    assert "not binary" in reasons["greymask"]
+    assert "cannot read image" in reasons["corrupt"]
+    assert "ambiguous" in reasons["twice"]
+
+
+def test_folder_same_stem_rule_and_labels_csv(tmp_path):
+    for name, seed in (("a", 1), ("b", 2), ("c", 3)):
+        save(tmp_path / "images" / f"{name}.png", grey_image(8, 8, seed))
+        save(tmp_path / "masks" / f"{name}.png", box_mask(8, 8, size=3), mode="1")
+    (tmp_path / "labels.csv").write_text("id,label,group\na,Benign,p1\nb,malignant,\n")
+    samples, skips = _split(importers.import_folder(tmp_path, {"labels_csv": "labels.csv"}))
+    assert not skips
+    assert {(s.id, s.label, s.group) for s in samples.values()} == {
+        ("a", "benign", "p1"),
+        ("b", "malignant", "b"),
+        ("c", "unknown", "c"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("csv", "match"),
+    [
+        ("id,label\na,tumour\n", "label 'tumour'"),
+        ("id,label\na,benign\na,benign\n", "listed twice"),
+        ("name,label\na,benign\n", "missing column"),
+    ],
+)
+def test_folder_bad_labels_csv(tmp_path, csv, match):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "labels.csv").write_text(csv)
+    with pytest.raises(DataError, match=match) as info:
+        importers.import_folder(tmp_path, {"labels_csv": "labels.csv"})
+    assert info.value.path == tmp_path / "labels.csv"
+
+
+def test_folder_missing_labels_csv(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    with pytest.raises(DataError, match="labels_csv not found"):
+        importers.import_folder(tmp_path, {"labels_csv": "nope.csv"})
+
+
+def test_folder_empty_folders_yield_nothing(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    assert list(importers.import_folder(tmp_path, {})) == []
+
+
+# --- synthetic ------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not HAS_SYNTHETIC, reason="busseg.data.synthetic is not written yet")
+def test_synthetic_ids_groups_and_options():
+    records = list(importers.import_synthetic(None, {"count": 3, "seed": 5, "size": 64}))
+    assert [r.id for r in records] == ["syn_0000", "syn_0001", "syn_0002"]
+    for record in records:
+        assert isinstance(record, Sample)
+        assert record.group == record.id
+        assert record.image.shape == record.mask.shape == (64, 64)
+        assert record.image.dtype == np.uint8 and record.mask.dtype == bool
+        assert record.label in ("benign", "malignant", "normal")
+    again = list(importers.import_synthetic(None, {"count": 3, "seed": 5, "size": 64}))
+    np.testing.assert_array_equal(records[2].image, again[2].image)
+
+
+@pytest.mark.skipif(not HAS_SYNTHETIC, reason="busseg.data.synthetic is not written yet")
+@pytest.mark.parametrize(
+    ("options", "key"),
+    [
+        ({}, "d.count"),
+        ({"count": 0}, "d.count"),
+        ({"count": 2, "seed": 1.5}, "d.seed"),
+        ({"count": 2, "colour": 1}, "d.colour"),
+    ],
+)
+def test_synthetic_option_errors(options, key):
+    with pytest.raises(ConfigError) as info:
+        importers.import_synthetic(None, options, section="d")
+    assert info.value.key == key
+
+
+def test_folder_skips_colour_images(tmp_path):
+    """Importers must not read colour images silently: a Doppler overlay is a skip."""
+    image = np.repeat(grey_image(8, 8, 0)[..., None], 3, axis=2)
+    image[0, 0] = (255, 0, 0)
+    save(tmp_path / "images" / "dop.png", image)
+    save(tmp_path / "masks" / "dop.png", box_mask(8, 8, size=2), mode="1")
+    (record,) = importers.import_folder(tmp_path, {})
+    assert isinstance(record, Skip) and "coloured" in record.reason
+    assert Image.open(tmp_path / "images" / "dop.png").mode == "RGB"

@@ -1,0 +1,136 @@
+"""The training loop: batches, checkpoints, resume after an interruption, bad input."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from busseg.data.dataset import SegmentationDataset
+from busseg.data.index import read_index
+from busseg.errors import DataError, TrainingError
+from busseg.models import build_model
+from busseg.runtime import seed_everything
+from busseg.training.checkpoint import load_model, read_checkpoint
+from busseg.training.config import TrainConfig
+from busseg.training.loop import TrainData, fit, index_batches, steps_per_epoch
+from busseg.training.methods import Supervised, get_method
+
+CONFIG = TrainConfig(epochs=3, steps_per_epoch=2, batch_size=4, lr=1e-3)
+
+
+def tiny_data(prepared: Path, size: int = 64) -> TrainData:
+    ids = sorted(read_index(prepared / "index.csv")["id"])
+    images, masks = prepared / "images", prepared / "masks"
+    return TrainData(
+        labeled=SegmentationDataset(images, ids[:8], size, mask_dir=masks),
+        val=SegmentationDataset(images, ids[8:12], size, mask_dir=masks),
+    )
+
+
+def test_index_batches_cycle_small_sets_and_are_seeded() -> None:
+    batches = list(index_batches(3, 4, steps=3, seed=1))
+    assert all(len(b) == 4 for b in batches)
+    counts = np.bincount(np.concatenate(batches), minlength=3)
+    assert counts.min() == counts.max() == 4  # whole permutations, cycled
+    assert [b.tolist() for b in batches] == [b.tolist() for b in index_batches(3, 4, steps=3, seed=1)]
+
+
+def test_index_batches_shard_across_ranks() -> None:
+    rank0 = np.concatenate(list(index_batches(16, 2, steps=4, seed=0, rank=0, world_size=2)))
+    rank1 = np.concatenate(list(index_batches(16, 2, steps=4, seed=0, rank=1, world_size=2)))
+    assert not set(rank0) & set(rank1)
+
+
+def test_steps_per_epoch() -> None:
+    assert steps_per_epoch(TrainConfig(batch_size=8), 100) == 13
+    assert steps_per_epoch(TrainConfig(steps_per_epoch=5), 100) == 5
+
+
+def test_fit_writes_a_self_describing_checkpoint(tiny_prepared: Path, tiny_model_config, tmp_path: Path) -> None:
+    seed_everything(0)
+    model = build_model(tiny_model_config)
+    result = fit(Supervised(model, CONFIG), tiny_data(tiny_prepared), CONFIG, device=torch.device("cpu"), seed=0, best_path=tmp_path / "best.pt", progress=False)
+    assert len(result.history) == 3
+    checkpoint = read_checkpoint(tmp_path / "best.pt")
+    assert checkpoint["method"] == "supervised"
+    assert checkpoint["epoch"] == result.best_epoch
+    rebuilt = load_model(tmp_path / "best.pt")
+    assert rebuilt.config == tiny_model_config
+    x = torch.rand(2, 1, 64, 64)
+    assert rebuilt(x).shape == (2, 1, 64, 64)
+
+
+class InterruptAt:
+    """A logger that simulates a kill after ``epoch`` finished."""
+
+    def __init__(self, epoch: int | None) -> None:
+        self.epoch, self.seen = epoch, []
+
+    def log_epoch(self, epoch: int, logs: dict[str, float]) -> None:
+        self.seen.append(epoch)
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_resume_after_interruption_gives_the_same_model(tiny_prepared: Path, tiny_model_config, tmp_path: Path) -> None:
+    data = tiny_data(tiny_prepared)
+    cpu = torch.device("cpu")
+
+    seed_everything(0)
+    fit(Supervised(build_model(tiny_model_config), CONFIG), data, CONFIG, device=cpu, seed=0, best_path=tmp_path / "a.pt", progress=False)
+
+    scratch = tmp_path / "scratch"
+    seed_everything(0)
+    with pytest.raises(KeyboardInterrupt):
+        fit(Supervised(build_model(tiny_model_config), CONFIG), data, CONFIG, device=cpu, seed=0, best_path=tmp_path / "b.pt",
+            scratch_dir=scratch, logger=InterruptAt(1), progress=False)
+    assert not (tmp_path / "b.pt").exists()  # no half-finished output
+    seed_everything(123)  # a resumed run must not depend on fresh initialisation
+    logger = InterruptAt(None)
+    fit(Supervised(build_model(tiny_model_config), CONFIG), data, CONFIG, device=cpu, seed=0, best_path=tmp_path / "b.pt",
+        scratch_dir=scratch, logger=logger, progress=False)
+    assert logger.seen == [0, 1, 2]  # history replayed, then the last epoch trained
+    a, b = read_checkpoint(tmp_path / "a.pt"), read_checkpoint(tmp_path / "b.pt")
+    assert a["epoch"] == b["epoch"]
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+class NanMethod(Supervised):
+    name = "nan"
+
+    def loss(self, labeled, unlabeled, progress):
+        loss, parts = super().loss(labeled, unlabeled, progress)
+        return loss * float("nan"), parts
+
+
+def test_non_finite_loss_is_a_clear_error(tiny_prepared: Path, tiny_model_config, tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="loss became nan.*lower the learning rate"):
+        fit(NanMethod(build_model(tiny_model_config), CONFIG), tiny_data(tiny_prepared), CONFIG, device=torch.device("cpu"), seed=0,
+            best_path=tmp_path / "best.pt", progress=False)
+    assert not (tmp_path / "best.pt").exists()
+
+
+def test_empty_labeled_set_is_a_clear_error(tiny_prepared: Path, tiny_model_config, tmp_path: Path) -> None:
+    data = tiny_data(tiny_prepared)
+    data.labeled = SegmentationDataset(tiny_prepared / "images", [], 64, mask_dir=tiny_prepared / "masks")
+    with pytest.raises(TrainingError, match="no labeled images"):
+        fit(Supervised(build_model(tiny_model_config), CONFIG), data, CONFIG, device=torch.device("cpu"), seed=0, best_path=tmp_path / "x.pt")
+
+
+def test_unknown_method_lists_the_available_ones() -> None:
+    from busseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="available: .*supervised"):
+        get_method("fixmatch")
+
+
+def test_broken_checkpoint_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "student.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="student.pt"):
+        load_model(bad)
+    with pytest.raises(DataError, match="not found"):
+        load_model(tmp_path / "missing.pt")
