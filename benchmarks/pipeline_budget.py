@@ -1,0 +1,115 @@
+"""Wall time and peak memory of a full `dvc repro`, in a throw-away copy of the project.
+
+    python benchmarks/pipeline_budget.py                      # the default params (synthetic)
+    python benchmarks/pipeline_budget.py --set label_ratio=0.025 --set train.method=dual_teacher
+    python benchmarks/pipeline_budget.py --params-file benchmarks/busbra.yaml
+
+The copy gets a fresh git + DVC repository and an empty DVC cache and scratch folder, as
+on a new clone. Prints per-stage wall times (from DVC's output), the total, the peak
+resident memory of the largest stage process, and metrics/summary.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def set_key(params: dict, dotted: str, value: str) -> None:
+    *parents, last = dotted.split(".")
+    node = params
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = yaml.safe_load(value)
+
+
+def deep_update(base: dict, update: dict) -> dict:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and key != "datasets":
+            deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def make_copy(root: Path, params: dict) -> None:
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(REPO / name, root / name)
+    for folder in ("stages", "src"):
+        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"], ["git", "add", "-A"],
+                ["git", "-c", "user.email=b@x", "-c", "user.name=bench", "commit", "-qm", "bench"]):
+        subprocess.run(cmd, cwd=root, check=True, env=env, capture_output=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a parameter (dotted key)")
+    parser.add_argument("--params-file", type=Path, help="YAML merged over params.yaml (datasets replaced whole)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary project")
+    args = parser.parse_args()
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    if args.params_file:
+        deep_update(params, yaml.safe_load(args.params_file.read_text()))
+    for item in args.set:
+        key, _, value = item.partition("=")
+        set_key(params, key, value)
+    # Real-data roots in params are relative to the repository: make them absolute for the copy.
+    for spec in params["datasets"].values():
+        root_path = REPO / spec["root"]
+        if not spec["root"].startswith("src/") and root_path.exists():
+            spec["root"] = str(root_path.resolve())
+    root = Path(tempfile.mkdtemp(prefix="busseg-bench-"))
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+           "BUSSEG_SCRATCH": str(root / ".busseg" / "scratch")}
+    try:
+        make_copy(root, params)
+        start = time.perf_counter()
+        proc = subprocess.Popen(["dvc", "repro"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stage_start, stage_name, stage_times = time.perf_counter(), None, {}
+        for line in proc.stdout:  # type: ignore[union-attr]
+            match = re.match(r"Running stage '([^']+)'", line)
+            if match:
+                now = time.perf_counter()
+                if stage_name:
+                    stage_times[stage_name] = now - stage_start
+                stage_name, stage_start = match.group(1), now
+            if not line.startswith(("\r",)) and "it/s" not in line and "s/it" not in line:
+                print(line, end="")
+        proc.wait()
+        total = time.perf_counter() - start
+        if stage_name:
+            stage_times[stage_name] = time.perf_counter() - stage_start
+        if proc.returncode:
+            sys.exit(f"dvc repro failed (exit {proc.returncode})")
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        print("\n## Budget")
+        for name, seconds in stage_times.items():
+            print(f"  {name:28s} {seconds:7.1f} s")
+        print(f"  total wall {total:.1f} s, peak RSS of the largest process {peak_mb:.0f} MB")
+        print("## metrics/summary.json")
+        print(json.dumps(json.loads((root / "metrics/summary.json").read_text()), indent=2))
+    finally:
+        if args.keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Labeling a dataset: outputs, the resumable scratch cache, quality metrics."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from busseg.data.index import read_index
+from busseg.pseudo.base import PseudoLabel, apply_area_filter, invalid_label
+from busseg.pseudo.run import LabelCache, dice_vs_coverage, label_dataset, options_key, quality_summary, score_against_truth
+from busseg.pseudo.selection import select_training_labels
+from busseg.errors import ConfigError, TrainingError
+
+
+class CountingLabeler:
+    """Labels the centre square; fails on purpose after ``fail_after`` images."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.calls, self.fail_after = 0, fail_after
+
+    def label(self, image: np.ndarray) -> PseudoLabel:
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt
+        self.calls += 1
+        mask = np.zeros(image.shape, dtype=bool)
+        h, w = image.shape
+        mask[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = True
+        return PseudoLabel(mask=mask, score=float(image.mean()) / 255, valid=True, box=(w // 4, h // 4, 3 * w // 4, 3 * h // 4))
+
+
+def test_label_dataset_writes_masks_and_table(tiny_prepared: Path, tmp_path: Path) -> None:
+    index = read_index(tiny_prepared / "index.csv")
+    table = label_dataset(CountingLabeler, tiny_prepared, index, tmp_path / "out", progress=False)
+    assert list(table["id"]) == list(index["id"])
+    assert table["valid"].all()
+    assert len(list((tmp_path / "out/masks").glob("*.png"))) == len(index)
+    saved = pd.read_csv(tmp_path / "out/labels.csv")
+    assert saved["area_fraction"].between(0.24, 0.26).all()
+
+
+def test_interrupted_run_resumes_from_the_cache(tiny_prepared: Path, tmp_path: Path) -> None:
+    index = read_index(tiny_prepared / "index.csv")
+    cache = LabelCache(tmp_path / "cache", options_key("counting", {"a": 1}))
+    with pytest.raises(KeyboardInterrupt):
+        label_dataset(lambda: CountingLabeler(fail_after=5), tiny_prepared, index, tmp_path / "out", cache, progress=False)
+    assert not (tmp_path / "out").exists()  # no half-written output
+    second = CountingLabeler()
+    label_dataset(lambda: second, tiny_prepared, index, tmp_path / "out", cache, progress=False)
+    assert second.calls == len(index) - 5
+    # A fully cached run never builds the labeler (no model loading).
+    built = []
+    label_dataset(lambda: built.append(1) or CountingLabeler(), tiny_prepared, index, tmp_path / "again", cache, progress=False)
+    assert built == []
+    a = pd.read_csv(tmp_path / "out/labels.csv")
+    b = pd.read_csv(tmp_path / "again/labels.csv")
+    pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"))
+
+
+def test_options_key_changes_with_options() -> None:
+    assert options_key("appearance", {"prompts": ["dark oval"]}) != options_key("appearance", {"prompts": ["dark round"]})
+    assert options_key("appearance", {"a": 1, "b": 2}) == options_key("appearance", {"b": 2, "a": 1})
+
+
+def test_quality_metrics_and_curve(tiny_prepared: Path, tmp_path: Path) -> None:
+    index = read_index(tiny_prepared / "index.csv")
+    label_dataset(CountingLabeler, tiny_prepared, index, tmp_path / "out", progress=False)
+    scored = score_against_truth(tiny_prepared, index, tmp_path / "out")
+    summary = quality_summary(scored)
+    assert summary["coverage"] == 1.0
+    assert 0.0 <= summary["dice"] <= summary["dice_valid"] <= 1.0
+    assert summary["n_lesion_images"] == int(scored["has_lesion"].sum())
+    curve = dice_vs_coverage(scored)
+    assert curve["coverage"].is_monotonic_increasing
+    assert curve["coverage"].iloc[-1] == pytest.approx(1.0)
+
+
+def test_area_filter_rule() -> None:
+    mask = np.zeros((10, 10), dtype=bool)
+    mask[0, 0] = True  # exactly 1 %: discarded (<= 1 %)
+    label = apply_area_filter(PseudoLabel(mask, 0.9, True), 0.01)
+    assert not label.valid and label.reason == "area_below_min" and label.score == 0.9
+    mask[0, 1] = True
+    assert apply_area_filter(PseudoLabel(mask, 0.9, True), 0.01).valid
+    assert invalid_label((3, 4), "no_candidate").mask.shape == (3, 4)
+
+
+def test_select_training_labels(tmp_path: Path) -> None:
+    csv = tmp_path / "labels.csv"
+    pd.DataFrame(
+        {"id": ["a", "b", "c", "d"], "valid": [True, True, False, True], "score": [0.9, 0.2, 0.8, 0.7], "reason": ["", "", "no_candidate", ""]}
+    ).to_csv(csv, index=False)
+    assert select_training_labels(csv, ["a", "b", "c"], 0.0) == ["a", "b"]
+    assert select_training_labels(csv, ["a", "b", "c", "d"], 0.5) == ["a", "d"]
+    with pytest.raises(TrainingError, match="lower pseudo.min_score"):
+        select_training_labels(csv, ["a", "b"], 0.95)
+
+
+def test_unknown_backend_lists_available() -> None:
+    from busseg.pseudo.registry import build_labeler
+
+    with pytest.raises(ConfigError, match="available: appearance, grounded_sam"):
+        build_labeler("sam2", {})

@@ -1,0 +1,31 @@
+"""The cross-dataset summary and its markdown table."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from busseg.errors import DataError
+from busseg.report import build_summary, markdown_table
+
+
+def test_summary_is_nested_dataset_then_metric(tmp_path: Path) -> None:
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "pseudo").mkdir()
+    for name, d in (("busbra", 0.8), ("stu", 0.7)):
+        (tmp_path / "eval" / f"{name}.json").write_text(json.dumps({"dice": d, "iou": d - 0.1, "accuracy": 0.95, "hd95": 12.0, "n_images": 10}))
+    (tmp_path / "pseudo" / "busbra.json").write_text(json.dumps({"dice": 0.7, "coverage": 0.95, "backend": "appearance"}))
+    summary = build_summary(tmp_path / "eval", tmp_path / "pseudo", ["busbra", "stu"])
+    assert summary["busbra"]["dice"] == 0.8
+    assert summary["busbra"]["pseudo_dice"] == 0.7
+    assert "pseudo_dice" not in summary["stu"]
+    table = markdown_table(summary)
+    assert table.splitlines()[0].startswith("| dataset | dice | iou")
+    assert "| stu | 0.7000 |" in table
+
+
+def test_missing_dataset_metrics_is_named(tmp_path: Path) -> None:
+    (tmp_path / "eval").mkdir()
+    with pytest.raises(DataError, match="busbra.json"):
+        build_summary(tmp_path / "eval", tmp_path / "pseudo", ["busbra"])
