@@ -48,7 +48,7 @@ def main() -> None:
         ),
         val=SegmentationDataset(images, read_id_list(args.splits / "val.txt"), size, mask_dir=args.prepared / "masks"),
     )
-    static_teacher = freeze(load_model(args.static_teacher)) if method_cls.needs_static_teacher else None
+    static_teacher = freeze(load_model(args.static_teacher)) if method_cls.requires_static_teacher(config) else None
     if static_teacher is not None and static_teacher.config != model_config:
         print(f"note: the static teacher's model config differs from model: {static_teacher.config}")
     key = inputs_key(

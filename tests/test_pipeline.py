@@ -131,3 +131,13 @@ def test_pseudo_label_change_reruns_pseudo_label_and_everything_after(project: P
     # evaluate and report re-run only if the student changed: the default method
     # (supervised) does not use the static teacher, and DVC skips a stage whose
     # dependencies are byte-identical.
+
+
+@pytest.mark.parametrize("method", ["mean_teacher", "dual_teacher"])
+def test_ssl_methods_run_through_dvc(project: Path, first_repro: str, method: str) -> None:
+    output = run(["dvc", "exp", "run", "-S", f"train.method={method}"], project)
+    ran = ran_stages(output)
+    assert "train@synthetic" in ran and not ran & {"prepare@synthetic", "pseudo_label@synthetic", "warmup@synthetic"}
+    checkpoint = __import__("torch").load(project / "models/synthetic/student.pt", weights_only=False)
+    assert checkpoint["method"] == method
+    assert "loss_u" in (project / "reports/train/synthetic/metrics.json").read_text()

@@ -35,6 +35,8 @@ KNOWN_WORDS: tuple[str, ...] = tuple(sorted((*POLARITY_WORDS, *SHAPE_WORDS)))
 
 # Below this many pixels at the working resolution a component is speckle, not a lesion.
 _MIN_COMPONENT_PIXELS = 24
+# Typical height of a lesion centre (fraction of the image height) in BUS images.
+_TYPICAL_DEPTH = 0.33
 # Grey level at or below which border-touching pixels count as outside the field of view,
 # and the least area (fraction of the image) such a region must have.
 _BLACK_LEVEL = 3
@@ -48,8 +50,8 @@ class AppearanceOptions:
     ``prompts`` are appearance descriptions as in METHOD.md; each is a few of the
     words in :data:`KNOWN_WORDS`. ``min_area_fraction`` is the area filter.
     ``working_size`` is the long side (pixels) at which the analysis runs.
-    The ``w_*`` fields weight the candidate features in the score (a logistic
-    model whose few weights were tuned on BUS-BRA; see ``benchmarks/pseudo_quality.py``).
+    Candidates are ranked by the linear score of :data:`SCORE_WEIGHTS` (tuned on
+    BUS-BRA; see ``benchmarks/pseudo_quality.py``).
     """
 
     prompts: tuple[str, ...] = ("dark oval", "dark round", "dark lobulated")
@@ -57,7 +59,7 @@ class AppearanceOptions:
     working_size: int = 160
     # Candidate generation: grey-level thresholds at these quantiles of the smoothed
     # image, each opened with discs of these radii to cut thin bridges to dark tissue.
-    n_levels: int = 20
+    n_levels: int = 16
     min_level_quantile: float = 0.03
     max_level_quantile: float = 0.8
     opening_radii: tuple[int, ...] = (1, 3, 5)
@@ -68,18 +70,34 @@ class AppearanceOptions:
     # Speckle reduction.
     median_size: int = 5
     bilateral_sigma: float = 20.0
-    # Score weights (logistic model over the features of :meth:`AppearanceLabeler.describe`).
-    bias: float = -2.0
-    w_contrast: float = 1.5
-    w_edge: float = 0.5
-    w_shape: float = 2.0
-    w_stability: float = 0.5
-    w_log_area: float = 0.3
-    w_centre_x: float = -4.0
-    w_depth: float = -3.0
-    centre_y: float = 0.33
-    w_border: float = -1.0
-    w_bottom: float = -1.0
+    # Confidence: the label's score is sigmoid((z - confidence_centre) / confidence_scale)
+    # of the best candidate's linear score z (see :data:`SCORE_WEIGHTS`).
+    confidence_centre: float = 4.0
+    confidence_scale: float = 1.5
+
+
+# Weights of the linear candidate score z = SCORE_BIAS + sum(weight * feature). Fitted
+# once on BUS-BRA (patients with an even case number) by maximising the expected Dice
+# of a per-image softmax over candidates; the features are those of
+# :meth:`AppearanceLabeler.describe`. The scale of z is arbitrary; only its order
+# within an image picks the lesion, its value across images is the confidence.
+SCORE_WEIGHTS: dict[str, float] = {
+    "contrast": 1.810,  # ring median minus inside mean, in units of the image's std
+    "t_contrast": 1.188,  # the same, in units of the pooled std of inside and ring
+    "shape": 3.994,  # fit to the prompts' shape words
+    "solidity": 3.115,
+    "aspect": 2.319,  # minor / major axis: rounder is likelier
+    "log_area": 0.145,
+    "log_area_sq": -0.123,  # with log_area: a size prior peaking near 2-3 % of the image
+    "centre_x": -7.587,  # |x - 0.5|
+    "depth": -17.156,  # (y - 0.33)^2: lesions sit in the upper middle, below the skin
+    "border": -2.093,  # number of image sides touched
+    "top": -1.576,  # touching the top: skin and subcutaneous fat
+    "level": 1.156,  # threshold quantile
+    "darkness": 1.140,  # image median minus inside mean, in image std
+    "hull": 0.709,  # the convex-hull variant of a component
+}
+SCORE_BIAS = -3.997
 
 
 FEATURES: tuple[str, ...] = (
@@ -95,7 +113,7 @@ class Candidate:
     region: np.ndarray  # bool crop of the working image
     offset: tuple[int, int]  # (y, x) of the crop in the working image
     features: dict[str, float]
-    score: float = 0.0
+    score: float = 0.0  # linear evidence z of :meth:`AppearanceLabeler.score`
 
     def full_mask(self, shape: tuple[int, int]) -> np.ndarray:
         """The region as a boolean mask of the working image's ``shape``."""
@@ -164,10 +182,10 @@ class AppearanceLabeler:
         best = max(candidates, key=lambda c: c.score)
         mask = self.refine(best, work, shape)
         if not mask.any():
-            return invalid_label(shape, "empty_after_refinement", best.score)
+            return invalid_label(shape, "empty_after_refinement", self.confidence(best.score))
         ys, xs = np.nonzero(mask)
         box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-        label = PseudoLabel(mask=mask, score=float(best.score), valid=True, box=box)
+        label = PseudoLabel(mask=mask, score=self.confidence(best.score), valid=True, box=box)
         return apply_area_filter(label, self.options.min_area_fraction)
 
     # -- stages ------------------------------------------------------------------------
@@ -263,8 +281,9 @@ class AppearanceLabeler:
             "ellipse_fit": ellipse_fit,
             "aspect": aspect,
             "log_area": float(np.log(area / float(h * w))),
+            "log_area_sq": float(np.log(area / float(h * w))) ** 2,
             "centre_x": abs(cx - 0.5),
-            "depth": (cy - self.options.centre_y) ** 2,
+            "depth": (cy - _TYPICAL_DEPTH) ** 2,
             "cy": cy,
             "border": float(sum(sides)),
             "bottom": float(sides[3]),
@@ -281,21 +300,13 @@ class AppearanceLabeler:
         return features
 
     def score(self, f: dict[str, float]) -> float:
-        """Confidence in [0, 1] that a candidate with features ``f`` is the lesion."""
+        """Linear evidence ``z`` that a candidate with features ``f`` is the lesion (unbounded)."""
+        return SCORE_BIAS + sum(weight * f[name] for name, weight in SCORE_WEIGHTS.items())
+
+    def confidence(self, z: float) -> float:
+        """Map the best candidate's evidence ``z`` to a confidence in [0, 1]."""
         o = self.options
-        z = (
-            o.bias
-            + o.w_contrast * f["contrast"]
-            + o.w_edge * f["edge"]
-            + o.w_shape * f["shape"]
-            + o.w_stability * f["stability"]
-            + o.w_log_area * f["log_area"]
-            + o.w_centre_x * f["centre_x"]
-            + o.w_depth * f["depth"]
-            + o.w_border * f["border"]
-            + o.w_bottom * f["bottom"]
-        )
-        return float(1.0 / (1.0 + np.exp(-z)))
+        return float(1.0 / (1.0 + np.exp(-(z - o.confidence_centre) / o.confidence_scale)))
 
     def _shape_prior(self, f: dict[str, float]) -> float:
         """How well the region fits the prompts' shape words (best word wins); 1 without shape words."""

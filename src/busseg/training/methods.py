@@ -39,6 +39,11 @@ class TrainingMethod(nn.Module):
         # Kept in a plain attribute list so it is not a sub-module: never optimised, never saved.
         self._static: list[SegmentationNet] = [static_teacher] if static_teacher is not None else []
 
+    @classmethod
+    def requires_static_teacher(cls, config: TrainConfig) -> bool:
+        """Whether this run needs the static teacher checkpoint (it may depend on switches)."""
+        return cls.needs_static_teacher
+
     @property
     def static_teacher(self) -> SegmentationNet | None:
         return self._static[0] if self._static else None

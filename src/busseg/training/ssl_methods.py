@@ -22,7 +22,6 @@ one component each; see :class:`DualTeacher`.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
