@@ -19,6 +19,8 @@ export PATH="$REPO/.venv/bin:$PATH" DVC_NO_ANALYTICS=1
 rm -rf "$WORK"
 git clone -q "$REPO" "$WORK"
 cd "$WORK"
+# Stages import busseg from the clone (the commit being measured), not from $REPO's checkout.
+export PYTHONPATH="$WORK/src"
 python - "$REPO/benchmarks/ssl_busbra.yaml" "$DATA" <<'PY'
 import sys, yaml
 params = yaml.safe_load(open("params.yaml"))

@@ -9,13 +9,24 @@ weights:
   relative to the tissue around it;
 * "oval", "round", "lobulated", "irregular" are shape priors.
 
-Pipeline for one image: resize to a working resolution, reduce speckle (median +
-bilateral filter), propose candidate regions as the connected components of a
-stack of grey-level thresholds (a small component tree, MSER-like), score every
-candidate (contrast against its surrounding ring, shape fit, size, position,
-avoidance of borders, posterior shadows and burned-in marks), refine the best
-candidate into a smooth mask at the original size, and apply the area filter of
-METHOD.md (foreground must exceed ``min_area_fraction`` of the image).
+Pipeline for one image:
+
+1. resize to a working resolution, give black padding outside the scan's field of
+   view a neutral grey, reduce speckle (median + bilateral filter); the median
+   also erases thin burned-in marks (calipers, text), which are bright anyway;
+2. propose candidates: the connected components of a stack of grey-level
+   thresholds (a small component tree, MSER-like), each opened with discs of a
+   few radii to cut bridges into neighbouring dark tissue, plus their convex hulls;
+3. score every candidate with a linear model over few features: contrast against
+   its surrounding ring, absolute darkness, fit to the prompts' shape words,
+   solidity, size, position (upper middle, not at the skin) and contact with the
+   image border (posterior shadows and deep dark bands reach the bottom or sides);
+4. keep the best candidate large enough to pass the area filter, smooth its
+   boundary at the original size, and apply the area filter of METHOD.md
+   (foreground must exceed ``min_area_fraction`` of the image).
+
+The label's score is a confidence in [0, 1], a monotone map of the best
+candidate's linear score: on BUS-BRA the most confident labels are the best ones.
 """
 from __future__ import annotations
 
@@ -90,7 +101,7 @@ SCORE_WEIGHTS: dict[str, float] = {
     "log_area": 0.145,
     "log_area_sq": -0.123,  # with log_area: a size prior peaking near 2-3 % of the image
     "centre_x": -7.587,  # |x - 0.5|
-    "depth": -17.156,  # (y - 0.33)^2: lesions sit in the upper middle, below the skin
+    "depth": -17.156,  # (y - 0.33)^2, y in image heights: lesions sit in the upper middle
     "border": -2.093,  # number of image sides touched
     "top": -1.576,  # touching the top: skin and subcutaneous fat
     "level": 1.156,  # threshold quantile
@@ -98,12 +109,6 @@ SCORE_WEIGHTS: dict[str, float] = {
     "hull": 0.709,  # the convex-hull variant of a component
 }
 SCORE_BIAS = -3.997
-
-
-FEATURES: tuple[str, ...] = (
-    "contrast", "t_contrast", "edge", "shape", "solidity", "ellipse_fit", "aspect", "stability",
-    "log_area", "centre_x", "depth", "cy", "border", "bottom", "top", "level", "radius", "hull",
-)
 
 
 @dataclass
@@ -124,12 +129,15 @@ class Candidate:
 
 
 @dataclass(frozen=True)
-class _Prompt:
+class ParsedPrompts:
+    """What the prompts ask for: ``polarity`` 1 for a dark lesion, -1 for a bright one,
+    and the shape words in the order they first appear."""
+
     polarity: int
     shapes: tuple[str, ...]
 
 
-def parse_prompts(prompts: tuple[str, ...] | list[str]) -> _Prompt:
+def parse_prompts(prompts: tuple[str, ...] | list[str]) -> ParsedPrompts:
     """Parse appearance prompts into one polarity and the set of shape words.
 
     Raises :class:`ConfigError` for unknown words, for an empty prompt list and
@@ -156,7 +164,7 @@ def parse_prompts(prompts: tuple[str, ...] | list[str]) -> _Prompt:
     if len(polarities) > 1:
         raise ConfigError("prompts", "descriptions mix 'dark' and 'bright'; use one polarity")
     polarity = polarities.pop() if polarities else 1  # lesions in BUS are mostly hypoechoic
-    return _Prompt(polarity=polarity, shapes=tuple(shapes))
+    return ParsedPrompts(polarity=polarity, shapes=tuple(shapes))
 
 
 class AppearanceLabeler:
@@ -179,7 +187,7 @@ class AppearanceLabeler:
         candidates = self.candidates(work)
         if not candidates:
             return invalid_label(shape, "no_candidate")
-        best = max(candidates, key=lambda c: c.score)
+        best = self.choose(candidates)
         mask = self.refine(best, work, shape)
         if not mask.any():
             return invalid_label(shape, "empty_after_refinement", self.confidence(best.score))
@@ -215,26 +223,36 @@ class AppearanceLabeler:
         out: list[Candidate] = []
         for radius in o.opening_radii:
             kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
-            binaries = [cv2.morphologyEx((work <= t).astype(np.uint8), cv2.MORPH_OPEN, kernel) for t in levels]
-            labelled = [cv2.connectedComponentsWithStats(b, connectivity=4) for b in binaries]
-            for i, (count, labels, stats, _) in enumerate(labelled):
+            for i, level in enumerate(levels):
+                binary = cv2.morphologyEx((work <= level).astype(np.uint8), cv2.MORPH_OPEN, kernel)
+                count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=4)
                 for index in range(1, count):
                     x, y, bw, bh, area = (int(v) for v in stats[index])
                     if not min_area <= area <= max_area or (x, y, bw, bh, area) in seen:
                         continue
                     seen.add((x, y, bw, bh, area))
                     region = _fill_holes((labels[y : y + bh, x : x + bw] == index).astype(np.uint8))
-                    stability = _stability(region, (y, x), i, binaries, labelled)
                     variants = [(region, 0.0)]
                     if o.convex_variants:
-                        variants.append((_convex_hull(region), 1.0))
+                        hull = _convex_hull(region)
+                        if np.count_nonzero(hull) <= max_area:
+                            variants.append((hull, 1.0))
                     for mask, hull in variants:
                         features = self.describe(mask, (y, x), context)
-                        features.update(
-                            stability=stability, level=float(quantiles[i]), radius=float(radius), hull=hull
-                        )
+                        features.update(level=float(quantiles[i]), hull=hull)
                         out.append(Candidate(mask, (y, x), features, self.score(features)))
         return out
+
+    def choose(self, candidates: list[Candidate]) -> Candidate:
+        """The best-scoring candidate among those large enough to pass the area filter.
+
+        A region the area filter would discard can never become a label, so it must
+        not hide a slightly less likely but lesion-sized one. Only when no candidate
+        is large enough is the best small one returned (and then filtered out).
+        """
+        margin = 1.1 * self.options.min_area_fraction  # refinement changes the area slightly
+        large = [c for c in candidates if np.exp(c.features["log_area"]) > margin]
+        return max(large or candidates, key=lambda c: c.score)
 
     def refine(self, best: Candidate, work: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         """Smooth the chosen region's boundary and resize it to ``shape``."""
@@ -246,7 +264,11 @@ class AppearanceLabeler:
     # -- features and score ---------------------------------------------------------------
 
     def describe(self, region: np.ndarray, offset: tuple[int, int], context: _Context) -> dict[str, float]:
-        """Features of one candidate ``region`` (a bool crop at ``offset`` of the working image)."""
+        """Features of one candidate ``region`` (a bool crop at ``offset`` of the working image).
+
+        ``level`` (threshold quantile) and ``hull`` (convex-hull variant) are added by
+        :meth:`candidates`; all grey-level features are in units of the image's std.
+        """
         work = context.work
         h, w = work.shape
         y, x = offset
@@ -264,38 +286,26 @@ class AppearanceLabeler:
         ring_values = work[y0:y1, x0:x1][ring] if ring.any() else inside_values
         inside, outside = float(inside_values.mean()), float(ring_values.mean())
         spread = np.sqrt(float(inside_values.var()) + float(ring_values.var())) + 1e-3
-        boundary = crop - cv2.erode(crop, np.ones((3, 3), np.uint8))
-        edge_values = context.gradient[y0:y1, x0:x1][boundary > 0]
-        edge = float(edge_values.mean()) / context.mean_gradient if edge_values.size else 0.0
-
         ellipse_fit, aspect = _ellipse_fit(region.astype(np.uint8))
         solidity = area / max(1, int(np.count_nonzero(_convex_hull(region))))
         ys, xs = np.nonzero(region)
         cx, cy = (xs.mean() + x) / w, (ys.mean() + y) / h
         sides = (x == 0, y == 0, x + bw == w, y + bh == h)
+        log_area = float(np.log(area / float(h * w)))
         features = {
             "contrast": (float(np.median(ring_values)) - inside) / context.spread,
             "t_contrast": (outside - inside) / spread,
-            "edge": edge,
+            "darkness": (context.median - inside) / context.spread,
             "solidity": solidity,
             "ellipse_fit": ellipse_fit,
             "aspect": aspect,
-            "log_area": float(np.log(area / float(h * w))),
-            "log_area_sq": float(np.log(area / float(h * w))) ** 2,
+            "log_area": log_area,
+            "log_area_sq": log_area**2,
             "centre_x": abs(cx - 0.5),
             "depth": (cy - _TYPICAL_DEPTH) ** 2,
-            "cy": cy,
             "border": float(sum(sides)),
-            "bottom": float(sides[3]),
             "top": float(sides[1]),
         }
-        below = work[min(h - 1, y + bh) : min(h, y + 2 * bh), x : x + bw]
-        features.update(
-            inside_std=float(inside_values.std()) / context.spread,
-            darkness=(context.median - inside) / context.spread,
-            posterior=(float(below.mean()) - outside) / context.spread if below.size else 0.0,
-            elongation=float(np.log(bw / bh)),
-        )
         features["shape"] = self._shape_prior(features)
         return features
 
@@ -328,17 +338,12 @@ class _Context:
     """Per-image quantities shared by all candidates."""
 
     work: np.ndarray
-    gradient: np.ndarray
-    mean_gradient: float
-    spread: float
+    spread: float  # std of the working image
     median: float
 
     @classmethod
     def of(cls, work: np.ndarray) -> _Context:
-        gx = cv2.Sobel(work, cv2.CV_32F, 1, 0, ksize=3)
-        gy = cv2.Sobel(work, cv2.CV_32F, 0, 1, ksize=3)
-        gradient = np.sqrt(gx * gx + gy * gy)
-        return cls(work, gradient, float(gradient.mean()) + 1e-6, float(work.std()) + 1e-6, float(np.median(work)))
+        return cls(work, float(work.std()) + 1e-6, float(np.median(work)))
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -360,29 +365,6 @@ def _ellipse_fit(region: np.ndarray) -> tuple[float, float]:
     inter = np.count_nonzero(ellipse & region)
     union = np.count_nonzero(ellipse | region)
     return inter / max(union, 1), float(minor / max(major, 1e-6))
-
-
-def _stability(
-    region: np.ndarray,
-    offset: tuple[int, int],
-    level: int,
-    binaries: list[np.ndarray],
-    labelled: list[tuple],
-) -> float:
-    """MSER-like stability: area of the region over the area of its component one level up.
-
-    A lesion with a sharp boundary barely grows when the threshold rises (ratio near
-    1); a patch of textured tissue leaks into its neighbours (ratio near 0).
-    """
-    if level + 1 >= len(binaries):
-        return 1.0
-    y, x = offset
-    ys, xs = np.nonzero(region)
-    _, labels, stats, _ = labelled[level + 1]
-    index = labels[y + ys[0], x + xs[0]]
-    if index == 0:
-        return 1.0
-    return float(np.count_nonzero(region)) / float(stats[index, cv2.CC_STAT_AREA])
 
 
 def _neutralise_outside_field(small: np.ndarray) -> np.ndarray:
@@ -427,10 +409,12 @@ def _fill_holes(region: np.ndarray) -> np.ndarray:
 
 
 def _odd(size: int) -> int:
+    """The nearest odd size at or above ``size`` (OpenCV's median filter needs one)."""
     return max(1, size | 1)
 
 
 def _check_image(image: np.ndarray) -> None:
+    """Raise ValueError unless ``image`` is a 2-D uint8 array."""
     if not isinstance(image, np.ndarray):
         raise ValueError(f"image must be a 2-D uint8 numpy array (H, W), got {type(image).__name__}")
     if image.ndim != 2 or image.dtype != np.uint8:
@@ -438,6 +422,7 @@ def _check_image(image: np.ndarray) -> None:
 
 
 def _check_options(o: AppearanceOptions) -> None:
+    """Raise ConfigError naming the first out-of-range option."""
     if not 0.0 <= o.min_area_fraction < 1.0:
         raise ConfigError("min_area_fraction", f"must be in [0, 1), got {o.min_area_fraction}")
     if o.working_size < 16:
@@ -446,3 +431,11 @@ def _check_options(o: AppearanceOptions) -> None:
         raise ConfigError("n_levels", f"must be at least 1, got {o.n_levels}")
     if not 0.0 <= o.min_level_quantile < o.max_level_quantile <= 1.0:
         raise ConfigError("max_level_quantile", "need 0 <= min_level_quantile < max_level_quantile <= 1")
+    if not o.opening_radii or any(r < 1 for r in o.opening_radii):
+        raise ConfigError("opening_radii", f"need one or more radii >= 1, got {o.opening_radii}")
+    if not 0.0 < o.min_candidate_fraction < o.max_candidate_fraction <= 1.0:
+        raise ConfigError("max_candidate_fraction", "need 0 < min_candidate_fraction < max_candidate_fraction <= 1")
+    if o.median_size < 1 or o.bilateral_sigma <= 0:
+        raise ConfigError("median_size", "median_size must be >= 1 and bilateral_sigma > 0")
+    if o.confidence_scale <= 0:
+        raise ConfigError("confidence_scale", f"must be > 0, got {o.confidence_scale}")
