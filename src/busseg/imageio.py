@@ -12,7 +12,8 @@ Conversion rules (each one is a decision, stated here once):
 
 * RGB/RGBA/LA/palette images must have grey content (every pixel's channels within
   :data:`GREY_TOLERANCE` levels of each other); alpha is dropped. Colour content is an
-  error unless ``allow_colour=True``, which converts with the ITU-R 601 luma.
+  error unless ``allow_colour=True``, which converts with the ITU-R 601 luma
+  (:func:`read_image_with_colour_fraction` converts and says how much was coloured).
 * 16-bit (and 32-bit) greyscale images are rescaled linearly so that the image's own
   minimum maps to 0 and its maximum to 255 (a constant image becomes all zeros).
 * Masks: 1-bit as is; 8-bit with values in {0, 255} or {0, 1}; 16/32-bit: nonzero is
@@ -60,23 +61,33 @@ def read_image(path: str | Path, *, allow_colour: bool = False) -> np.ndarray:
     ``allow_colour=True`` also accepts colour content (e.g. Doppler overlays) and
     converts it to luma. Raises :class:`DataError` naming ``path`` otherwise.
     """
+    image, colour_fraction = read_image_with_colour_fraction(path)
+    if colour_fraction > 0 and not allow_colour:
+        raise DataError(
+            path,
+            f"cannot read image: {colour_fraction:.2%} of pixels are coloured, expected "
+            "greyscale content (pass allow_colour=True to convert to luma)",
+        )
+    return image
+
+
+def read_image_with_colour_fraction(path: str | Path) -> tuple[np.ndarray, float]:
+    """Read an image as ``uint8`` (H, W), converting colour content to luma.
+
+    Returns the image and the fraction of its pixels that were coloured (channels
+    more than :data:`GREY_TOLERANCE` apart; 0.0 for greyscale files), so that an
+    importer that accepts colour images (BUSI's Doppler overlays) can report them.
+    Raises :class:`DataError` naming ``path`` for unreadable files.
+    """
     image = _open(path, "image")
     if image.mode in ("L", "1"):
-        return np.asarray(image.convert("L"), dtype=np.uint8)
+        return np.asarray(image.convert("L"), dtype=np.uint8), 0.0
     if image.mode in _HIGH_DEPTH_MODES:
-        return _rescale_to_uint8(np.asarray(image))
+        return _rescale_to_uint8(np.asarray(image)), 0.0
     if image.mode in ("LA", "La"):
-        return np.asarray(image.getchannel("L"), dtype=np.uint8)
+        return np.asarray(image.getchannel("L"), dtype=np.uint8), 0.0
     rgb = _to_rgb(image, path, "image")
-    if not allow_colour:
-        colour_fraction = _colour_fraction(rgb)
-        if colour_fraction > 0:
-            raise DataError(
-                path,
-                f"cannot read image: {colour_fraction:.2%} of pixels are coloured, expected "
-                "greyscale content (pass allow_colour=True to convert to luma)",
-            )
-    return np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.uint8)
+    return np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.uint8), _colour_fraction(rgb)
 
 
 def read_mask(

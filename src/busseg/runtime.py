@@ -51,18 +51,7 @@ def seed_everything(seed: int) -> None:
 
 def write_json(path: str | Path, data: Any) -> None:
     """Write JSON atomically (temp file + rename), creating parent folders."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -19,7 +19,6 @@ and the combined score of a box with detector score ``s`` is
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,8 +27,6 @@ import torch
 from PIL import Image
 
 from busseg.errors import ConfigError
-
-logger = logging.getLogger(__name__)
 
 _SCHEMAS = ("hf-hub:", "local-dir:")
 
