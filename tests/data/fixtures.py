@@ -85,3 +85,130 @@ def make_stu(root: Path, numbers: tuple[int, ...] = (1, 2, 10), scale: int = 4) 
         save(root / "masks" / f"mask_{number}.png", big)
         expected[f"stu_{number:03d}"] = mask
     return expected
+
+
+def rgb(array: np.ndarray) -> np.ndarray:
+    """A greyscale array as (H, W, 3) RGB with grey content."""
+    return np.repeat(array[..., None], 3, axis=2)
+
+
+def rgba(array: np.ndarray) -> np.ndarray:
+    """A greyscale array as (H, W, 4) RGBA with grey content and opaque alpha."""
+    return np.concatenate([rgb(array), np.full(array.shape + (1,), 255, np.uint8)], axis=2)
+
+
+def colour_mask(mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    """An RGB mask: ``colour`` on the lesion, black elsewhere (BUS-UCLM style)."""
+    out = np.zeros(mask.shape + (3,), np.uint8)
+    out[mask] = colour
+    return out
+
+
+def doppler(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` as RGB with a colour Doppler patch, and its expected luma conversion."""
+    coloured = rgb(image)
+    coloured[2:6, 2:8] = (200, 30, 40)
+    coloured[8:11, 4:9] = (20, 60, 220)
+    return coloured, np.asarray(Image.fromarray(coloured).convert("L"))
+
+
+BUSI_DUPLICATE = ("benign_003", "malignant_002")
+"""The ids of the fixture's exact duplicate pair across classes (as BUSI's 433/145)."""
+
+
+def make_busi(root: Path) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
+    """A BUSI layout under ``root/Dataset_BUSI_with_GT`` with every quirk, 16x16 images.
+
+    ``benign (2)`` has masks ``_mask`` (L), ``_mask_1`` (RGB) and ``_mask_2`` (RGBA),
+    ``benign (3)`` has the pixels of ``malignant (2)``, ``benign (4)`` a Doppler
+    overlay, ``benign (5)`` no mask; ``normal (1)`` an empty mask. Returns the expected
+    ``id -> (label, image, mask)`` of the samples that import (normal included).
+    """
+    base = root / "Dataset_BUSI_with_GT"
+    expected: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
+
+    def case(label: str, number: int, image: np.ndarray, masks: list[tuple[np.ndarray, str]]) -> None:
+        save(base / label / f"{label} ({number}).png", image if image.ndim == 3 else rgb(image))
+        for index, (mask, mode) in enumerate(masks):
+            suffix = "_mask" if index == 0 else f"_mask_{index}"
+            array = {"1": mask, "L": mask.astype(np.uint8) * 255}.get(mode)
+            if mode == "RGB":
+                array = colour_mask(mask, (255, 255, 255))
+            elif mode == "RGBA":
+                array = rgba(mask.astype(np.uint8) * 255)
+            save(base / label / f"{label} ({number}){suffix}.png", array, mode="1" if mode == "1" else None)
+
+    one, two, three = box_mask(16, 16, 1, 1, 4), box_mask(16, 16, 8, 2, 3), box_mask(16, 16, 10, 10, 5)
+    case("benign", 1, grey_image(16, 16, 1), [(one, "1")])
+    expected["benign_001"] = ("benign", grey_image(16, 16, 1), one)
+    case("benign", 2, grey_image(16, 16, 2), [(one, "L"), (two, "RGB"), (three, "RGBA")])
+    expected["benign_002"] = ("benign", grey_image(16, 16, 2), one | two | three)
+    case("benign", 3, grey_image(16, 16, 99), [(two, "1")])
+    expected["benign_003"] = ("benign", grey_image(16, 16, 99), two)
+    coloured, converted = doppler(grey_image(16, 16, 4))
+    case("benign", 4, coloured, [(three, "RGB")])
+    expected["benign_004"] = ("benign", converted, three)
+    case("benign", 5, grey_image(16, 16, 5), [])
+    case("malignant", 1, grey_image(16, 16, 11), [(three, "RGBA")])
+    expected["malignant_001"] = ("malignant", grey_image(16, 16, 11), three)
+    case("malignant", 2, grey_image(16, 16, 99), [(one, "1")])
+    expected["malignant_002"] = ("malignant", grey_image(16, 16, 99), one)
+    case("malignant", 10, grey_image(16, 16, 12), [(two, "L")])
+    expected["malignant_010"] = ("malignant", grey_image(16, 16, 12), two)
+    empty = np.zeros((16, 16), dtype=bool)
+    case("normal", 1, grey_image(16, 16, 21), [(empty, "L")])
+    expected["normal_001"] = ("normal", grey_image(16, 16, 21), empty)
+    return expected
+
+
+GREEN, RED = (0, 255, 0), (255, 0, 0)
+
+
+def make_bus_uclm(
+    root: Path, *, info: str | None = "Image;Label;Patient\nBEAU_001.png;Malignant;BEAU\n"
+) -> dict[str, tuple[str, str, np.ndarray, np.ndarray]]:
+    """A BUS-UCLM layout: colour masks, RGB and RGBA images, one size mismatch.
+
+    ``ALWI_000`` green (benign), ``ALWI_001`` red (malignant, RGBA image), ``ALWI_002``
+    black (normal), ``BEAU_000`` a mask larger than its image, ``BEAU_001`` a white
+    lesion whose class only ``INFO.csv`` (``info``, written when not None) gives.
+    Returns the expected ``id -> (label, group, image, mask)`` of the importable samples
+    (``BEAU_001`` labelled as ``info`` says).
+    """
+    mask = box_mask(16, 16, 3, 4, 6)
+    empty = np.zeros((16, 16), dtype=bool)
+    cases = [
+        ("ALWI_000", rgb(grey_image(16, 16, 31)), colour_mask(mask, GREEN), "benign"),
+        ("ALWI_001", rgba(grey_image(16, 16, 32)), colour_mask(mask, RED), "malignant"),
+        ("ALWI_002", rgb(grey_image(16, 16, 33)), colour_mask(empty, GREEN), "normal"),
+        ("BEAU_000", rgb(grey_image(16, 16, 34)), colour_mask(box_mask(20, 16), RED), None),
+        ("BEAU_001", rgb(grey_image(16, 16, 35)), colour_mask(mask, (255, 255, 255)), "malignant"),
+    ]
+    expected = {}
+    for name, image, mask_rgb, label in cases:
+        save(root / "images" / f"{name}.png", image)
+        save(root / "masks" / f"{name}.png", mask_rgb)
+        if label is not None:
+            expected[name] = (label, name.split("_")[0], image[..., 0], mask_rgb.max(axis=2) > 0)
+    if info is not None:
+        (root / "INFO.csv").write_text(info)
+    return expected
+
+
+def make_udiat(
+    root: Path, images: dict[str, np.ndarray] | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A UDIAT layout ``original/<name>.png`` + ``GT/<name>.png`` (0/255 masks).
+
+    ``images`` maps file stems to images (default: three noise images). Returns the
+    expected ``id -> (image, mask)``.
+    """
+    if images is None:
+        images = {f"{n:06d}": grey_image(16, 16, 40 + n) for n in (1, 2, 3)}
+    expected = {}
+    for index, (name, image) in enumerate(sorted(images.items())):
+        mask = box_mask(*image.shape, top=index, left=index, size=4)
+        save(root / "original" / f"{name}.png", image)
+        save(root / "GT" / f"{name}.png", mask.astype(np.uint8) * 255)
+        expected[name] = (image, mask)
+    return expected

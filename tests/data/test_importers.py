@@ -12,7 +12,21 @@ import busseg.data.importers as importers
 from busseg.data.importers import IMPORTERS, Sample, Skip, get_importer
 from busseg.errors import ConfigError, DataError
 
-from .fixtures import BUSBRA_ROWS, box_mask, grey_image, make_busbra, make_stu, save, write_corrupt
+from .fixtures import (
+    BUSBRA_ROWS,
+    BUSI_DUPLICATE,
+    box_mask,
+    colour_mask,
+    doppler,
+    grey_image,
+    make_bus_uclm,
+    make_busbra,
+    make_busi,
+    make_stu,
+    make_udiat,
+    save,
+    write_corrupt,
+)
 
 REAL_BUSBRA = Path("/work/shared/data/BUS-BRA")
 HAS_SYNTHETIC = importlib.util.find_spec("busseg.data.synthetic") is not None
@@ -28,26 +42,31 @@ def _split(records) -> tuple[dict[str, Sample], dict[str, Skip]]:
 # --- registry -------------------------------------------------------------------------
 
 
-def test_registry_lists_the_four_kinds():
-    assert sorted(IMPORTERS) == ["busbra", "folder", "stu", "synthetic"]
+ALL_KINDS = ["auto", "bus_uclm", "busbra", "busi", "composite", "folder", "stu", "synthetic", "udiat"]
+REAL_KINDS = ["busbra", "stu", "folder", "busi", "bus_uclm", "udiat", "auto", "composite"]
+
+
+def test_registry_lists_every_kind():
+    assert sorted(IMPORTERS) == ALL_KINDS
     assert get_importer("stu") is importers.import_stu
+    assert get_importer("busi") is importers.import_busi
 
 
 def test_unknown_kind_names_parameter_and_choices():
     with pytest.raises(ConfigError) as info:
         get_importer("x", section="datasets.mine")
     assert info.value.key == "datasets.mine.kind"
-    assert info.value.problem == "unknown kind 'x'; available: busbra, folder, stu, synthetic"
+    assert info.value.problem == f"unknown kind 'x'; available: {', '.join(ALL_KINDS)}"
 
 
-@pytest.mark.parametrize("kind", ["busbra", "stu", "folder"])
+@pytest.mark.parametrize("kind", REAL_KINDS)
 def test_real_kinds_need_a_root(kind):
     with pytest.raises(ConfigError) as info:
         get_importer(kind)(None, {}, section="datasets.d")
     assert info.value.key == "datasets.d.root"
 
 
-@pytest.mark.parametrize("kind", ["busbra", "stu", "folder"])
+@pytest.mark.parametrize("kind", REAL_KINDS)
 def test_missing_root_raises_data_error(tmp_path, kind):
     with pytest.raises(DataError, match="not found") as info:
         get_importer(kind)(tmp_path / "absent", {})
@@ -60,6 +79,9 @@ def test_missing_root_raises_data_error(tmp_path, kind):
         ("busbra", "images/, masks/, bus_data.csv"),
         ("stu", "images/, masks/"),
         ("folder", "images/, masks/"),
+        ("busi", "Dataset_BUSI_with_GT/ or benign/, malignant/"),
+        ("bus_uclm", "images/, masks/"),
+        ("udiat", "original/, GT/"),
     ],
 )
 def test_empty_root_lists_what_was_looked_for(tmp_path, kind, looked_for):
@@ -68,7 +90,7 @@ def test_empty_root_lists_what_was_looked_for(tmp_path, kind, looked_for):
     assert info.value.path == tmp_path
 
 
-@pytest.mark.parametrize("kind", ["busbra", "stu", "folder"])
+@pytest.mark.parametrize("kind", ["busbra", "stu", "folder", "busi", "bus_uclm", "udiat", "composite"])
 def test_unknown_and_bad_options_raise_config_error(tmp_path, kind):
     with pytest.raises(ConfigError, match="unknown key") as info:
         get_importer(kind)(tmp_path, {"limt": 3}, section="datasets.d")
@@ -321,3 +343,235 @@ def test_folder_skips_colour_images(tmp_path):
     (record,) = importers.import_folder(tmp_path, {})
     assert isinstance(record, Skip) and "coloured" in record.reason
     assert Image.open(tmp_path / "images" / "dop.png").mode == "RGB"
+
+
+# --- busi -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("parent", [True, False], ids=["parent-folder", "dataset-folder"])
+def test_busi_merges_masks_converts_doppler_and_excludes_normal(tmp_path, parent):
+    expected = make_busi(tmp_path)
+    root = tmp_path if parent else tmp_path / "Dataset_BUSI_with_GT"
+    samples, skips = _split(importers.import_busi(root, {}))
+    assert sorted(samples) == sorted(i for i in expected if not i.startswith("normal"))
+    for sample_id, sample in samples.items():
+        label, image, mask = expected[sample_id]
+        assert (sample.label, sample.group) == (label, sample_id)
+        np.testing.assert_array_equal(sample.image, image)
+        np.testing.assert_array_equal(sample.mask, mask)
+        assert sample.colour_converted == (sample_id == "benign_004")
+    assert samples["benign_002"].source_mask.count(";") == 2  # three masks merged
+    assert set(skips) == {"benign_005"}
+    assert "mask missing" in skips["benign_005"].reason and "benign (5)_mask" in skips["benign_005"].reason
+    first, second = BUSI_DUPLICATE
+    np.testing.assert_array_equal(samples[first].image, samples[second].image)
+
+
+def test_busi_includes_normal_images_when_asked(tmp_path):
+    expected = make_busi(tmp_path)
+    samples, _ = _split(importers.import_busi(tmp_path, {"exclude_normal": False}))
+    assert sorted(samples) == sorted(expected)
+    normal = samples["normal_001"]
+    assert normal.label == "normal" and not normal.mask.any()
+
+
+def test_busi_limit_counts_sorted_ids_and_skips(tmp_path):
+    make_busi(tmp_path)
+    ids = [record.id for record in importers.import_busi(tmp_path, {"limit": 6})]
+    assert ids == ["benign_001", "benign_002", "benign_003", "benign_004", "benign_005", "malignant_001"]
+
+
+def test_busi_ids_without_number_and_clashing_names(tmp_path):
+    base = tmp_path / "benign"
+    (tmp_path / "malignant").mkdir()
+    for name in ("odd name!", "benign (1)", "benign(1)"):
+        save(base / f"{name}.png", grey_image(8, 8, 0))
+        save(base / f"{name}_mask.png", box_mask(8, 8, size=2), mode="1")
+    samples, skips = _split(importers.import_busi(tmp_path, {}))
+    assert sorted(samples) == ["benign_odd_name"]
+    assert "ambiguous" in skips["benign_001"].reason
+
+
+def test_busi_refuses_mismatched_extra_mask(tmp_path):
+    base = tmp_path / "malignant"
+    (tmp_path / "benign").mkdir()
+    save(base / "malignant (1).png", grey_image(8, 8, 0))
+    save(base / "malignant (1)_mask.png", box_mask(8, 8, size=2), mode="1")
+    save(base / "malignant (1)_mask_1.png", box_mask(9, 8, size=2), mode="1")
+    (record,) = importers.import_busi(tmp_path, {})
+    assert isinstance(record, Skip) and "size differs" in record.reason
+    assert record.path.endswith("malignant (1)_mask_1.png")
+
+
+# --- bus_uclm -------------------------------------------------------------------------
+
+
+def test_bus_uclm_labels_from_colour_groups_from_prefix(tmp_path):
+    expected = make_bus_uclm(tmp_path)
+    samples, skips = _split(importers.import_bus_uclm(tmp_path, {}))
+    assert sorted(samples) == sorted(expected)
+    for sample_id, (label, group, image, mask) in expected.items():
+        sample = samples[sample_id]
+        assert (sample.label, sample.group) == (label, group)
+        np.testing.assert_array_equal(sample.image, image)
+        np.testing.assert_array_equal(sample.mask, mask)
+    assert set(skips) == {"BEAU_000"}
+    assert "size differs" in skips["BEAU_000"].reason and "16x20" in skips["BEAU_000"].reason
+
+
+@pytest.mark.parametrize(
+    ("info", "label"),
+    [
+        (None, "unknown"),  # no INFO.csv: a lesion without class colour stays unknown
+        ("file_name,Class\nBEAU_001,benign\n", "benign"),
+        ("Patient,Age\nBEAU,40\n", "unknown"),  # no recognisable columns: ignored
+        ("\x00\xff\xfe garbage", "unknown"),
+    ],
+)
+def test_bus_uclm_info_csv_is_optional_and_never_fatal(tmp_path, info, label):
+    make_bus_uclm(tmp_path, info=info)
+    samples, _ = _split(importers.import_bus_uclm(tmp_path, {}))
+    assert samples["BEAU_001"].label == label
+    assert samples["ALWI_000"].label == "benign"  # the colour wins whatever INFO.csv says
+
+
+def test_bus_uclm_exclude_normal(tmp_path):
+    make_bus_uclm(tmp_path)
+    samples, skips = _split(importers.import_bus_uclm(tmp_path, {"exclude_normal": True}))
+    assert sorted(samples) == ["ALWI_000", "ALWI_001", "BEAU_001"]
+    assert set(skips) == {"BEAU_000"}
+
+
+def test_bus_uclm_skips_colour_images_and_missing_masks(tmp_path):
+    make_bus_uclm(tmp_path)
+    save(tmp_path / "images" / "ALWI_000.png", doppler(grey_image(16, 16, 0))[0])
+    (tmp_path / "masks" / "ALWI_001.png").unlink()
+    _, skips = _split(importers.import_bus_uclm(tmp_path, {}))
+    assert "coloured" in skips["ALWI_000"].reason
+    assert "no mask found" in skips["ALWI_001"].reason
+
+
+# --- udiat ----------------------------------------------------------------------------
+
+
+def test_udiat_pairs_original_with_gt(tmp_path):
+    expected = make_udiat(tmp_path)
+    (tmp_path / "GT" / "000003.png").unlink()
+    samples, skips = _split(importers.import_udiat(tmp_path, {}))
+    assert sorted(samples) == ["000001", "000002"]
+    for sample_id, sample in samples.items():
+        np.testing.assert_array_equal(sample.image, expected[sample_id][0])
+        np.testing.assert_array_equal(sample.mask, expected[sample_id][1])
+        assert (sample.label, sample.group) == ("unknown", sample_id)
+    assert "no mask found" in skips["000003"].reason
+
+
+def test_udiat_labels_csv(tmp_path):
+    make_udiat(tmp_path)
+    (tmp_path / "labels.csv").write_text("id,label,group\n000001,malignant,p7\n000002,Benign,\n")
+    samples, _ = _split(importers.import_udiat(tmp_path, {"labels_csv": "labels.csv", "limit": 3}))
+    assert {(s.id, s.label, s.group) for s in samples.values()} == {
+        ("000001", "malignant", "p7"),
+        ("000002", "benign", "000002"),
+        ("000003", "unknown", "000003"),
+    }
+
+
+# --- folder mask_pattern (BrEaST-like) -------------------------------------------------
+
+
+def test_folder_mask_pattern_merges_every_matching_mask(tmp_path):
+    one, two = box_mask(12, 12, 0, 0, 3), box_mask(12, 12, 6, 6, 4)
+    for name, seed in (("case1", 1), ("case10", 2), ("case[2]", 3), ("case4", 4)):
+        save(tmp_path / "images" / f"{name}.png", grey_image(12, 12, seed))
+    save(tmp_path / "masks" / "case1_tumor.png", one, mode="1")
+    save(tmp_path / "masks" / "case1_tumor2.png", colour_mask(two, (0, 255, 0)))
+    save(tmp_path / "masks" / "case1_other.png", box_mask(12, 12), mode="1")  # not a lesion
+    save(tmp_path / "masks" / "case10_tumor.png", two, mode="1")
+    save(tmp_path / "masks" / "case[2]_tumor.png", one, mode="1")  # glob characters in the stem
+    samples, skips = _split(importers.import_folder(tmp_path, {"mask_pattern": "{stem}_tumor*.png"}))
+    assert sorted(samples) == ["case1", "case10", "case[2]"]
+    np.testing.assert_array_equal(samples["case1"].mask, one | two)
+    np.testing.assert_array_equal(samples["case10"].mask, two)
+    np.testing.assert_array_equal(samples["case[2]"].mask, one)
+    assert "no mask found" in skips["case4"].reason and "case4_tumor*.png" in skips["case4"].reason
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"mask_pattern": "mask_*.png"}, "must contain {stem}"),
+        ({"mask_pattern": "{name}.png"}, "not a valid pattern"),
+        ({"mask_pattern": "../{stem}.png"}, "inside the masks/ folder"),
+        ({"mask_pattern": "{stem}*.png", "mask_suffix": "_m"}, "cannot be combined"),
+    ],
+)
+def test_folder_bad_mask_pattern(tmp_path, options, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        importers.import_folder(tmp_path, options, section="d")
+    assert info.value.key == "d.mask_pattern"
+
+
+# --- auto -----------------------------------------------------------------------------
+
+
+def _make_busi_without_parent(root: Path) -> None:
+    """BUSI's class folders directly in ``root / "y"``."""
+    make_busi(root / "x")
+    (root / "x" / "Dataset_BUSI_with_GT").rename(root / "y")
+
+
+@pytest.mark.parametrize(
+    ("build", "kind"),
+    [
+        (make_busbra, "busbra"),
+        (make_stu, "stu"),
+        (make_busi, "busi"),
+        (_make_busi_without_parent, "busi"),
+        (make_bus_uclm, "bus_uclm"),
+        (make_udiat, "udiat"),
+        (_make_folder, "folder"),
+    ],
+    ids=["busbra", "stu", "busi-parent", "busi-folder", "bus_uclm", "udiat", "folder"],
+)
+def test_auto_detects_each_layout(tmp_path, build, kind):
+    build(tmp_path)
+    root = tmp_path / "y" if (tmp_path / "y").is_dir() else tmp_path
+    assert importers.detect_kind(root) == kind
+    auto = list(importers.import_auto(root, {"limit": 3}))
+    direct = list(get_importer(kind)(root, {"limit": 3}))
+    assert [r.id for r in auto] == [r.id for r in direct] and len(auto) == 3
+
+
+@pytest.mark.parametrize(("folder", "kind"), [("BUS-BRA", "busbra"), ("STU", "stu")])
+def test_auto_detects_the_real_datasets(folder, kind):
+    root = REAL_BUSBRA.parent / folder
+    if not root.is_dir():
+        pytest.skip(f"{root} not present")
+    assert importers.detect_kind(root) == kind
+
+
+def test_auto_options_belong_to_the_detected_kind(tmp_path):
+    make_busi(tmp_path)
+    samples, _ = _split(importers.import_auto(tmp_path, {"exclude_normal": False}))
+    assert "normal_001" in samples
+    with pytest.raises(ConfigError, match="unknown key") as info:
+        importers.import_auto(tmp_path, {"mask_suffix": "_m"}, section="d")
+    assert info.value.key == "d.mask_suffix"
+
+
+def test_auto_unknown_layout_lists_every_kind(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    with pytest.raises(DataError, match="no known dataset layout") as info:
+        importers.import_auto(tmp_path, {})
+    assert info.value.path == tmp_path
+    for looked_for in (
+        "busbra: images/, masks/, bus_data.csv",
+        "bus_uclm: images/, masks/, INFO.csv",
+        "stu: images/Test_Image_*.png, masks/",
+        "busi: Dataset_BUSI_with_GT/ or benign/, malignant/",
+        "udiat: original/, GT/",
+        "folder: images/, masks/",
+    ):
+        assert looked_for in info.value.problem

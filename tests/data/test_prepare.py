@@ -13,7 +13,16 @@ from busseg.data.prepare import prepare_dataset
 from busseg.errors import ConfigError, DataError
 from busseg.imageio import read_image, read_mask
 
-from .fixtures import box_mask, grey_image, make_busbra, make_stu, save, write_corrupt
+from .fixtures import (
+    BUSI_DUPLICATE,
+    box_mask,
+    grey_image,
+    make_busbra,
+    make_busi,
+    make_stu,
+    save,
+    write_corrupt,
+)
 
 HAS_SYNTHETIC = importlib.util.find_spec("busseg.data.synthetic") is not None
 
@@ -66,6 +75,8 @@ def test_prepare_folder_writes_images_masks_and_index(tmp_path):
     summary = json.loads(json.dumps(report.to_dict()))
     assert summary["n_skipped"] == 1 and summary["n_duplicates"] == 1
     assert summary["width_range"] == [9, 12]
+    assert summary["colour_converted"] == 0 and summary["sources"] == {}
+    assert summary["detected_kind"] is None and summary["n_cross_source_duplicates"] == 0
     assert _siblings(out) == ["mine"]  # no temporary folder left behind
 
 
@@ -83,6 +94,30 @@ def test_prepare_busbra_and_stu_fixtures(tmp_path):
     assert report.n_images == 2 and report.labels["unknown"] == 2
     mask = read_mask(tmp_path / "o2" / "masks" / "stu_001.png")
     assert mask.shape == (16, 16)
+
+
+def test_prepare_busi_reports_colour_duplicates_and_skips(tmp_path):
+    make_busi(tmp_path / "busi")
+    spec = {"kind": "busi", "root": str(tmp_path / "busi")}
+    report = prepare_dataset("busi", spec, tmp_path / "out", progress=False)
+    index = read_index(tmp_path / "out" / "index.csv")
+    assert list(index.columns) == list(INDEX_COLUMNS)  # no source column outside composites
+    assert report.n_images == 7 == len(index)
+    assert report.labels == {"benign": 4, "malignant": 3, "normal": 0, "unknown": 0}
+    assert report.colour_converted == 1 and report.colour_converted_ids == ["benign_004"]
+    assert report.duplicates == [tuple(reversed(BUSI_DUPLICATE))]
+    assert [(s["id"], s["reason"].split(" (")[0]) for s in report.skipped] == [("benign_005", "mask missing")]
+    assert report.width_range == report.height_range == (16, 16)
+    summary = json.loads(json.dumps(report.to_dict()))
+    assert summary["colour_converted"] == 1 and summary["n_duplicates"] == 1
+
+
+def test_prepare_auto_reports_the_detected_kind(tmp_path):
+    make_busi(tmp_path / "busi")
+    spec = {"kind": "auto", "root": str(tmp_path / "busi"), "exclude_normal": False}
+    report = prepare_dataset("any", spec, tmp_path / "out", progress=False)
+    assert (report.kind, report.detected_kind) == ("auto", "busi")
+    assert report.labels["normal"] == 1 and report.n_empty_masks == 1
 
 
 def test_relative_root_is_resolved_against_working_directory(tmp_path, monkeypatch):
@@ -129,7 +164,8 @@ def test_success_replaces_an_existing_output(tmp_path):
     ("spec", "key"),
     [
         ({"root": "x"}, "datasets.d.kind"),
-        ({"kind": "busi"}, "datasets.d.kind"),
+        ({"kind": "busx"}, "datasets.d.kind"),
+        ({"kind": "busi"}, "datasets.d.root"),
         ({"kind": "stu"}, "datasets.d.root"),
     ],
 )
@@ -178,6 +214,16 @@ def _index_rows() -> pd.DataFrame:
             "hash": ["ab", "cd"],
         }
     )
+
+
+def test_index_keeps_an_optional_source_column(tmp_path):
+    rows = _index_rows().assign(source=["udiat", "bus_uclm"], extra=["x", "y"])
+    write_index(rows, tmp_path / "index.csv")
+    index = read_index(tmp_path / "index.csv")
+    assert list(index.columns) == [*INDEX_COLUMNS, "source"]
+    assert list(index["source"]) == ["udiat", "bus_uclm"]
+    with pytest.raises(DataError, match="row 2: empty 'source'"):
+        write_index(_index_rows().assign(source=["udiat", None]), tmp_path / "other.csv")
 
 
 def test_index_round_trip_keeps_text_as_text(tmp_path):

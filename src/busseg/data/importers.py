@@ -18,16 +18,94 @@ was left out, with the reason). Kinds, registered in :data:`IMPORTERS`:
     Its masks are square at other resolutions and near-binary; the documented rule of
     this kind is: resize the mask to the image size with nearest-neighbour, keep values
     > 127. Id ``stu_{n:03d}``; no patient ids (group = id); label ``unknown``.
+``busi``
+    BUSI: ``root`` is the folder ``Dataset_BUSI_with_GT/`` or its parent. Class
+    sub-folders ``benign/``, ``malignant/`` (both required) and ``normal/``; the label
+    is the sub-folder. An image ``benign (1).png`` goes with ``benign (1)_mask.png``
+    and any extra ``benign (1)_mask_1.png``, ``_mask_2.png``, ... (17 BUSI images mark
+    several lesions this way): all its masks are OR-merged. Id ``<class>_<n:03d>``
+    (``benign (7).png`` -> ``benign_007``; a name without ``(n)`` becomes
+    ``<class>_<stem>`` with every run of characters other than letters, digits,
+    ``_.-`` replaced by ``_``). No patient ids (group = id). BUSI images are RGB with
+    grey content, but 16 carry colour Doppler overlays: this kind converts colour
+    images to grey by luma instead of skipping them (the paper evaluates all 647
+    abnormal images) and flags them ``Sample.colour_converted``. Option
+    ``exclude_normal`` (default ``true``, as the paper): leave out ``normal/``
+    (133 images with empty masks) before listing, so they are neither samples nor
+    skips and do not count towards ``limit``.
+``bus_uclm``
+    BUS-UCLM: ``root/images/`` and ``root/masks/`` holding the same file names
+    (``ALWI_000.png``). Id = file stem; group (patient) = the stem's prefix before the
+    first ``_`` (``ALWI``). Masks are RGB: black background, green (0, 255, 0) benign,
+    red (255, 0, 0) malignant; any non-black pixel is lesion, and the label is the
+    colour (:func:`busseg.imageio.mask_colour_class`). An all-black mask is a
+    ``normal`` image. A lesion whose colour is neither (grey or white foreground)
+    takes its label from ``root/INFO.csv`` when that file is usable, else
+    ``unknown``. ``INFO.csv`` is optional and never fatal (its layout is not
+    documented): it is read with the delimiter sniffed, and used only when it has an
+    image column (first of ``image``, ``image_name``, ``filename``, ``file``,
+    ``name``, ``id``; matched to the file name or stem) and a label column (first of
+    ``label``, ``class``, ``pathology``, ``diagnosis``, ``type``, ``category``;
+    values ``benign``/``malignant``/``normal``, any case); column names are compared
+    lower-case without spaces, ``_`` or ``-``. Otherwise it is ignored with a logged
+    warning. An image whose size differs from its mask is skipped with both sizes in
+    the reason, never resized. Option ``exclude_normal`` (default ``false`` here:
+    BUS-UCLM's 419 normal images are a documented part of the dataset; ``true``
+    drops images with empty masks after reading them, so they count towards
+    ``limit``). Colour images are skipped, as in ``folder``.
+``udiat``
+    UDIAT Dataset B: ``root/original/000001.png`` with ``root/GT/000001.png`` (same
+    file names). Id = file stem; label ``unknown`` and group = id, unless option
+    ``labels_csv`` names a CSV with columns ``id,label[,group]`` (as for ``folder``).
 ``folder``
     Any ``root/images/`` + ``root/masks/`` pair of folders. Pairing rule: an image
     ``images/<stem>.<ext>`` goes with the mask ``masks/<stem><mask_suffix>.<ext2>``
     (any image extension; option ``mask_suffix``, default ``""``, e.g. ``"_mask"``).
-    Id = image stem. Option ``labels_csv`` (path, relative to ``root`` unless absolute)
-    names a CSV with columns ``id,label[,group]``; images it does not list get label
-    ``unknown`` and group = id. Masks and images must have the same size.
+    Option ``mask_pattern`` replaces that rule: a glob inside ``masks/`` with the
+    placeholder ``{stem}`` (e.g. ``"{stem}_mask*.png"``); every mask it matches is
+    OR-merged into one (lesions annotated in several files). Write the pattern so
+    that one stem cannot match another image's masks (``"{stem}*.png"`` would give
+    ``case1`` the masks of ``case10``). Id = image stem. Option ``labels_csv`` (path,
+    relative to ``root`` unless absolute) names a CSV with columns ``id,label[,group]``;
+    images it does not list get label ``unknown`` and group = id. Masks and images
+    must have the same size. Example, BrEaST-Lesions_USG (CC BY 4.0), whose lesion
+    masks are ``caseNNN_tumor*.png`` next to ``caseNNN.png`` (sort the images into
+    ``images/`` and the masks into ``masks/``, and write the labels from its table)::
+
+        breast:
+          kind: folder
+          root: /data/BrEaST
+          mask_pattern: "{stem}_tumor*.png"
+          labels_csv: labels.csv
+``auto``
+    Detects the layout of ``root`` and imports it with that kind, in this order:
+    ``busbra`` (``images/``, ``masks/``, ``bus_data.csv``), ``bus_uclm`` (``images/``,
+    ``masks/``, ``INFO.csv``), ``stu`` (``images/Test_Image_*.png``, ``masks/``),
+    ``busi`` (``Dataset_BUSI_with_GT/``, or ``benign/`` and ``malignant/``), ``udiat``
+    (``original/``, ``GT/``), ``folder`` (``images/``, ``masks/``). Options are those
+    of the detected kind. See :func:`detect_kind`.
+``composite``
+    Several sources as one dataset. ``root`` is their common parent folder (the
+    pipeline tracks it as the stage's dependency) and option ``sources`` maps a
+    source name to a nested spec (``kind``, ``root``, options); a relative source
+    ``root`` is resolved against the composite's ``root``::
+
+        both:
+          kind: composite
+          root: /data/bus
+          sources:
+            udiat: {kind: udiat, root: UDIAT}
+            bus_uclm: {kind: bus_uclm, root: BUS-UCLM}
+
+    Sources are read in name order; ids and groups get the prefix ``<source>__``
+    (``udiat__000001``) and every record the ``source`` name, which the prepared
+    index keeps in its ``source`` column (so that the split stratifies by source).
+    Source names are letters, digits, ``_``, ``.`` and ``-``; sources cannot be
+    composite themselves.
 
 Every real kind (not ``synthetic``) accepts option ``limit``: keep only the first N ids
-in sorted order (for quick runs); skipped ids count towards N.
+in sorted order (for quick runs); skipped ids count towards N. For ``composite`` it
+keeps the first N records of the combined stream, after each source's own ``limit``.
 
 What raises and what skips:
 
@@ -38,13 +116,18 @@ What raises and what skips:
   lists what was looked for), a metadata CSV that is unreadable or lacks columns;
 * :class:`Skip` (during iteration): missing mask, image or metadata row, unreadable or
   corrupt file, non-binary mask, mask whose size differs from its image (for kinds
-  without a resize rule), ambiguous pairing, unknown label value.
+  without a resize rule), ambiguous pairing, unknown label value; an image with
+  colour content (every kind but ``busi``, which converts it).
 """
 from __future__ import annotations
 
+import dataclasses
+import glob
+import itertools
+import logging
 import re
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +137,15 @@ import pandas as pd
 from busseg.config import check_range, from_dict
 from busseg.data.index import LABELS
 from busseg.errors import ConfigError, DataError
-from busseg.imageio import read_image, read_mask, resize_mask
+from busseg.imageio import (
+    mask_colour_class,
+    read_image,
+    read_image_with_colour_fraction,
+    read_mask,
+    resize_mask,
+)
+
+logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 """File extensions the ``folder`` importer treats as images or masks (case-insensitive)."""
@@ -70,7 +161,10 @@ class Sample:
 
     ``image`` is ``uint8`` (H, W), ``mask`` is ``bool`` (H, W) of the same shape,
     ``label`` one of :data:`busseg.data.index.LABELS`, ``group`` the patient id (or
-    ``id`` when the source has none); ``source_*`` say where the pixels came from.
+    ``id`` when the source has none); ``source_*`` say where the pixels came from
+    (``source_mask`` joins several OR-merged mask files with ``;``). ``source`` is the
+    source name inside a ``composite`` dataset (empty otherwise), and
+    ``colour_converted`` is True when a colour image was converted to grey.
     """
 
     id: str
@@ -80,15 +174,21 @@ class Sample:
     group: str
     source_image: str
     source_mask: str
+    source: str = ""
+    colour_converted: bool = False
 
 
 @dataclass
 class Skip:
-    """A sample left out of the dataset, with the file at fault and why."""
+    """A sample left out of the dataset, with the file at fault and why.
+
+    ``source`` is the source name inside a ``composite`` dataset (empty otherwise).
+    """
 
     id: str
     path: str
     reason: str
+    source: str = ""
 
 
 Record = Sample | Skip
@@ -114,7 +214,40 @@ class FolderOptions:
     """Options of the ``folder`` kind (see the module docstring for the pairing rule)."""
 
     mask_suffix: str = ""
+    mask_pattern: str | None = None
     labels_csv: str | None = None
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class BusiOptions:
+    """Options of the ``busi`` kind."""
+
+    exclude_normal: bool = True
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class BusUclmOptions:
+    """Options of the ``bus_uclm`` kind."""
+
+    exclude_normal: bool = False
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class UdiatOptions:
+    """Options of the ``udiat`` kind."""
+
+    labels_csv: str | None = None
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class CompositeOptions:
+    """Options of the ``composite`` kind: ``sources`` maps a name to a nested spec."""
+
+    sources: dict[str, Any] = field(default_factory=dict)
     limit: int | None = None
 
 
@@ -215,35 +348,184 @@ def import_folder(
 ) -> Iterator[Record]:
     """Samples from ``root/images`` and ``root/masks`` paired by stem (see module docs)."""
     opts = _options(FolderOptions, options, section)
+    if opts.mask_pattern is not None:
+        _check_mask_pattern(opts.mask_pattern, opts.mask_suffix, section)
     root = _check_root(root, section, "folder", ["images/", "masks/"])
     labels = _read_labels_csv(root, opts.labels_csv, section) if opts.labels_csv else {}
     images = _files_by_stem(root / "images")
     masks = _files_by_stem(root / "masks")
     ids = _limit(sorted(images), opts.limit)
 
+    def masks_of(stem: str) -> tuple[list[Path], str]:
+        """The mask files of ``stem`` and how they were looked for."""
+        if opts.mask_pattern is None:
+            return masks.get(stem + opts.mask_suffix, []), f"{stem}{opts.mask_suffix}.*"
+        pattern = opts.mask_pattern.format(stem=glob.escape(stem))
+        return sorted(p for p in (root / "masks").glob(pattern) if p.is_file()), pattern
+
     def generate() -> Iterator[Record]:
         for sample_id in ids:
-            image_paths = images[sample_id]
-            mask_paths = masks.get(sample_id + opts.mask_suffix, [])
-            if len(image_paths) > 1:
-                yield Skip(sample_id, str(image_paths[0]), _ambiguous("images", image_paths))
-            elif not mask_paths:
-                expected = root / "masks" / f"{sample_id}{opts.mask_suffix}.*"
-                yield Skip(sample_id, str(image_paths[0]), f"no mask found (looked for {expected})")
-            elif len(mask_paths) > 1:
-                yield Skip(sample_id, str(mask_paths[0]), _ambiguous("masks", mask_paths))
-            else:
-                label, group = labels.get(sample_id, ("unknown", sample_id))
-                yield _load_pair(sample_id, image_paths[0], mask_paths[0], label=label, group=group)
+            mask_paths, looked_for = masks_of(sample_id)
+            label, group = labels.get(sample_id, ("unknown", sample_id))
+            yield _pair_and_load(
+                sample_id,
+                images[sample_id],
+                mask_paths,
+                missing_mask=f"no mask found (looked for {root / 'masks' / looked_for})",
+                merge_masks=opts.mask_pattern is not None,
+                label=label,
+                group=group,
+            )
 
     return generate()
 
 
+def import_busi(
+    root: Path | None, options: Mapping[str, Any], *, section: str = "dataset"
+) -> Iterator[Record]:
+    """BUSI samples: label from the class folder, extra masks OR-merged (see module docs)."""
+    opts = _options(BusiOptions, options, section)
+    base = _busi_base(root, section)
+    classes = [c for c in _BUSI_CLASSES if not (opts.exclude_normal and c == "normal")]
+    cases = _busi_cases(base, classes)
+    ids = _limit(sorted(cases), opts.limit)
+
+    def generate() -> Iterator[Record]:
+        for sample_id in ids:
+            label, image_paths, mask_paths = cases[sample_id]
+            yield _pair_and_load(
+                sample_id,
+                image_paths,
+                mask_paths,
+                missing_mask=f"mask missing (looked for {image_paths[0].stem}_mask*.png)",
+                merge_masks=True,
+                label=label,
+                group=sample_id,
+                allow_colour=True,
+            )
+
+    return generate()
+
+
+def import_bus_uclm(
+    root: Path | None, options: Mapping[str, Any], *, section: str = "dataset"
+) -> Iterator[Record]:
+    """BUS-UCLM samples: label from the mask colour, patient from the name (see module docs)."""
+    opts = _options(BusUclmOptions, options, section)
+    root = _check_root(root, section, "bus_uclm", ["images/", "masks/"])
+    info_labels = _read_info_csv(root / "INFO.csv")
+    images = _files_by_stem(root / "images")
+    masks = _files_by_stem(root / "masks")
+    ids = _limit(sorted(images), opts.limit)
+
+    def generate() -> Iterator[Record]:
+        for sample_id in ids:
+            record = _pair_and_load(
+                sample_id,
+                images[sample_id],
+                masks.get(sample_id, []),
+                missing_mask=f"no mask found (looked for {root / 'masks' / sample_id}.*)",
+                label="unknown",
+                group=sample_id.split("_", 1)[0] or sample_id,
+            )
+            if isinstance(record, Sample):
+                record.label = _bus_uclm_label(record, info_labels.get(sample_id))
+                if opts.exclude_normal and record.label == "normal":
+                    continue
+            yield record
+
+    return generate()
+
+
+def import_udiat(
+    root: Path | None, options: Mapping[str, Any], *, section: str = "dataset"
+) -> Iterator[Record]:
+    """UDIAT Dataset B samples: ``original/<name>`` with ``GT/<name>`` (see module docs)."""
+    opts = _options(UdiatOptions, options, section)
+    root = _check_root(root, section, "udiat", ["original/", "GT/"])
+    labels = _read_labels_csv(root, opts.labels_csv, section) if opts.labels_csv else {}
+    images = _files_by_stem(root / "original")
+    masks = _files_by_stem(root / "GT")
+    ids = _limit(sorted(images), opts.limit)
+
+    def generate() -> Iterator[Record]:
+        for sample_id in ids:
+            label, group = labels.get(sample_id, ("unknown", sample_id))
+            yield _pair_and_load(
+                sample_id,
+                images[sample_id],
+                masks.get(sample_id, []),
+                missing_mask=f"no mask found (looked for {root / 'GT' / sample_id}.*)",
+                label=label,
+                group=group,
+            )
+
+    return generate()
+
+
+def import_auto(
+    root: Path | None, options: Mapping[str, Any], *, section: str = "dataset"
+) -> Iterator[Record]:
+    """Samples of whatever known layout :func:`detect_kind` finds at ``root``."""
+    if root is None:
+        raise ConfigError(f"{section}.root", "missing; kind 'auto' reads a dataset folder")
+    kind = detect_kind(root)
+    logger.info("%s: %s looks like a '%s' dataset", section, root, kind)
+    return IMPORTERS[kind](Path(root), options, section=section)
+
+
+def detect_kind(root: str | Path) -> str:
+    """The kind whose layout ``root`` has (see ``auto`` in the module docs).
+
+    Raises :class:`DataError` naming ``root`` when it is not a folder or matches none
+    of the known layouts; the message lists, per kind, what was looked for.
+    """
+    root = Path(root)
+    looked_for = "; ".join(
+        f"{kind}: {' or '.join(', '.join(entries) for entries in alternatives)}"
+        for kind, alternatives in _LAYOUTS
+    )
+    if not root.is_dir():
+        raise DataError(root, f"dataset folder not found (kind 'auto' looks for {looked_for})")
+    for kind, alternatives in _LAYOUTS:
+        if any(all(_has_entry(root, entry) for entry in entries) for entries in alternatives):
+            return kind
+    raise DataError(root, f"no known dataset layout; looked for {looked_for}")
+
+
+def import_composite(
+    root: Path | None, options: Mapping[str, Any], *, section: str = "dataset"
+) -> Iterator[Record]:
+    """Several nested sources as one stream, with ``<source>__`` id prefixes (see module docs).
+
+    Every source's importer is called here, so that a missing folder or a bad option in
+    any source raises before the first sample is read.
+    """
+    opts = _options(CompositeOptions, options, section)
+    if root is None:
+        raise ConfigError(f"{section}.root", "missing; kind 'composite' needs the sources' parent folder")
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(root, "dataset folder not found (kind 'composite' resolves its sources' roots here)")
+    if not opts.sources:
+        raise ConfigError(f"{section}.sources", "missing or empty; map each source name to a dataset spec")
+    streams = [
+        _prefixed(name, _open_source(name, opts.sources[name], root, f"{section}.sources.{name}"))
+        for name in sorted(opts.sources)
+    ]
+    return itertools.islice(itertools.chain.from_iterable(streams), opts.limit)
+
+
 IMPORTERS: dict[str, Importer] = {
+    "auto": import_auto,
+    "bus_uclm": import_bus_uclm,
     "busbra": import_busbra,
+    "busi": import_busi,
+    "composite": import_composite,
     "folder": import_folder,
     "stu": import_stu,
     "synthetic": import_synthetic,
+    "udiat": import_udiat,
 }
 """Importer of each dataset ``kind``."""
 
@@ -259,42 +541,80 @@ def get_importer(kind: str, *, section: str = "dataset") -> Importer:
         ) from None
 
 
+def _pair_and_load(
+    sample_id: str,
+    image_paths: Sequence[Path],
+    mask_paths: Sequence[Path],
+    *,
+    missing_mask: str,
+    label: str,
+    group: str,
+    merge_masks: bool = False,
+    allow_colour: bool = False,
+) -> Record:
+    """Check that ``sample_id`` has one image and its mask(s), then load the pair.
+
+    Several masks are an ambiguous pairing unless ``merge_masks`` (they are OR-merged);
+    ``missing_mask`` is the skip reason when there is none.
+    """
+    if len(image_paths) > 1:
+        return Skip(sample_id, str(image_paths[0]), _ambiguous("images", image_paths))
+    if not mask_paths:
+        return Skip(sample_id, str(image_paths[0]), missing_mask)
+    if len(mask_paths) > 1 and not merge_masks:
+        return Skip(sample_id, str(mask_paths[0]), _ambiguous("masks", mask_paths))
+    return _load_pair(
+        sample_id, image_paths[0], mask_paths, label=label, group=group, allow_colour=allow_colour
+    )
+
+
 def _load_pair(
     sample_id: str,
     image_path: Path,
-    mask_path: Path,
+    mask_paths: Path | Sequence[Path],
     *,
     label: str,
     group: str,
     resize: bool = False,
+    allow_colour: bool = False,
 ) -> Record:
-    """Read one image/mask pair, or a :class:`Skip` saying what is wrong with it.
+    """Read one image and its mask(s), or a :class:`Skip` saying what is wrong with them.
 
-    ``resize=True`` applies the resize-and-threshold rule of kinds that document one.
+    Several masks are OR-merged (each must have the image's size). ``resize=True``
+    applies the resize-and-threshold rule of kinds that document one;
+    ``allow_colour=True`` converts a colour image to grey instead of skipping it.
     """
-    if not mask_path.is_file():
-        return Skip(sample_id, str(mask_path), "mask missing")
+    mask_paths = [mask_paths] if isinstance(mask_paths, Path) else list(mask_paths)
+    for mask_path in mask_paths:
+        if not mask_path.is_file():
+            return Skip(sample_id, str(mask_path), "mask missing")
+    masks = []
     try:
-        image = read_image(image_path)
-        if resize:
-            mask = read_mask(mask_path, threshold=True)
-            if _aspect_differs(mask.shape, image.shape):
-                return Skip(sample_id, str(mask_path), _size_reason("aspect ratio", mask.shape, image.shape))
-            mask = resize_mask(mask, image.shape)
+        if allow_colour:
+            image, colour_fraction = read_image_with_colour_fraction(image_path)
         else:
-            mask = read_mask(mask_path)
+            image, colour_fraction = read_image(image_path), 0.0
+        for mask_path in mask_paths:
+            mask = read_mask(mask_path, threshold=resize)
+            if resize:
+                if _aspect_differs(mask.shape, image.shape):
+                    reason = _size_reason("aspect ratio", mask.shape, image.shape)
+                    return Skip(sample_id, str(mask_path), reason)
+                mask = resize_mask(mask, image.shape)
+            if mask.shape != image.shape:
+                return Skip(sample_id, str(mask_path), _size_reason("size", mask.shape, image.shape))
+            masks.append(mask)
     except DataError as error:
         return Skip(sample_id, str(error.path), error.problem)
-    if mask.shape != image.shape:
-        return Skip(sample_id, str(mask_path), _size_reason("size", mask.shape, image.shape))
     return Sample(
         id=sample_id,
         image=image,
-        mask=mask,
+        mask=np.logical_or.reduce(masks) if len(masks) > 1 else masks[0],
         label=label,
         group=group,
         source_image=str(image_path),
-        source_mask=str(mask_path),
+        source_mask=";".join(str(p) for p in mask_paths),
+        colour_converted=colour_fraction > 0,
     )
 
 
@@ -413,3 +733,180 @@ def _files_by_stem(folder: Path) -> dict[str, list[Path]]:
 def _ambiguous(what: str, paths: list[Path]) -> str:
     return f"ambiguous pairing: several {what} share this stem ({', '.join(p.name for p in paths)})"
 
+
+def _check_mask_pattern(pattern: str, mask_suffix: str, section: str) -> None:
+    """A ``mask_pattern`` must contain ``{stem}``, format cleanly, stay inside ``masks/``
+    and not be combined with ``mask_suffix``."""
+    key = f"{section}.mask_pattern"
+    if mask_suffix:
+        raise ConfigError(key, "cannot be combined with mask_suffix; put the suffix in the pattern")
+    marker = "<stem>"
+    try:
+        formatted = pattern.format(stem=marker)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(
+            key, f"{pattern!r} is not a valid pattern ({exc}); the only placeholder is {{stem}}"
+        ) from None
+    if marker not in formatted:
+        raise ConfigError(key, f"{pattern!r} must contain {{stem}}, e.g. '{{stem}}_mask*.png'")
+    if Path(formatted).is_absolute() or ".." in Path(formatted).parts:
+        raise ConfigError(key, f"{pattern!r} must be a glob inside the masks/ folder")
+
+
+_BUSI_CLASSES = ("benign", "malignant", "normal")
+_BUSI_FOLDER = "Dataset_BUSI_with_GT"
+_BUSI_MASK = re.compile(r"(?P<stem>.+)_mask(?:_\d+)?")
+_BUSI_NUMBER = re.compile(r".*\((?P<number>\d+)\)")
+
+
+def _busi_base(root: Path | None, section: str) -> Path:
+    """The folder holding BUSI's class sub-folders: ``root`` or ``root/Dataset_BUSI_with_GT``."""
+    if root is None:
+        raise ConfigError(f"{section}.root", "missing; kind 'busi' reads a dataset folder")
+    root = Path(root)
+    expected = ["benign/", "malignant/"]
+    if not root.is_dir():
+        raise DataError(
+            root, f"dataset folder not found (kind 'busi' expects {_BUSI_FOLDER}/ or {', '.join(expected)})"
+        )
+    if not any((root / c).is_dir() for c in _BUSI_CLASSES) and (root / _BUSI_FOLDER).is_dir():
+        root = root / _BUSI_FOLDER
+    missing = [entry for entry in expected if not (root / entry).is_dir()]
+    if missing:
+        raise DataError(
+            root,
+            f"not a 'busi' dataset: looked for {_BUSI_FOLDER}/ or {', '.join(expected)}; "
+            f"missing {', '.join(missing)}",
+        )
+    return root
+
+
+def _busi_cases(base: Path, classes: Sequence[str]) -> dict[str, tuple[str, list[Path], list[Path]]]:
+    """``id -> (label, image files, mask files)`` over BUSI's class sub-folders."""
+    cases: dict[str, tuple[str, list[Path], list[Path]]] = {}
+    for label in classes:
+        folder = base / label
+        if not folder.is_dir():
+            continue  # only normal/ is optional; benign/ and malignant/ were checked
+        files = _files_by_stem(folder)
+        masks: dict[str, list[Path]] = {}
+        for stem in files:
+            match = _BUSI_MASK.fullmatch(stem)
+            if match:
+                masks.setdefault(match["stem"], []).extend(files[stem])
+        for stem, paths in files.items():
+            if _BUSI_MASK.fullmatch(stem):
+                continue
+            sample_id = _busi_id(label, stem)
+            if sample_id in cases:  # e.g. "benign (1).png" and "benign(1).png"
+                paths = cases[sample_id][1] + paths
+            cases[sample_id] = (label, paths, sorted(masks.get(stem, [])))
+    return cases
+
+
+def _busi_id(label: str, stem: str) -> str:
+    """``benign (7)`` -> ``benign_007``; other names keep a sanitised stem."""
+    match = _BUSI_NUMBER.fullmatch(stem)
+    if match:
+        return f"{label}_{int(match['number']):03d}"
+    return f"{label}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', stem).strip('_.') or 'image'}"
+
+
+_INFO_IMAGE_COLUMNS = ("image", "imagename", "filename", "file", "name", "id")
+_INFO_LABEL_COLUMNS = ("label", "class", "pathology", "diagnosis", "type", "category")
+
+
+def _read_info_csv(path: Path) -> dict[str, str]:
+    """``image stem -> label`` from BUS-UCLM's ``INFO.csv``, or ``{}`` when it is unusable.
+
+    Its layout is not documented, so nothing here raises: a missing file is silent, an
+    unreadable one or one without recognisable columns is ignored with a warning.
+    """
+    if not path.is_file():
+        return {}
+    try:
+        # sep=None sniffs the delimiter: exports from Spanish-locale tools often use ";".
+        table = pd.read_csv(
+            path, sep=None, engine="python", dtype=str, keep_default_na=False, encoding="utf-8-sig"
+        )
+    except Exception as exc:  # noqa: BLE001 - an optional file must never stop the import
+        logger.warning("%s: ignored, cannot read it (%s: %s)", path, type(exc).__name__, exc)
+        return {}
+    columns = {re.sub(r"[\s_-]+", "", str(c)).lower(): c for c in table.columns}
+    image_column = next((columns[c] for c in _INFO_IMAGE_COLUMNS if c in columns), None)
+    label_column = next((columns[c] for c in _INFO_LABEL_COLUMNS if c in columns), None)
+    if image_column is None or label_column is None:
+        logger.warning("%s: ignored, no image and label columns among %s", path, list(table.columns))
+        return {}
+    labels = {}
+    for image, label in zip(table[image_column], table[label_column]):
+        label = str(label).strip().lower()
+        if label in ("benign", "malignant", "normal"):
+            labels[Path(str(image).strip()).stem] = label
+    return labels
+
+
+def _bus_uclm_label(sample: Sample, info_label: str | None) -> str:
+    """A BUS-UCLM label: ``normal`` for an empty mask, else the mask colour, else INFO.csv."""
+    if not sample.mask.any():
+        return "normal"
+    try:
+        colour_label = mask_colour_class(sample.source_mask)
+    except DataError:  # the mask was just read; only a file changing under us lands here
+        colour_label = None
+    return colour_label or info_label or "unknown"
+
+
+_LAYOUTS: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
+    ("busbra", (("images/", "masks/", "bus_data.csv"),)),
+    ("bus_uclm", (("images/", "masks/", "INFO.csv"),)),
+    ("stu", (("images/Test_Image_*.png", "masks/"),)),
+    ("busi", ((f"{_BUSI_FOLDER}/",), ("benign/", "malignant/"))),
+    ("udiat", (("original/", "GT/"),)),
+    ("folder", (("images/", "masks/"),)),
+)
+"""Each kind with the alternative sets of entries that identify its layout, in the
+order :func:`detect_kind` tries them (the more specific layouts first)."""
+
+
+def _has_entry(root: Path, entry: str) -> bool:
+    """Whether ``root`` has ``entry``: a folder (``x/``), a glob (``x/*.png``) or a file."""
+    if entry.endswith("/"):
+        return (root / entry).is_dir()
+    if "*" in entry:
+        return any(path.is_file() for path in root.glob(entry))
+    return (root / entry).is_file()
+
+
+_SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _open_source(name: str, spec: Any, parent: Path, section: str) -> Iterator[Record]:
+    """Call the importer of one ``composite`` source, its root resolved against ``parent``."""
+    if not _SOURCE_NAME.fullmatch(name):
+        raise ConfigError(section, "source names are letters, digits, '_', '.' and '-' (they prefix ids)")
+    if not isinstance(spec, Mapping):
+        raise ConfigError(section, f"expected a dataset spec (kind, root, options), got {spec!r}")
+    options = dict(spec)
+    if "kind" not in options:
+        raise ConfigError(f"{section}.kind", "missing; the kind of this source")
+    kind = options.pop("kind")
+    if kind == "composite":
+        raise ConfigError(f"{section}.kind", "a composite source cannot be composite itself")
+    importer = get_importer(kind, section=section)
+    root = options.pop("root", None)
+    if root is not None:
+        if not isinstance(root, (str, Path)) or not str(root).strip():
+            raise ConfigError(f"{section}.root", f"expected a folder path, got {root!r}")
+        root = (parent / Path(root).expanduser()).resolve()  # an absolute root replaces parent
+    return importer(root, options, section=section)
+
+
+def _prefixed(name: str, records: Iterator[Record]) -> Iterator[Record]:
+    """``records`` with ids (and groups) prefixed ``<name>__`` and ``source`` set to ``name``."""
+    prefix = f"{name}__"
+    for record in records:
+        if isinstance(record, Sample):
+            yield dataclasses.replace(record, id=prefix + record.id, group=prefix + record.group, source=name)
+        else:
+            yield dataclasses.replace(record, id=prefix + record.id, source=name)

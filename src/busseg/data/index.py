@@ -16,6 +16,8 @@ width     image width in pixels
 height    image height in pixels
 hash      :func:`busseg.imageio.content_hash` of the image pixels; equal hashes
           mark duplicate images, which a split should keep together
+source    optional, last: the source dataset of the sample in a ``composite``
+          dataset (the split stratifies by it); other datasets have no such column
 ========  ====================================================================
 """
 from __future__ import annotations
@@ -30,6 +32,9 @@ from busseg.imageio import atomic_path
 INDEX_COLUMNS: tuple[str, ...] = ("id", "image", "mask", "label", "group", "width", "height", "hash")
 """Columns of ``index.csv``, in file order."""
 
+SOURCE_COLUMN = "source"
+"""Optional column after :data:`INDEX_COLUMNS`: kept when present, never required."""
+
 LABELS: tuple[str, ...] = ("benign", "malignant", "normal", "unknown")
 """Allowed values of the ``label`` column."""
 
@@ -38,7 +43,8 @@ _SIZE_COLUMNS = ("width", "height")
 
 
 def write_index(df: pd.DataFrame, path: str | Path) -> None:
-    """Write ``df`` as ``index.csv`` at ``path`` (columns in :data:`INDEX_COLUMNS` order).
+    """Write ``df`` as ``index.csv`` at ``path`` (columns in :data:`INDEX_COLUMNS` order,
+    then :data:`SOURCE_COLUMN` when ``df`` has it).
 
     The table is validated first (same checks as :func:`read_index`) and the file is
     replaced atomically, so a reader never sees half a table.
@@ -53,7 +59,8 @@ def read_index(path: str | Path) -> pd.DataFrame:
     """Read and validate an ``index.csv``; raise :class:`DataError` naming the file if broken.
 
     Text columns stay strings (a group ``"0012"`` is not turned into 12), width and
-    height become ints, and the columns come back in :data:`INDEX_COLUMNS` order.
+    height become ints, and the columns come back in :data:`INDEX_COLUMNS` order,
+    followed by :data:`SOURCE_COLUMN` when the file has it (other columns are dropped).
     """
     path = Path(path)
     try:
@@ -73,10 +80,12 @@ def _validate(df: pd.DataFrame, path: Path) -> pd.DataFrame:
             path,
             f"index is missing column(s) {', '.join(missing)}; expected {', '.join(INDEX_COLUMNS)}",
         )
-    df = df.loc[:, list(INDEX_COLUMNS)].reset_index(drop=True)
-    for column in _TEXT_COLUMNS:
+    columns = list(INDEX_COLUMNS) + ([SOURCE_COLUMN] if SOURCE_COLUMN in df.columns else [])
+    df = df.loc[:, columns].reset_index(drop=True)
+    for column in _TEXT_COLUMNS + tuple(columns[len(INDEX_COLUMNS) :]):
+        absent = df[column].isna()  # a table built in memory may hold NaN for a missing value
         df[column] = df[column].astype(str)
-        empty = df.index[df[column].str.strip() == ""]
+        empty = df.index[absent | (df[column].str.strip() == "")]
         if len(empty):
             raise DataError(path, f"row {empty[0] + 1}: empty '{column}'")
     for column in _SIZE_COLUMNS:

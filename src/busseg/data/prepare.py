@@ -2,7 +2,8 @@
 
 The prepared folder is the only form of a dataset that later stages read: every image
 an 8-bit greyscale PNG, every mask a 0/255 PNG of the same size, and an index (see
-:mod:`busseg.data.index`) with label, patient group and content hash per sample.
+:mod:`busseg.data.index`) with label, patient group and content hash per sample (and
+the source of each sample, for ``composite`` datasets).
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from busseg.data.importers import Sample, Skip, get_importer
-from busseg.data.index import INDEX_COLUMNS, LABELS, write_index
+from busseg.data.importers import Sample, Skip, detect_kind, get_importer
+from busseg.data.index import INDEX_COLUMNS, LABELS, SOURCE_COLUMN, write_index
 from busseg.errors import ConfigError, DataError
 from busseg.imageio import content_hash, write_png
 
@@ -27,19 +28,34 @@ from busseg.imageio import content_hash, write_png
 class PrepareReport:
     """What :func:`prepare_dataset` wrote and what it left out.
 
+    ``labels`` counts the written samples per class (every class of
+    :data:`~busseg.data.index.LABELS`, zeros included). ``skipped`` lists each sample
+    left out as ``{id, path, reason}`` (plus ``source`` in a composite dataset).
     ``duplicates`` pairs each sample whose image equals an earlier one with that
     earlier id; duplicates stay in the index (their equal ``hash`` lets the split keep
-    them together). ``width_range``/``height_range`` are ``(min, max)`` in pixels.
+    them together); ``n_cross_source_duplicates`` counts the pairs whose two samples
+    come from different sources of a composite dataset. ``colour_converted`` counts the
+    colour images converted to grey (BUSI's Doppler overlays), listed in
+    ``colour_converted_ids``. ``sources`` has, per source of a composite dataset,
+    ``n_images``, ``labels``, ``n_skipped``, ``n_empty_masks`` and ``colour_converted``
+    (empty for other kinds). ``detected_kind`` is the layout kind ``auto`` found
+    (``None`` for other kinds). ``width_range``/``height_range`` are ``(min, max)`` in
+    pixels.
     """
 
     name: str
     kind: str
     root: str | None
+    detected_kind: str | None = None
     n_images: int = 0
     labels: dict[str, int] = field(default_factory=dict)
     n_empty_masks: int = 0
+    colour_converted: int = 0
+    colour_converted_ids: list[str] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     duplicates: list[tuple[str, str]] = field(default_factory=list)
+    n_cross_source_duplicates: int = 0
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     width_range: tuple[int, int] | None = None
     height_range: tuple[int, int] | None = None
 
@@ -90,11 +106,13 @@ def prepare_dataset(
     build_dir = _sibling(out_dir, "building")
     build_dir.mkdir()
     report = PrepareReport(name=name, kind=str(kind), root=None if root is None else str(root))
+    if kind == "auto" and root is not None:  # the importer has just detected the same
+        report.detected_kind = detect_kind(root)
     try:
         rows = _write_samples(records, build_dir, report, progress=progress, desc=f"prepare {name}")
         if not rows:
             raise DataError(root if root is not None else section, _empty_problem(report))
-        write_index(pd.DataFrame(rows, columns=list(INDEX_COLUMNS)), build_dir / "index.csv")
+        write_index(_index_table(rows), build_dir / "index.csv")
         _replace_dir(build_dir, out_dir)
     except BaseException:
         shutil.rmtree(build_dir, ignore_errors=True)
@@ -119,17 +137,19 @@ def _write_samples(
     progress: bool,
     desc: str,
 ) -> list[dict[str, Any]]:
-    """Write each sample's PNGs, fill ``report`` and return the index rows."""
+    """Write each sample's PNGs, fill ``report`` and return the index rows.
+
+    Rows carry a ``source`` entry only for samples that name one (composite datasets).
+    """
     rows: list[dict[str, Any]] = []
     seen_ids: set[str] = set()
-    first_id_of_hash: dict[str, str] = {}
-    labels: Counter[str] = Counter()
+    first_of_hash: dict[str, tuple[str, str]] = {}  # hash -> (id, source) of its first sample
     for record in tqdm(records, desc=desc, unit="img", disable=not progress):
         if isinstance(record, Skip):
-            report.skipped.append({"id": record.id, "path": record.path, "reason": record.reason})
+            _add_skip(report, record.id, record.path, record.reason, record.source)
             continue
         if record.id in seen_ids:
-            report.skipped.append({"id": record.id, "path": record.source_image, "reason": "duplicate id"})
+            _add_skip(report, record.id, record.source_image, "duplicate id", record.source)
             continue
         _check_sample(record)
         seen_ids.add(record.id)
@@ -137,31 +157,86 @@ def _write_samples(
         write_png(build_dir / image_rel, record.image)
         write_png(build_dir / mask_rel, record.mask)
         digest = content_hash(record.image)
-        if digest in first_id_of_hash:
-            report.duplicates.append((record.id, first_id_of_hash[digest]))
+        if digest in first_of_hash:
+            first_id, first_source = first_of_hash[digest]
+            report.duplicates.append((record.id, first_id))
+            report.n_cross_source_duplicates += int(first_source != record.source)
         else:
-            first_id_of_hash[digest] = record.id
+            first_of_hash[digest] = (record.id, record.source)
         height, width = record.image.shape
-        labels[record.label] += 1
-        report.n_empty_masks += int(not record.mask.any())
-        rows.append(
-            {
-                "id": record.id,
-                "image": image_rel,
-                "mask": mask_rel,
-                "label": record.label,
-                "group": record.group,
-                "width": width,
-                "height": height,
-                "hash": digest,
-            }
-        )
+        row = {
+            "id": record.id,
+            "image": image_rel,
+            "mask": mask_rel,
+            "label": record.label,
+            "group": record.group,
+            "width": width,
+            "height": height,
+            "hash": digest,
+        }
+        if record.source:
+            row[SOURCE_COLUMN] = record.source
+        rows.append(row)
+        _count_sample(report, record)
+    _summarise(report, rows)
+    return rows
+
+
+def _add_skip(report: PrepareReport, sample_id: str, path: str, reason: str, source: str) -> None:
+    """Record one left-out sample (and count it for its source)."""
+    entry = {"id": sample_id, "path": path, "reason": reason}
+    if source:
+        entry["source"] = source
+        _source_counts(report, source)["n_skipped"] += 1
+    report.skipped.append(entry)
+
+
+def _count_sample(report: PrepareReport, sample: Sample) -> None:
+    """Add a written sample to the report's running counts."""
+    converted = int(sample.colour_converted)
+    empty = int(not sample.mask.any())
+    report.n_empty_masks += empty
+    report.colour_converted += converted
+    if sample.colour_converted:
+        report.colour_converted_ids.append(sample.id)
+    if sample.source:
+        counts = _source_counts(report, sample.source)
+        counts["n_images"] += 1
+        counts["labels"][sample.label] += 1
+        counts["n_empty_masks"] += empty
+        counts["colour_converted"] += converted
+
+
+def _source_counts(report: PrepareReport, source: str) -> dict[str, Any]:
+    """The per-source counters of ``source``, created at zero on first use."""
+    if source not in report.sources:
+        report.sources[source] = {
+            "n_images": 0,
+            "labels": {label: 0 for label in LABELS},
+            "n_skipped": 0,
+            "n_empty_masks": 0,
+            "colour_converted": 0,
+        }
+    return report.sources[source]
+
+
+def _summarise(report: PrepareReport, rows: list[dict[str, Any]]) -> None:
+    """Totals that need every row: image count, class counts, size ranges."""
+    labels = Counter(row["label"] for row in rows)
     report.n_images = len(rows)
     report.labels = {label: labels.get(label, 0) for label in LABELS}
+    report.sources = dict(sorted(report.sources.items()))
     if rows:
         report.width_range = (min(r["width"] for r in rows), max(r["width"] for r in rows))
         report.height_range = (min(r["height"] for r in rows), max(r["height"] for r in rows))
-    return rows
+
+
+def _index_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The index rows as a table: :data:`INDEX_COLUMNS`, plus ``source`` when rows have one."""
+    columns = list(INDEX_COLUMNS)
+    if any(SOURCE_COLUMN in row for row in rows):
+        columns.append(SOURCE_COLUMN)
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _check_sample(sample: Sample) -> None:
