@@ -1,6 +1,6 @@
 """Stage report: metrics/summary.json (dataset -> metric) and a markdown results table.
 
-    python stages/report.py --eval metrics/eval --pseudo metrics/pseudo \
+    python stages/report.py --eval metrics/eval --pseudo metrics/pseudo --cross metrics/cross \
         --summary metrics/summary.json --table reports/summary.md
 """
 from __future__ import annotations
@@ -10,13 +10,13 @@ from pathlib import Path
 
 from _params import load_params, main_guard
 
-from busseg.report import build_summary, markdown_table
+from busseg.report import build_summary, cross_table, markdown_table
 from busseg.runtime import write_json, write_text
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    for flag in ("--eval", "--pseudo", "--summary", "--table"):
+    for flag in ("--eval", "--pseudo", "--cross", "--summary", "--table"):
         parser.add_argument(flag, type=Path, required=True)
     args = parser.parse_args()
     params = load_params()
@@ -28,6 +28,9 @@ def main() -> None:
         f"pseudo labels `{params['pseudo']['backend']}`\n"
     )
     table = markdown_table(summary, header)
+    cross = cross_table(args.eval, args.cross, list(params["datasets"]))
+    if cross:
+        table += "\n## Across datasets (train on the row, test on the column)\n\n" + cross
     write_text(args.table, table)
     print(table)
 

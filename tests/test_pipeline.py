@@ -87,7 +87,7 @@ def test_repro_runs_every_stage_and_writes_the_results(project: Path, first_repr
     import torch
 
     assert torch.load(project / "models/synthetic/student.pt", weights_only=False)["method"] == "dual_teacher"
-    stages = {"prepare", "split", "pseudo_label", "warmup", "train", "evaluate"}
+    stages = {"prepare", "split", "pseudo_label", "warmup", "train", "evaluate", "cross_evaluate"}
     assert ran_stages(first_repro) == {f"{s}@synthetic" for s in stages} | {"report"}
     summary = json.loads((project / "metrics/summary.json").read_text())
     assert set(summary) == {"synthetic"}
@@ -111,7 +111,8 @@ def test_metrics_diff_prints_dataset_rows(project: Path, first_repro: str) -> No
 
 def test_label_ratio_change_reruns_only_split_train_evaluate_report(project: Path, first_repro: str) -> None:
     output = run(["dvc", "exp", "run", "-S", "label_ratio=0.5"], project)
-    assert ran_stages(output) == {"split@synthetic", "train@synthetic", "evaluate@synthetic", "report"}
+    evaluation = {"evaluate@synthetic", "cross_evaluate@synthetic"}
+    assert ran_stages(output) == {"split@synthetic", "train@synthetic", "report"} | evaluation
     labeled = (project / "data/splits/synthetic/labeled.txt").read_text().split()
     train = (project / "data/splits/synthetic/train.txt").read_text().split()
     assert len(labeled) == round(0.5 * len(train))
@@ -130,7 +131,9 @@ def test_pseudo_label_change_reruns_pseudo_label_and_everything_after(project: P
     output = run(["dvc", "exp", "run", "-S", f"pseudo.min_area_fraction={threshold:.6f}"], project)
     # The default method (dual_teacher) learns from the static teacher, so everything
     # after pseudo_label changes.
-    assert ran_stages(output) == {"pseudo_label@synthetic", "warmup@synthetic", "train@synthetic", "evaluate@synthetic", "report"}
+    assert ran_stages(output) == {
+        "pseudo_label@synthetic", "warmup@synthetic", "train@synthetic", "evaluate@synthetic", "cross_evaluate@synthetic", "report"
+    }
 
 
 @pytest.mark.parametrize("method", ["supervised", "mean_teacher"])
@@ -141,3 +144,18 @@ def test_other_methods_run_through_dvc(project: Path, first_repro: str, method: 
     checkpoint = __import__("torch").load(project / "models/synthetic/student.pt", weights_only=False)
     assert checkpoint["method"] == method
     assert ("loss_u" in (project / "reports/train/synthetic/metrics.json").read_text()) == (method != "supervised")
+
+
+def test_adding_a_dataset_is_a_params_entry_and_gives_the_cross_table(project: Path, first_repro: str) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["datasets"]["other"] = {**params["datasets"]["synthetic"], "seed": 1, "count": 24}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    output = run(["dvc", "repro"], project)
+    ran = ran_stages(output)
+    assert {"prepare@other", "train@other", "cross_evaluate@other", "cross_evaluate@synthetic", "report"} <= ran
+    assert "prepare@synthetic" not in ran and "warmup@synthetic" not in ran
+    summary = json.loads((project / "metrics/summary.json").read_text())
+    assert set(summary) == {"synthetic", "other"}
+    cross = json.loads((project / "metrics/cross/synthetic.json").read_text())
+    assert set(cross) == {"other"} and 0.0 <= cross["other"]["dice"] <= 1.0
+    assert "train on the row, test on the column" in (project / "reports/summary.md").read_text()

@@ -59,3 +59,22 @@ def markdown_table(summary: dict[str, dict[str, float]], header: str = "") -> st
     for name, row in summary.items():
         lines.append(f"| {name} | " + " | ".join(_fmt(row.get(c, "")) for c in columns) + " |")
     return "\n".join(lines) + "\n"
+
+
+def cross_table(eval_dir: str | Path, cross_dir: str | Path, datasets: list[str], metric: str = "dice") -> str:
+    """Markdown train-on-X (rows) / test-on-Y (columns) table of ``metric``.
+
+    The diagonal comes from the ordinary evaluation; an empty string when there is only
+    one dataset or cross-dataset evaluation is switched off.
+    """
+    evals, cross = _read_json_dir(Path(eval_dir)), _read_json_dir(Path(cross_dir))
+    if len(datasets) < 2 or not any(cross.get(name) for name in datasets):
+        return ""
+    lines = [f"| train \\ test ({metric}) | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
+    for train in datasets:
+        cells = []
+        for test in datasets:
+            source = evals.get(train, {}) if test == train else cross.get(train, {}).get(test, {})
+            cells.append(_fmt(source[metric]) if metric in source else "")
+        lines.append(f"| {train} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
