@@ -49,6 +49,8 @@ def make_copy(root: Path, params: dict) -> None:
         shutil.copy(REPO / name, root / name)
     for folder in ("stages", "src"):
         shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (root / "models" / "weights").mkdir(parents=True)
+    shutil.copy(REPO / "models/weights/README.md", root / "models/weights/README.md")
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"], ["git", "add", "-A"],

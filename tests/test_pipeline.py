@@ -61,6 +61,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copy(REPO / name, root / name)
     shutil.copytree(REPO / "stages", root / "stages", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (root / "models" / "weights").mkdir(parents=True)
+    shutil.copy(REPO / "models/weights/README.md", root / "models/weights/README.md")
     params = deep_update(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], root)
