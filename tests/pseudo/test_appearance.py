@@ -165,7 +165,7 @@ def test_bad_prompts_raise_config_error(prompts, message) -> None:
 
 def test_unknown_word_error_lists_known_words() -> None:
     with pytest.raises(ConfigError) as info:
-        parse_prompts(["lesion"])
+        parse_prompts(["tumour"])
     assert all(word in str(info.value) for word in KNOWN_WORDS)
 
 
@@ -200,3 +200,10 @@ def test_busbra_sample_reaches_a_modest_floor() -> None:
         assert label.mask.shape == image.shape
         scores.append(dice(label.mask, truth) if label.valid else 0.0)
     assert np.mean(scores) > 0.45
+
+
+def test_object_nouns_are_accepted_without_a_shape_prior() -> None:
+    from busseg.pseudo.appearance import parse_prompts
+
+    parsed = parse_prompts(["dark spot", "dark oval nodule"])
+    assert parsed.polarity == 1 and parsed.shapes == ("oval",)

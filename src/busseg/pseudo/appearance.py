@@ -42,7 +42,9 @@ from busseg.pseudo.base import PseudoLabel, apply_area_filter, invalid_label
 # brighter than its surroundings; shape words select a shape prior.
 POLARITY_WORDS: dict[str, int] = {"dark": 1, "hypoechoic": 1, "bright": -1, "hyperechoic": -1}
 SHAPE_WORDS: tuple[str, ...] = ("oval", "round", "lobulated", "irregular")
-KNOWN_WORDS: tuple[str, ...] = tuple(sorted((*POLARITY_WORDS, *SHAPE_WORDS)))
+# Object nouns carry no shape prior ("dark spot", "dark nodule"): accepted and ignored.
+OBJECT_WORDS: tuple[str, ...] = ("spot", "nodule", "mass", "region", "blob", "area", "lesion", "cyst")
+KNOWN_WORDS: tuple[str, ...] = tuple(sorted((*POLARITY_WORDS, *SHAPE_WORDS, *OBJECT_WORDS)))
 
 # Below this many pixels at the working resolution a component is speckle, not a lesion.
 _MIN_COMPONENT_PIXELS = 24
@@ -157,6 +159,8 @@ def parse_prompts(prompts: tuple[str, ...] | list[str]) -> ParsedPrompts:
             elif word in SHAPE_WORDS:
                 if word not in shapes:
                     shapes.append(word)
+            elif word in OBJECT_WORDS:
+                continue
             else:
                 raise ConfigError(
                     "prompts", f"unknown word {word!r} in {prompt!r}; known words: {', '.join(KNOWN_WORDS)}"
