@@ -28,7 +28,8 @@ from .fixtures import (
     write_corrupt,
 )
 
-REAL_BUSBRA = Path("/work/shared/data/BUS-BRA")
+# The shared data sets lie beside the repository (../shared/data), in CI too.
+REAL_BUSBRA = Path(__file__).resolve().parents[3] / "shared" / "data" / "BUS-BRA"
 HAS_SYNTHETIC = importlib.util.find_spec("busseg.data.synthetic") is not None
 
 
@@ -169,7 +170,7 @@ def test_busbra_iterates_lazily(tmp_path, monkeypatch):
     assert len(calls) == 1
 
 
-@pytest.mark.skipif(not REAL_BUSBRA.is_dir(), reason="BUS-BRA not present at /work/shared/data")
+@pytest.mark.skipif(not REAL_BUSBRA.is_dir(), reason="BUS-BRA not present at ../shared/data")
 def test_real_busbra_groups_from_case_and_labels_from_pathology():
     table = pd.read_csv(REAL_BUSBRA / "bus_data.csv", dtype=str).set_index("ID")
     samples, skips = _split(importers.import_busbra(REAL_BUSBRA, {"limit": 20}))
