@@ -20,6 +20,7 @@ import importlib.machinery
 import importlib.util
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -76,7 +77,9 @@ def _install_tiny_architectures(grounded_sam: ModuleType) -> None:
     tiny = _load_tiny_vlm()
     grounded_sam.SAM_BUILDERS[tiny.TINY_SAM_TYPE] = tiny.build_tiny_sam
     # For the life of the process: the stage builds its detector after this import.
-    _PATCHES.enter_context(tiny.tiny_swin())
+    with warnings.catch_warnings():  # timm's deprecation notice when groundingdino is imported
+        warnings.simplefilter("ignore", FutureWarning)
+        _PATCHES.enter_context(tiny.tiny_swin())
 
 
 _PATCHES = contextlib.ExitStack()
