@@ -124,7 +124,7 @@ def test_relative_root_is_resolved_against_working_directory(tmp_path, monkeypat
     _make_folder(tmp_path / "src")
     monkeypatch.chdir(tmp_path)
     report = prepare_dataset("rel", {"kind": "folder", "root": "src"}, Path("out"), progress=False)
-    assert report.root == str((tmp_path / "src").resolve())
+    assert report.root == "src"  # as written in params: the report is machine-independent
     assert (tmp_path / "out" / "index.csv").is_file()
 
 

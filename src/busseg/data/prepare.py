@@ -105,7 +105,8 @@ def prepare_dataset(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     build_dir = _sibling(out_dir, "building")
     build_dir.mkdir()
-    report = PrepareReport(name=name, kind=str(kind), root=None if root is None else str(root))
+    # The root as written in params (not resolved), so the report is the same on every machine.
+    report = PrepareReport(name=name, kind=str(kind), root=None if root is None else str(spec.get("root")))
     if kind == "auto" and root is not None:  # the importer has just detected the same
         report.detected_kind = detect_kind(root)
     try:
