@@ -12,6 +12,7 @@ from _params import load_params, main_guard, setup_runtime
 
 from busseg.config import from_dict
 from busseg.data.dataset import SegmentationDataset, read_id_list
+from busseg.errors import TrainingError
 from busseg.models import ModelConfig, build_model
 from busseg.runtime import seed_everything
 from busseg.scratch import inputs_key, scratch_dir
@@ -56,8 +57,13 @@ def main() -> None:
         [args.splits, args.prepared / "index.csv"] + ([args.static_teacher] if static_teacher is not None else []),
     )
     logger = LiveLogger(args.live)
+    student = build_model(model_config)
+    if config.init_from_static:
+        if static_teacher is None:
+            raise TrainingError("train.init_from_static needs the static teacher: use train.method=dual_teacher with use_static_teacher")
+        student.load_state_dict(static_teacher.state_dict())
     result = fit(
-        method_cls(build_model(model_config), config, static_teacher=static_teacher),
+        method_cls(student, config, static_teacher=static_teacher),
         data,
         config,
         device=device,

@@ -37,6 +37,9 @@ class TrainConfig:
     use_uewf: bool = True
     uewf_kernel: int = 14
     use_aurcl: bool = True
+    # Start the student (and so the EMA teacher) from the static teacher's weights instead of
+    # random initialisation. The paper does not say; off by default (see README).
+    init_from_static: bool = False
     # AURCL (METHOD.md DECISIONS)
     aurcl_ratio: float = 0.1
     aurcl_tau_fix: float = 0.2
