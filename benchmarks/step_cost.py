@@ -29,7 +29,7 @@ from dataclasses import replace
 
 import torch
 
-from busseg.models import ModelConfig, SegmentationNet, build_model
+from busseg.models import ModelConfig, build_model
 from busseg.ssl import ema_update, freeze, uewf
 from busseg.training.config import TrainConfig
 from busseg.training.methods import Supervised, TrainingMethod
