@@ -54,6 +54,20 @@ def ran_stages(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
+def init_repository(root: Path, runner) -> None:
+    """A git + DVC repository at ``root`` with everything committed (dvclive needs a commit)."""
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "config", "user.email", "test@example.com"],
+        ["git", "config", "user.name", "test"],
+        ["dvc", "init", "-q"],
+        ["dvc", "config", "core.analytics", "false"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "pipeline"],
+    ):
+        runner(cmd, root)
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("project")
@@ -65,13 +79,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(REPO / "models/weights/README.md", root / "models/weights/README.md")
     params = deep_update(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], root)
-    run(["git", "config", "user.email", "test@example.com"], root)
-    run(["git", "config", "user.name", "test"], root)
-    run(["dvc", "init", "-q"], root)
-    run(["dvc", "config", "core.analytics", "false"], root)
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-qm", "pipeline"], root)
+    init_repository(root, run)
     # Scratch state of this test stays inside its temp folder.
     os.environ["BUSSEG_SCRATCH"] = str(root / ".busseg" / "scratch")
     return root
@@ -88,7 +96,7 @@ def first_repro(project: Path) -> str:
 def test_repro_runs_every_stage_and_writes_the_results(project: Path, first_repro: str) -> None:
     import torch
 
-    assert torch.load(project / "models/synthetic/student.pt", weights_only=False)["method"] == "dual_teacher"
+    assert torch.load(project / "models/synthetic/student.pt", weights_only=True)["method"] == "dual_teacher"
     stages = {"prepare", "split", "pseudo_label", "warmup", "train", "evaluate", "cross_evaluate"}
     assert ran_stages(first_repro) == {f"{s}@synthetic" for s in stages} | {"report"}
     summary = json.loads((project / "metrics/summary.json").read_text())
@@ -143,7 +151,7 @@ def test_other_methods_run_through_dvc(project: Path, first_repro: str, method: 
     output = run(["dvc", "exp", "run", "-S", f"train.method={method}"], project)
     ran = ran_stages(output)
     assert "train@synthetic" in ran and not ran & {"prepare@synthetic", "pseudo_label@synthetic", "warmup@synthetic"}
-    checkpoint = __import__("torch").load(project / "models/synthetic/student.pt", weights_only=False)
+    checkpoint = __import__("torch").load(project / "models/synthetic/student.pt", weights_only=True)
     assert checkpoint["method"] == method
     assert ("loss_u" in (project / "reports/train/synthetic/metrics.json").read_text()) == (method != "supervised")
 

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from pseudo.tiny_vlm import TINY_SAM_TYPE, tiny_swin, write_tiny_dino, write_tiny_sam
-from test_pipeline import REPO, TINY, deep_update, ran_stages
+from test_pipeline import REPO, TINY, deep_update, init_repository, ran_stages
 
 pytestmark = pytest.mark.slow
 
@@ -92,13 +92,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_tiny_sam(root / WEIGHTS)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     write_params(root, deep_update(deep_update(params, TINY), GROUNDED_SAM))
-    run(["git", "init", "-q"], root)
-    run(["git", "config", "user.email", "test@example.com"], root)
-    run(["git", "config", "user.name", "test"], root)
-    run(["dvc", "init", "-q"], root)
-    run(["dvc", "config", "core.analytics", "false"], root)
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-qm", "pipeline"], root)
+    init_repository(root, run)
     return root
 
 

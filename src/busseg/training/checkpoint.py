@@ -68,7 +68,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(path, "checkpoint not found; run the stage that trains it (dvc repro)")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a truncated or foreign file
         raise DataError(path, f"not a readable busseg checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "model_config" not in checkpoint:

@@ -174,7 +174,7 @@ def _fit(
     state_path, best_scratch = scratch / "last.pt", scratch / "best.pt"
     start_epoch, best_epoch, best_dice, history = 0, -1, -math.inf, []
     if state_path.is_file():
-        state = torch.load(state_path, map_location=device, weights_only=False)
+        state = torch.load(state_path, map_location=device, weights_only=True)
         method.load_state_dict(state["method"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
