@@ -13,7 +13,7 @@ from _params import load_params, main_guard, setup_runtime
 
 from busseg.data.dataset import read_id_list
 from busseg.evaluation import evaluate_split, summarize
-from busseg.runtime import atomic_dir, write_json, write_text
+from busseg.atomic import atomic_dir, write_json, write_text
 from busseg.training.checkpoint import load_model
 
 

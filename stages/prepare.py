@@ -10,7 +10,7 @@ from pathlib import Path
 from _params import dataset_spec, load_params, main_guard, setup_runtime
 
 from busseg.data.prepare import prepare_dataset
-from busseg.runtime import write_json
+from busseg.atomic import write_json
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from _params import load_params, main_guard
 
 from busseg.report import build_summary, cross_table, markdown_table
-from busseg.runtime import write_json, write_text
+from busseg.atomic import write_json, write_text
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from busseg.data.dataset import SegmentationDataset, read_id_list
 from busseg.errors import TrainingError
 from busseg.models import ModelConfig, build_model
 from busseg.runtime import seed_everything
-from busseg.scratch import inputs_key, scratch_dir
+from busseg.scratch import inputs_key, release, scratch_dir, usage_note
 from busseg.ssl.ema import freeze
 from busseg.training.checkpoint import load_model
 from busseg.training.config import TrainConfig
@@ -56,6 +56,9 @@ def main() -> None:
         {"model": params.get("model"), "train": params.get("train"), "seed": seed, "label_ratio": params.get("label_ratio")},
         [args.splits, args.prepared / "index.csv"] + ([args.static_teacher] if static_teacher is not None else []),
     )
+    scratch = scratch_dir(f"train-{args.out.parent.name}", key)
+    if (note := usage_note()) is not None:
+        print(note)
     logger = LiveLogger(args.live)
     student = build_model(model_config)
     if config.init_from_static:
@@ -69,12 +72,13 @@ def main() -> None:
         device=device,
         seed=seed,
         best_path=args.out,
-        scratch_dir=scratch_dir(f"train-{args.out.parent.name}", key),
+        scratch_dir=scratch,
         logger=logger,
         progress=progress,
         desc=config.method,
     )
     logger.close()
+    release(scratch)
     print(f"{config.method}: {len(labeled_ids)} labeled images, best val dice {result.best_val_dice:.4f} (epoch {result.best_epoch + 1})")
 
 

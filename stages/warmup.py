@@ -18,7 +18,7 @@ from busseg.data.dataset import SegmentationDataset, read_id_list
 from busseg.models import ModelConfig, build_model
 from busseg.pseudo.selection import select_training_labels
 from busseg.runtime import seed_everything
-from busseg.scratch import inputs_key, scratch_dir
+from busseg.scratch import inputs_key, release, scratch_dir, usage_note
 from busseg.training.config import TrainConfig
 from busseg.training.live import LiveLogger
 from busseg.training.loop import TrainData, fit
@@ -48,6 +48,9 @@ def main() -> None:
         {"model": params.get("model"), "warmup": params.get("warmup"), "min_score": min_score, "seed": seed},
         [args.pseudo / "labels.csv", args.train_ids, args.val_ids, args.prepared / "index.csv"],
     )
+    scratch = scratch_dir(f"warmup-{args.out.parent.name}", key)
+    if (note := usage_note()) is not None:
+        print(note)
     logger = LiveLogger(args.live)
     result = fit(
         Supervised(build_model(model_config), config),
@@ -56,12 +59,13 @@ def main() -> None:
         device=device,
         seed=seed,
         best_path=args.out,
-        scratch_dir=scratch_dir(f"warmup-{args.out.parent.name}", key),
+        scratch_dir=scratch,
         logger=logger,
         progress=progress,
         desc="warmup",
     )
     logger.close()
+    release(scratch)
     print(f"static teacher: {len(ids)} pseudo-labeled images, best val dice {result.best_val_dice:.4f} (epoch {result.best_epoch + 1})")
 
 

@@ -35,11 +35,15 @@ def test_cross_table_rows_train_columns_test(tmp_path: Path) -> None:
     from busseg.report import cross_table
 
     (tmp_path / "eval").mkdir()
-    (tmp_path / "cross").mkdir()
+    (tmp_path / "cross" / "a").mkdir(parents=True)
+    (tmp_path / "cross" / "b").mkdir()
     (tmp_path / "eval" / "a.json").write_text(json.dumps({"dice": 0.8}))
     (tmp_path / "eval" / "b.json").write_text(json.dumps({"dice": 0.7}))
-    (tmp_path / "cross" / "a.json").write_text(json.dumps({"b": {"dice": 0.5}}))
-    (tmp_path / "cross" / "b.json").write_text(json.dumps({"a": {"dice": 0.4}}))
+    # cross_evaluate@<train>-<test> writes cross/<train>/<test>.json; the diagonal is empty.
+    (tmp_path / "cross" / "a" / "a.json").write_text("{}")
+    (tmp_path / "cross" / "a" / "b.json").write_text(json.dumps({"dice": 0.5}))
+    (tmp_path / "cross" / "b" / "a.json").write_text(json.dumps({"dice": 0.4}))
+    (tmp_path / "cross" / "b" / "b.json").write_text("{}")
     table = cross_table(tmp_path / "eval", tmp_path / "cross", ["a", "b"])
     assert "| a | 0.8000 | 0.5000 |" in table
     assert "| b | 0.4000 | 0.7000 |" in table

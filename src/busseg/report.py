@@ -67,7 +67,9 @@ def cross_table(eval_dir: str | Path, cross_dir: str | Path, datasets: list[str]
     The diagonal comes from the ordinary evaluation; an empty string when there is only
     one dataset or cross-dataset evaluation is switched off.
     """
-    evals, cross = _read_json_dir(Path(eval_dir)), _read_json_dir(Path(cross_dir))
+    evals = _read_json_dir(Path(eval_dir))
+    # cross_evaluate@<train>-<test> writes <cross_dir>/<train>/<test>.json
+    cross = {train: _read_json_dir(Path(cross_dir) / train) for train in datasets}
     if len(datasets) < 2 or not any(cross.get(name) for name in datasets):
         return ""
     lines = [f"| train \\ test ({metric}) | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]

@@ -4,12 +4,15 @@ DVC deletes a stage's outputs when the stage starts, and ``persist: true`` would
 its run cache off; so in-progress state lives outside the outputs, in a git- and
 DVC-ignored folder whose name is a hash of the stage's parameters and input files. A
 rerun with identical inputs finds its state again; any change gets a fresh folder.
+Once a stage has written its outputs it :func:`release`\ s its folder: state is kept only
+while a run is unfinished (a training run's state is hundreds of MB).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -44,3 +47,34 @@ def scratch_dir(stage: str, key: str, root: str | Path | None = None) -> Path:
     path = Path(root or DEFAULT_ROOT) / stage.replace("@", "-") / key
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def release(path: str | Path, root: str | Path | None = None) -> None:
+    """Delete a finished stage's scratch folder and the parents it leaves empty (up to ``root``)."""
+    path, top = Path(path), Path(root or DEFAULT_ROOT).resolve()
+    shutil.rmtree(path, ignore_errors=True)
+    parent = path.parent
+    while parent.resolve() != top and top in parent.resolve().parents:
+        try:
+            parent.rmdir()  # only when empty
+        except OSError:
+            break
+        parent = parent.parent
+
+
+def usage(root: str | Path | None = None) -> int:
+    """Bytes held under the scratch root (unfinished runs' state)."""
+    base = Path(root or DEFAULT_ROOT)
+    return sum(p.stat().st_size for p in base.rglob("*") if p.is_file()) if base.is_dir() else 0
+
+
+def usage_note(root: str | Path | None = None) -> str | None:
+    """A one-line note on what unfinished runs keep under the scratch root, or None when empty."""
+    size = usage(root)
+    if not size:
+        return None
+    base = Path(root or DEFAULT_ROOT)
+    return (
+        f"note: {base} holds {size / 2**20:.0f} MB of unfinished runs' resume state "
+        "(kept until each run finishes; `make clean-scratch` frees it)"
+    )

@@ -134,3 +134,62 @@ def test_broken_checkpoint_names_the_file(tmp_path: Path) -> None:
         load_model(bad)
     with pytest.raises(DataError, match="not found"):
         load_model(tmp_path / "missing.pt")
+
+
+def test_two_runs_write_byte_identical_checkpoints(tiny_prepared: Path, tiny_model_config, tmp_path: Path) -> None:
+    data, cpu = tiny_data(tiny_prepared), torch.device("cpu")
+    for name in ("a", "b"):
+        seed_everything(0)
+        fit(Supervised(build_model(tiny_model_config), CONFIG), data, CONFIG, device=cpu, seed=0,
+            best_path=tmp_path / name / "best.pt", scratch_dir=tmp_path / f"scratch-{name}", progress=False)
+    assert (tmp_path / "a" / "best.pt").read_bytes() == (tmp_path / "b" / "best.pt").read_bytes()
+    # The resume state is deleted once the output is written, and nothing temporary is left.
+    assert not list((tmp_path / "scratch-a").iterdir())
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["best.pt"]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "foreign", "truncated"])
+def test_unusable_resume_state_is_discarded_with_a_warning(
+    tiny_prepared: Path, tiny_model_config, tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    data, cpu = tiny_data(tiny_prepared), torch.device("cpu")
+    seed_everything(0)
+    fit(Supervised(build_model(tiny_model_config), CONFIG), data, CONFIG, device=cpu, seed=0, best_path=tmp_path / "a.pt", progress=False)
+
+    scratch = tmp_path / "scratch"
+    seed_everything(0)
+    with pytest.raises(KeyboardInterrupt):
+        fit(Supervised(build_model(tiny_model_config), CONFIG), data, CONFIG, device=cpu, seed=0, best_path=tmp_path / "b.pt",
+            scratch_dir=scratch, logger=InterruptAt(1), progress=False)
+    state = scratch / "last.pt"
+    if damage == "garbage":
+        state.write_bytes(b"\x00not a torch file")
+    elif damage == "foreign":
+        torch.save({"something": torch.zeros(3)}, state)
+    else:
+        state.write_bytes(state.read_bytes()[:1000])
+    capsys.readouterr()
+    seed_everything(0)  # the fresh start must equal an uninterrupted run
+    fit(Supervised(build_model(tiny_model_config), CONFIG), data, CONFIG, device=cpu, seed=0, best_path=tmp_path / "b.pt",
+        scratch_dir=scratch, progress=False)
+    assert "discarding unusable resume state" in capsys.readouterr().err
+    a, b = read_checkpoint(tmp_path / "a.pt"), read_checkpoint(tmp_path / "b.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_a_failed_copy_of_the_best_checkpoint_leaves_nothing_behind(
+    tiny_prepared: Path, tiny_model_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    def disk_full(source, target, *args, **kwargs):
+        Path(target).write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfile", disk_full)
+    out = tmp_path / "models"
+    with pytest.raises(OSError, match="No space"):
+        fit(Supervised(build_model(tiny_model_config), CONFIG), tiny_data(tiny_prepared), CONFIG, device=torch.device("cpu"),
+            seed=0, best_path=out / "static_teacher.pt", progress=False)
+    assert list(out.iterdir()) == []

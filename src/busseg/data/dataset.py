@@ -28,7 +28,7 @@ def read_id_list(path: str | Path) -> list[str]:
 
 def write_id_list(path: str | Path, ids: Sequence[str]) -> None:
     """Write one id per line (sorted input gives byte-identical files for the same split)."""
-    from busseg.runtime import write_text
+    from busseg.atomic import write_text
 
     write_text(path, "".join(f"{i}\n" for i in ids))
 

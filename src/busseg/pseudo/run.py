@@ -23,10 +23,12 @@ from tqdm import tqdm
 from busseg.data.dataset import load_grey
 from busseg.metrics import dice, iou
 from busseg.pseudo.base import PseudoLabel, PseudoLabeler
-from busseg.runtime import atomic_dir
+from busseg.atomic import atomic_dir
 from busseg.visualize import render_overlay
 
-LABEL_COLUMNS = ("id", "valid", "score", "reason", "area_fraction", "box", "seconds")
+# Data only: per-image timings go to the stage's metrics, or every re-run would change the
+# output's hash and invalidate every downstream stage (see label_dataset).
+LABEL_COLUMNS = ("id", "valid", "score", "reason", "area_fraction", "box")
 
 
 def options_key(backend: str, options: Mapping[str, Any]) -> str:
@@ -80,15 +82,18 @@ def label_dataset(
     cache: LabelCache | None = None,
     *,
     progress: bool = True,
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, list[float]]:
     """Label every image of ``index``; write ``out_dir/masks/<id>.png`` and ``labels.csv``.
 
     Invalid labels are written as empty masks and marked ``valid = False`` with the
-    backend's reason. The output folder appears only when every image is done.
+    backend's reason. The output folder appears only when every image is done. Returns
+    the label table and the seconds each image took (when first labeled), which belong
+    in metrics, not in the output.
     """
     prepared_dir = Path(prepared_dir)
     labeler: PseudoLabeler | None = None
     rows = []
+    seconds_per_image: list[float] = []
     with atomic_dir(out_dir) as tmp:
         (tmp / "masks").mkdir()
         for record in tqdm(index.itertuples(index=False), total=len(index), desc="pseudo labels", disable=not progress):
@@ -113,12 +118,12 @@ def label_dataset(
                     "reason": label.reason,
                     "area_fraction": round(float(label.mask.mean()), 6),
                     "box": "" if label.box is None else " ".join(str(v) for v in label.box),
-                    "seconds": round(seconds, 4),
                 }
             )
+            seconds_per_image.append(seconds)
         table = pd.DataFrame(rows, columns=list(LABEL_COLUMNS))
         table.to_csv(tmp / "labels.csv", index=False)
-    return table
+    return table, seconds_per_image
 
 
 def score_against_truth(prepared_dir: str | Path, index: pd.DataFrame, out_dir: str | Path) -> pd.DataFrame:

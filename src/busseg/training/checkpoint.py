@@ -6,9 +6,7 @@ A checkpoint is a dict: ``model`` (state dict of :class:`~busseg.models.Segmenta
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
+import io
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import torch
 
 from busseg import __version__
+from busseg.atomic import write_bytes
 from busseg.config import from_dict
 from busseg.errors import DataError
 from busseg.models import ModelConfig, SegmentationNet, build_model, model_config_to_dict
@@ -23,18 +22,15 @@ from busseg.training.config import TrainConfig
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temp file, then rename: a crash never leaves half a checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """``torch.save`` through a buffer, then an atomic write: no half checkpoint, same bytes.
+
+    ``torch.save`` to a file names the zip's root folder after that file, so saving to a
+    temporary name would make identical tensors differ byte-wise between runs; a buffer's
+    archive is always named ``archive``.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getvalue())
 
 
 def save_model_checkpoint(

@@ -13,8 +13,10 @@ ones. The streams take ``rank`` / ``world_size`` so that DDP can shard them.
 """
 from __future__ import annotations
 
+import copy
 import math
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from busseg.atomic import copy_file
 from busseg.data.dataset import SegmentationDataset, as_batch
 from busseg.errors import TrainingError
 from busseg.metrics import dice
@@ -149,6 +152,46 @@ def fit(
             shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _load_resume_state(
+    state_path: Path,
+    method: TrainingMethod,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau,
+    device: torch.device,
+    desc: str,
+) -> tuple[int, int, float, list[dict[str, float]]] | None:
+    """Restore an interrupted run from ``state_path``: (start epoch, best epoch, best score, history).
+
+    A torn, corrupt or foreign state file would otherwise fail every later run until someone
+    deleted it by hand; it is discarded with a warning and the stage starts afresh.
+    """
+    if not state_path.is_file():
+        return None
+    # Untouched copies: a state that fails half-way through loading must not leak into the fresh run.
+    fresh = (copy.deepcopy(method.state_dict()), copy.deepcopy(optimizer.state_dict()), copy.deepcopy(scheduler.state_dict()))
+    try:
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        method.load_state_dict(state["method"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        resumed = (int(state["epoch"]) + 1, int(state["best_epoch"]), float(state["best_dice"]), list(state["history"]))
+        if not (state_path.parent / "best.pt").is_file():
+            raise KeyError("best.pt is missing beside it")
+    except Exception as exc:  # torch and load_state_dict raise many types for a bad file
+        tqdm.write(
+            f"warning: {desc}: discarding unusable resume state {state_path} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); starting afresh",
+            file=sys.stderr,
+        )
+        for path in (state_path, state_path.parent / "best.pt"):
+            path.unlink(missing_ok=True)
+        method.load_state_dict(fresh[0])
+        optimizer.load_state_dict(fresh[1])
+        scheduler.load_state_dict(fresh[2])
+        return None
+    return resumed
+
+
 def _fit(
     method: TrainingMethod,
     data: TrainData,
@@ -173,12 +216,9 @@ def _fit(
 
     state_path, best_scratch = scratch / "last.pt", scratch / "best.pt"
     start_epoch, best_epoch, best_dice, history = 0, -1, -math.inf, []
-    if state_path.is_file():
-        state = torch.load(state_path, map_location=device, weights_only=True)
-        method.load_state_dict(state["method"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, best_epoch, best_dice, history = state["epoch"] + 1, state["best_epoch"], state["best_dice"], state["history"]
+    resumed = _load_resume_state(state_path, method, optimizer, scheduler, device, desc)
+    if resumed is not None:
+        start_epoch, best_epoch, best_dice, history = resumed
         if logger is not None:  # replay, so the curves of a resumed run are complete
             for logs in history:
                 logger.log_epoch(int(logs["epoch"]), logs)
@@ -242,8 +282,8 @@ def _fit(
         )
         tqdm.write(f"{desc} epoch {epoch + 1}/{config.epochs}: loss {logs['loss']:.4f}, val dice {val_dice:.4f}")
 
-    best_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = best_path.with_name(f".{best_path.name}.tmp")
-    shutil.copyfile(best_scratch, tmp)
-    tmp.replace(best_path)
+    copy_file(best_scratch, best_path)
+    # The output is written: the resume state has done its job (it is hundreds of MB).
+    for path in (state_path, best_scratch):
+        path.unlink(missing_ok=True)
     return FitResult(best_epoch=best_epoch, best_val_dice=float(history[best_epoch]["val_dice"]), history=history)

@@ -1,0 +1,138 @@
+"""Atomic writes: a file or folder appears complete under its final name, or not at all.
+
+Every output busseg writes goes through here, so the rules live in one place:
+
+* the temporary lies beside its target (same file system, so the final ``os.replace`` is
+  atomic) and is named ``.<name>.<pid>.tmp``: a fixed name per process, never a random one,
+  because some writers record the name they write to (``torch.save`` names the zip's root
+  folder after it), and a random name would make identical contents differ byte-wise;
+* temporaries are created with the usual umask (not the 0600 / 0700 of ``mkstemp`` /
+  ``mkdtemp``), so outputs get the same permissions as any other file the user makes;
+* on any failure (an exception, disk full, ``ulimit -f``) the temporary is removed and the
+  previous target, if any, is left untouched;
+* a temporary left behind by a killed process (``kill -9``) is removed by
+  :func:`remove_stale_temporaries` the next time something is written beside it.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+_SUFFIX = ".tmp"
+
+
+def temporary_path(path: str | Path) -> Path:
+    """The temporary name used while writing ``path``: ``.<name>.<pid>.tmp`` beside it."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}{_SUFFIX}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Delete temporaries of ``path`` left by processes that no longer run; return them.
+
+    Temporaries of a live process (another writer right now) are left alone.
+    """
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    prefix = f".{path.name}."
+    for candidate in path.parent.iterdir():
+        name = candidate.name
+        if not (name.startswith(prefix) and name.endswith(_SUFFIX)):
+            continue
+        pid_text = name[len(prefix) : -len(_SUFFIX)]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and _pid_alive(int(pid_text)):
+            continue
+        _remove(candidate)
+        removed.append(candidate)
+    return removed
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary file path; it replaces ``path`` only if the block succeeds.
+
+    The caller writes the temporary by any means (``Image.save``, ``np.savez`` with a
+    ``.npz`` name is not suitable: it appends a suffix; pass an open handle instead).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    tmp = temporary_path(path)
+    _remove(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        _remove(tmp)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, creating parent folders."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically, creating parent folders."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write ``data`` as indented JSON (trailing newline) atomically."""
+    write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def copy_file(source: str | Path, path: str | Path) -> None:
+    """Copy ``source`` to ``path`` atomically (a full disk never leaves half a copy)."""
+    with atomic_path(path) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder that replaces ``path`` only if the block succeeds.
+
+    A stage that fails half-way therefore never leaves a half-written output folder, and
+    the previous folder (if any) stays until the new one is complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    tmp = temporary_path(path)
+    _remove(tmp)
+    tmp.mkdir()  # os.mkdir honours the umask, unlike tempfile.mkdtemp
+    try:
+        yield tmp
+        if path.exists():
+            _remove(path)
+        os.replace(tmp, path)
+    finally:
+        _remove(tmp)
