@@ -1,6 +1,8 @@
 # One entry point for people and CI.
 #   make repro   create .venv if missing, install pinned dependencies, run `dvc repro`
 #   make test    install as needed, run the test suite (what .ci/run calls)
+#   make verify  check that dvc.lock matches the code, re-run the pipeline, compare metrics/
+#                with the committed ones (CI runs it after the tests)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +11,7 @@ STAMP := $(VENV)/.busseg-installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install repro test test-fast bench clean-scratch
+.PHONY: install repro test test-fast verify bench clean-scratch
 
 install: $(STAMP)
 
@@ -24,6 +26,11 @@ repro: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+verify: install
+	$(BIN)/python tools/verify_results.py lock
+	$(BIN)/dvc repro
+	$(BIN)/python tools/verify_results.py metrics
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
