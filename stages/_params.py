@@ -15,21 +15,38 @@ import yaml
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-from busseg.errors import BussegError  # noqa: E402
+from busseg.errors import BussegError, ConfigError, DataError  # noqa: E402
+from busseg.params_schema import validate_params  # noqa: E402
 from busseg.runtime import resolve_device, set_threads  # noqa: E402
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
-    """The whole params file as a dict."""
-    with open(path) as handle:
-        return yaml.safe_load(handle) or {}
+    """The whole params file as a dict, after checking every key against the schema.
+
+    Every stage checks the whole file (not only its own sections), so a misspelt key
+    anywhere fails the next stage that runs instead of silently meaning the default;
+    see :mod:`busseg.params_schema`.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            params = yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise DataError(path, "parameter file not found; run the stage from the project root") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(path, f"cannot read: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise DataError(path, f"not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(params, dict):
+        raise DataError(path, f"expected a mapping of parameters (key: value), got {params!r}")
+    validate_params(params)
+    return params
 
 
 def dataset_spec(params: dict[str, Any], name: str) -> dict[str, Any]:
     """The ``datasets.<name>`` entry, with a clear error when it is missing."""
     datasets = params.get("datasets") or {}
     if name not in datasets:
-        raise BussegError(f"parameter 'datasets.{name}': no such dataset; available: {', '.join(sorted(datasets))}")
+        raise ConfigError(f"datasets.{name}", f"no such dataset; available: {', '.join(sorted(datasets))}")
     return dict(datasets[name])
 
 

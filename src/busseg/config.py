@@ -6,6 +6,8 @@ Library code takes dataclasses; only the stage scripts in ``stages/`` read
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -14,6 +16,15 @@ from typing import Any, TypeVar
 from busseg.errors import ConfigError
 
 T = TypeVar("T")
+
+# A plain decimal number as YAML 1.2 (and so DVC) reads it. PyYAML follows YAML 1.1, where
+# ``1e-3`` (no dot) is a string; params.yaml must mean the same to both readers.
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def join_key(section: str, name: str) -> str:
+    """``section.name``, or ``name`` alone for top-level parameters (``section == ""``)."""
+    return f"{section}.{name}" if section else name
 
 
 def from_dict(cls: type[T], values: Mapping[str, Any] | None, section: str) -> T:
@@ -25,20 +36,30 @@ def from_dict(cls: type[T], values: Mapping[str, Any] | None, section: str) -> T
     """
     values = dict(values or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - set(fields))
+    unknown = sorted(set(values) - set(fields), key=str)
     if unknown:
         raise ConfigError(
-            f"{section}.{unknown[0]}",
+            join_key(section, str(unknown[0])),
             f"unknown key; available: {', '.join(sorted(fields))}",
         )
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
-        kwargs[name] = _coerce(value, hints[name], f"{section}.{name}")
+        kwargs[name] = _coerce(value, hints[name], join_key(section, name))
     try:
         return cls(**kwargs)
     except TypeError as exc:  # a required field is missing
         raise ConfigError(section, str(exc)) from None
+    except ConfigError as exc:
+        # Checks in ``__post_init__`` know only their own field name; say where it sits.
+        raise _within(section, exc) from None
+
+
+def _within(section: str, exc: ConfigError) -> ConfigError:
+    """``exc`` with its key prefixed by ``section`` unless it already names the full key."""
+    if not section or exc.key == section or exc.key.startswith(section + "."):
+        return exc
+    return ConfigError(join_key(section, exc.key), exc.problem)
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
@@ -74,9 +95,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(key, f"expected a mapping, got {value!r}")
         return dict(value)
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(key, f"expected a number, got {value!r}")
-        return float(value)
+        return _to_float(value, key)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(key, f"expected an integer, got {value!r}")
@@ -90,6 +109,17 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(key, f"expected a string, got {value!r}")
         return value
     return value
+
+
+def _to_float(value: Any, key: str) -> float:
+    """A number, or a string that YAML 1.2 would read as one (``1e-3``), as a float."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(key, f"expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(key, f"expected a finite number, got {value!r}")
+    return float(value)
 
 
 def check_range(key: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:

@@ -1,0 +1,254 @@
+"""The schema of params.yaml: every key any stage reads, checked whenever a stage loads params.
+
+A misspelt key (``pseudo.promts``, a top-level ``label_ration``) would otherwise change
+nothing and let the pipeline run with the default, so :func:`validate_params` rejects
+every key the schema does not know, with the error naming the full key and listing the
+keys available there. Types are checked too, so that a stage never meets ``seed: x``
+as a ``ValueError`` deep inside.
+
+Where a section is read into a dataclass by its stage (``model``, ``train``, ``warmup``,
+``split``, the pseudo-label backends' options), the schema *is* that dataclass: a new
+field is a new allowed key without touching this module. Sections that stages read as
+plain values (the top-level scalars, ``pseudo``, ``evaluate``, ``runtime``) are declared
+once here, as the dataclasses below. Dataset entries are checked only for shape here:
+their keys depend on the ``kind``, and the importer checks them when ``prepare`` (the
+only stage that reads an entry) runs.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from busseg.config import check_range, from_dict, join_key
+from busseg.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TopLevelParams:
+    """The scalar parameters at the top of params.yaml."""
+
+    # Fraction of the train split whose ground truth the student may see.
+    label_ratio: float = 0.1
+    seed: int = 0
+
+    def check(self) -> None:
+        check_range("label_ratio", self.label_ratio, 0.0, 1.0, low_open=True)
+        if self.seed < 0:
+            raise ConfigError("seed", f"must be an integer >= 0, got {self.seed}")
+
+
+@dataclass(frozen=True)
+class PseudoParams:
+    """The scalar keys of ``pseudo`` (each backend's own options sit in ``pseudo.<backend>``)."""
+
+    backend: str = "appearance"
+    prompts: tuple[str, ...] = ("dark oval", "dark round", "dark lobulated")
+    min_area_fraction: float = 0.01
+    n_overlays: int = 12
+    # Read by warmup only: pseudo labels scoring below this do not train the static teacher.
+    min_score: float = 0.0
+
+    def check(self) -> None:
+        if not self.prompts:
+            raise ConfigError("pseudo.prompts", "need at least one appearance description")
+        check_range("pseudo.min_area_fraction", self.min_area_fraction, 0.0, 1.0)
+        if self.n_overlays < 0:
+            raise ConfigError("pseudo.n_overlays", f"must be >= 0, got {self.n_overlays}")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """The ``evaluate`` section (evaluate and cross_evaluate stages)."""
+
+    threshold: float = 0.5
+    n_overlays: int = 8
+    cross_dataset: bool = True
+
+    def check(self) -> None:
+        check_range("evaluate.threshold", self.threshold, 0.0, 1.0)
+        if self.n_overlays < 0:
+            raise ConfigError("evaluate.n_overlays", f"must be >= 0, got {self.n_overlays}")
+
+
+@dataclass(frozen=True)
+class RuntimeParams:
+    """The ``runtime`` section (every stage that computes)."""
+
+    device: str = "auto"
+    threads: int = 1
+    progress: bool = True
+
+    def check(self) -> None:
+        if self.threads < 0:
+            raise ConfigError("runtime.threads", f"must be >= 0, got {self.threads}")
+
+
+@dataclass(frozen=True)
+class Section:
+    """How one mapping section of params.yaml is checked.
+
+    ``schema`` is the dataclass the section is read into (a callable, so that heavy
+    imports happen only when params are checked); ``exclude`` are fields the stage sets
+    itself and a user may therefore not set (they would be silently overridden);
+    ``fixed`` are those values, needed to build the dataclass.
+    """
+
+    schema: Callable[[], type]
+    exclude: frozenset[str] = frozenset()
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _train_config() -> type:
+    from busseg.training.config import TrainConfig
+
+    return TrainConfig
+
+
+def _model_config() -> type:
+    from busseg.models import ModelConfig
+
+    return ModelConfig
+
+
+def _split_config() -> type:
+    from busseg.data.split import SplitConfig
+
+    return SplitConfig
+
+
+SECTIONS: dict[str, Section] = {
+    "split": Section(_split_config),
+    "model": Section(_model_config),
+    "warmup": Section(
+        _train_config,
+        # stages/warmup.py trains the static teacher supervised, on labeled batches only.
+        exclude=frozenset({"method", "unlabeled_batch"}),
+        fixed={"method": "supervised", "unlabeled_batch": 0},
+    ),
+    "train": Section(_train_config),
+    "evaluate": Section(lambda: EvaluateParams),
+    "runtime": Section(lambda: RuntimeParams),
+}
+"""Mapping sections read into one dataclass each (``pseudo`` and ``datasets`` are special)."""
+
+REQUIRED = ("label_ratio", "pseudo.backend", "pseudo.prompts", "pseudo.min_area_fraction",
+            "train.method", "model.encoder", "model.image_size")
+"""Keys that stages read without a default (they are in the committed params.yaml)."""
+
+
+def top_level_keys() -> list[str]:
+    """Every key allowed at the top of params.yaml."""
+    scalars = [f.name for f in dataclasses.fields(TopLevelParams)]
+    return sorted([*scalars, "datasets", "pseudo", *SECTIONS])
+
+
+def backend_options() -> dict[str, type]:
+    """The options dataclass of every pseudo-label backend (``pseudo.<backend>`` sections).
+
+    Kept beside :data:`busseg.pseudo.registry.BACKENDS` by a test, so that a new backend
+    without an entry here fails CI rather than every stage.
+    """
+    from busseg.pseudo.appearance import AppearanceOptions
+    from busseg.pseudo.grounded_sam import GroundedSamOptions
+
+    return {"appearance": AppearanceOptions, "grounded_sam": GroundedSamOptions}
+
+
+def validate_params(params: Any) -> None:
+    """Raise :class:`ConfigError` naming the first unknown, ill-typed or missing key.
+
+    ``params`` is the whole parsed params.yaml. Nothing is returned or changed: stages
+    go on reading the plain dict (and the sections' dataclasses via ``from_dict``).
+    """
+    if not isinstance(params, Mapping):
+        raise ConfigError("params.yaml", f"expected a mapping of parameters, got {params!r}")
+    # Unknown keys first: a misspelt key is also a missing one, and the typo is the news.
+    _check_keys(params, top_level_keys(), "")
+    check_datasets(params.get("datasets"))
+    top = from_dict(TopLevelParams, {k: params[k] for k in _field_names(TopLevelParams) if k in params}, "")
+    top.check()
+    _check_pseudo(params.get("pseudo"))
+    for name, section in SECTIONS.items():
+        _check_section(name, section, params.get(name))
+    _check_required(params)
+
+
+def check_datasets(datasets: Any) -> list[str]:
+    """The declared dataset names; an error when there are none or an entry is no mapping."""
+    if datasets is None or (isinstance(datasets, Mapping) and not datasets):
+        raise ConfigError(
+            "datasets",
+            "no dataset declared; add at least one entry, e.g. `synthetic: {kind: synthetic, count: 200}`",
+        )
+    if not isinstance(datasets, Mapping):
+        raise ConfigError("datasets", f"expected a mapping of dataset name -> spec, got {datasets!r}")
+    for name, spec in datasets.items():
+        key = join_key("datasets", str(name))
+        if not isinstance(spec, Mapping):
+            raise ConfigError(key, f"expected a dataset spec (kind, root, options), got {spec!r}")
+        if "kind" not in spec:
+            raise ConfigError(f"{key}.kind", "missing; the dataset kind to import")
+    return [str(name) for name in datasets]
+
+
+def _check_pseudo(pseudo: Any) -> None:
+    """``pseudo``: its scalar keys, and one options section per known backend."""
+    from busseg.pseudo.registry import BACKENDS
+
+    pseudo = _mapping(pseudo, "pseudo")
+    scalars = {k: v for k, v in pseudo.items() if k not in BACKENDS}
+    _check_keys(pseudo, [*_field_names(PseudoParams), *BACKENDS], "pseudo")
+    options = from_dict(PseudoParams, scalars, "pseudo")
+    options.check()
+    if options.backend not in BACKENDS:
+        raise ConfigError("pseudo.backend", f"unknown backend '{options.backend}'; available: {', '.join(sorted(BACKENDS))}")
+    classes = backend_options()
+    for backend in BACKENDS:
+        if backend not in pseudo or backend not in classes:
+            continue
+        own = _mapping(pseudo[backend], f"pseudo.{backend}")
+        # As stages/pseudo_label.py builds it: the shared keys, then the backend's own.
+        merged = {"prompts": list(options.prompts), "min_area_fraction": options.min_area_fraction, **own}
+        from_dict(classes[backend], merged, f"pseudo.{backend}")
+
+
+def _check_section(name: str, section: Section, values: Any) -> None:
+    """One dataclass-backed section: allowed keys, then types (and ``__post_init__`` checks)."""
+    values = _mapping(values, name)
+    schema = section.schema()
+    _check_keys(values, [k for k in _field_names(schema) if k not in section.exclude], name)
+    config = from_dict(schema, {**values, **section.fixed}, name)
+    if schema in (EvaluateParams, RuntimeParams):  # ours; the library's run their own checks
+        config.check()
+
+
+def _check_keys(values: Mapping[str, Any], allowed: list[str], section: str) -> None:
+    """Raise for the first key of ``values`` not in ``allowed`` (sorted, for a stable message)."""
+    unknown = sorted((str(k) for k in values if k not in allowed))
+    if unknown:
+        raise ConfigError(join_key(section, unknown[0]), f"unknown key; available: {', '.join(sorted(allowed))}")
+
+
+def _check_required(params: Mapping[str, Any]) -> None:
+    """Raise for the first key of :data:`REQUIRED` that is absent (a section may be null)."""
+    for key in REQUIRED:
+        node: Any = params
+        for part in key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                raise ConfigError(key, "missing; see the committed params.yaml for its meaning")
+            node = node[part]
+
+
+def _mapping(values: Any, key: str) -> Mapping[str, Any]:
+    """A section's value as a mapping (an empty or null section is an empty mapping)."""
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping):
+        raise ConfigError(key, f"expected a mapping of keys, got {values!r}")
+    return values
+
+
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]

@@ -1,0 +1,114 @@
+"""Bad-input corpus for params.yaml: each case is the committed file with one hostile edit.
+
+Every case runs a real stage script in a fresh folder and must end in exit code 1, one
+``error:`` line naming the key, no traceback and no file left behind; the one tolerated
+spelling (``lr: 1e-3``, a number to DVC) must run.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+COMMITTED = (REPO / "params.yaml").read_text()
+
+
+def edited(old: str, new: str) -> str:
+    """The committed params.yaml with the first ``old`` replaced by ``new`` (which must exist)."""
+    assert old in COMMITTED, f"the committed params.yaml no longer has {old!r}; update this corpus"
+    return COMMITTED.replace(old, new, 1)
+
+
+def replaced(key: str, value: object) -> str:
+    """The committed parameters with top-level ``key`` set to ``value`` (dumped as YAML)."""
+    params = yaml.safe_load(COMMITTED)
+    params[key] = value
+    return yaml.safe_dump(params, sort_keys=False)
+
+
+def run_stage(cwd: Path, script: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DVC_NO_ANALYTICS": "1"}
+    return subprocess.run(
+        [sys.executable, str(REPO / "stages" / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def split_args(tiny_prepared: Path) -> tuple[str, ...]:
+    return ("--index", str(tiny_prepared / "index.csv"), "--out", "splits")
+
+
+# (case id, params.yaml text, the key the error must name)
+CASES = [
+    ("pseudo.promts", edited("  prompts: [", "  promts: ["), "pseudo.promts"),
+    ("top-level label_ration", edited("label_ratio: 0.1", "label_ration: 0.1"), "label_ration"),
+    ("runtime.thread", edited("  threads: 1 ", "  thread: 1 "), "runtime.thread"),
+    ("evaluate.treshold", edited("  threshold: 0.5", "  treshold: 0.5"), "evaluate.treshold"),
+    ("warmup.method (set by the stage)", edited("warmup:\n", "warmup:\n  method: mean_teacher\n"), "warmup.method"),
+    ("label_ratio abc", edited("label_ratio: 0.1", "label_ratio: abc"), "label_ratio"),
+    ("label_ratio null", edited("label_ratio: 0.1", "label_ratio: null"), "label_ratio"),
+    ("label_ratio 1e-3 tolerated, 0 not", edited("label_ratio: 0.1", "label_ratio: 0e-3"), "label_ratio"),
+    ("seed x", edited("seed: 0\n", "seed: x\n"), "seed"),
+    ("seed -1", edited("seed: 0\n", "seed: -1\n"), "seed"),
+    ("lr not a number", edited("  lr: 0.001", "  lr: fast"), "warmup.lr"),
+    ("nested option type", edited("  appearance: {}", "  appearance: {working_size: big}"), "pseudo.appearance.working_size"),
+    ("nested option range", edited("    box_threshold: 0.25", "    box_threshold: 3"), "pseudo.grounded_sam.box_threshold"),
+    ("datasets empty", replaced("datasets", {}), "datasets"),
+    ("datasets null", replaced("datasets", None), "datasets"),
+    ("dataset entry not a mapping", replaced("datasets", {"synthetic": "src/busseg/data/synthetic.py"}), "datasets.synthetic"),
+    ("section not a mapping", replaced("evaluate", 0.5), "evaluate"),
+]
+
+
+@pytest.mark.parametrize(("text", "key"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_params_fail_the_split_stage_with_one_error_line(tmp_path: Path, tiny_prepared: Path, text: str, key: str) -> None:
+    (tmp_path / "params.yaml").write_text(text)
+    proc = run_stage(tmp_path, "split.py", *split_args(tiny_prepared))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    assert f"parameter '{key}'" in errors[0]
+    assert sorted(os.listdir(tmp_path)) == ["params.yaml"]  # no split, nothing half-written
+
+
+@pytest.mark.parametrize("datasets", [{}, None])
+def test_no_dataset_fails_the_report_stage(tmp_path: Path, datasets: object) -> None:
+    (tmp_path / "params.yaml").write_text(replaced("datasets", datasets))
+    args = ("--eval", "e", "--pseudo", "p", "--cross", "c", "--summary", "summary.json", "--table", "summary.md")
+    proc = run_stage(tmp_path, "report.py", *args)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "error: parameter 'datasets': no dataset declared" in proc.stderr
+    assert sorted(os.listdir(tmp_path)) == ["params.yaml"]
+
+
+def test_unknown_key_in_a_dataset_entry_fails_prepare(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text(edited("    size: 128", "    sise: 128"))
+    proc = run_stage(tmp_path, "prepare.py", "--dataset", "synthetic", "--out", "data/prepared/synthetic", "--report", "r.json")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "parameter 'datasets.synthetic.sise': unknown key" in proc.stderr
+    leftovers = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "params.yaml"]
+    assert leftovers == []
+
+
+def test_broken_yaml_is_one_error_line(tmp_path: Path, tiny_prepared: Path) -> None:
+    (tmp_path / "params.yaml").write_text(edited("label_ratio: 0.1", "label_ratio: [0.1"))
+    proc = run_stage(tmp_path, "split.py", *split_args(tiny_prepared))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "error: params.yaml: not valid YAML" in proc.stderr
+    assert sorted(os.listdir(tmp_path)) == ["params.yaml"]
+
+
+def test_exponent_without_a_dot_is_read_as_the_number_dvc_reads(tmp_path: Path, tiny_prepared: Path) -> None:
+    """``lr: 1e-3`` is a string to PyYAML (YAML 1.1) and a number to DVC (YAML 1.2): accepted."""
+    text = COMMITTED.replace("  lr: 0.001", "  lr: 1e-3").replace("label_ratio: 0.1", "label_ratio: 25e-2")
+    (tmp_path / "params.yaml").write_text(text)
+    proc = run_stage(tmp_path, "split.py", *split_args(tiny_prepared))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "splits" / "labeled.txt").read_text().strip()
