@@ -5,12 +5,14 @@
 from __future__ import annotations
 
 import argparse
+import signal
 from pathlib import Path
 
 from _params import dataset_spec, load_params, main_guard, setup_runtime
 
-from busseg.data.prepare import prepare_dataset
 from busseg.atomic import write_json
+from busseg.data.prepare import prepare_dataset
+from busseg.errors import DataError
 
 
 def main() -> None:
@@ -19,10 +21,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--report", type=Path, required=True)
     args = parser.parse_args()
+    # Past `ulimit -f` the kernel sends SIGXFSZ, which kills the process before any
+    # cleanup; ignored, the write fails with EFBIG instead, which the writers turn into
+    # an `error:` line naming the file, with their temporaries removed.
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     params = load_params()
     _, progress = setup_runtime(params)
     report = prepare_dataset(args.dataset, dataset_spec(params, args.dataset), args.out, progress=progress)
-    write_json(args.report, report.to_dict())
+    try:
+        write_json(args.report, report.to_dict())
+    except OSError as exc:
+        raise DataError(args.report, f"cannot write the report: {exc.strerror or exc}") from None
 
 
 if __name__ == "__main__":

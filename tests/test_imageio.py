@@ -8,10 +8,13 @@ from PIL import Image
 
 from busseg.errors import DataError
 from busseg.imageio import (
-    atomic_path,
+    MAP_TOLERANCE,
+    OVERLAY_MAX_FRACTION,
+    classify_colour,
     content_hash,
     mask_colour_class,
     read_image,
+    read_image_with_colour,
     read_mask,
     resize_mask,
     write_png,
@@ -66,11 +69,12 @@ def test_read_image_16_bit_constant_is_zero(tmp_path):
 
 def test_read_image_refuses_colour_unless_allowed(tmp_path):
     rgb = np.repeat(GREY[..., None], 3, axis=2)
-    rgb[0, 0] = (255, 0, 0)  # one Doppler-like pixel
+    rgb[0, 0] = (255, 0, 0)  # one Doppler-like pixel: 1 of 12 is far more than an overlay
     path = _save(tmp_path / "doppler.png", Image.fromarray(rgb))
-    with pytest.raises(DataError, match="coloured") as info:
+    with pytest.raises(DataError, match="colour content") as info:
         read_image(path)
     assert info.value.path == path
+    assert "allow_colour" not in info.value.problem  # no option a CLI user cannot pass
     image = read_image(path, allow_colour=True)
     assert image[0, 0] == 76  # ITU-R 601 luma of pure red
     np.testing.assert_array_equal(image.ravel()[1:], GREY.ravel()[1:])
@@ -206,15 +210,78 @@ def test_write_png_rejects_other_arrays(tmp_path, array):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_atomic_path_keeps_old_file_on_failure(tmp_path):
-    target = tmp_path / "f.txt"
-    target.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("crash")
-    assert target.read_text() == "old"
-    assert list(tmp_path.iterdir()) == [target]
+def test_write_png_failure_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    target = tmp_path / "im.png"
+    target.write_bytes(b"old")
+
+    def full_disk(self, fp, *args, **kwargs):
+        with open(fp, "wb") as handle:
+            handle.write(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    with pytest.raises(DataError, match="cannot write: No space left on device") as info:
+        write_png(target, GREY)
+    assert info.value.path == target
+    assert target.read_bytes() == b"old" and list(tmp_path.iterdir()) == [target]
+
+
+# --- the colour rule: grey, tinted grey (greyscale content), colour ------------------
+
+
+def _scan(height: int = 96, width: int = 128, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.gamma(2.0, 30.0, (height, width)), 0, 255).astype(np.uint8)
+
+
+def _tinted(grey: np.ndarray) -> np.ndarray:
+    """A blue-tinted grey map (BUS-UCLM: channel means about 60 / 62 / 68)."""
+    g = grey.astype(float)
+    return np.stack([g * 0.95, g * 0.99 + 1, np.minimum(g * 1.08 + 3, 255)], 2).round().astype(np.uint8)
+
+
+def test_tinted_grey_map_is_greyscale_content(tmp_path):
+    tinted = _tinted(_scan())
+    spread = tinted.max(axis=2).astype(int) - tinted.min(axis=2)
+    assert (spread > 8).mean() > 0.3  # "any two channels differ" would call it colour
+    content = classify_colour(tinted)
+    assert content.kind == "tinted" and content.off_map_fraction <= OVERLAY_MAX_FRACTION
+    path = _save(tmp_path / "tinted.png", Image.fromarray(tinted))
+    image, read_content = read_image_with_colour(path)
+    np.testing.assert_array_equal(image, np.asarray(Image.fromarray(tinted).convert("L")))
+    assert read_content.kind == "tinted" and read_content.converted
+    np.testing.assert_array_equal(read_image(path), image)  # accepted without allow_colour
+
+
+def test_coloured_calipers_and_body_marks_are_overlays_not_colour():
+    image = _tinted(_scan())
+    image[30:45, 40] = image[37, 33:48] = (255, 255, 0)  # yellow caliper cross
+    image[60:75, 90] = image[67, 83:98] = (0, 255, 0)  # green caliper cross
+    image[2:10, 110:118][::4] = (150, 60, 170)  # purple body-mark icon
+    assert classify_colour(image).kind == "tinted"
+    grey = np.repeat(_scan()[..., None], 3, axis=2)
+    grey[30:45, 40] = (255, 255, 0)
+    assert classify_colour(grey).kind == "tinted"  # a plain grey scan with calipers too
+
+
+def test_doppler_box_is_colour_on_grey_and_on_tinted_scans():
+    for base in (np.repeat(_scan()[..., None], 3, axis=2), _tinted(_scan())):
+        image = base.copy()
+        flow = np.random.default_rng(1).random((24, 30))
+        box = image[20:44, 40:70]
+        box[flow < 0.3] = (210, 40, 30)
+        box[(flow >= 0.3) & (flow < 0.5)] = (30, 80, 230)
+        content = classify_colour(image)
+        assert content.kind == "colour" and content.off_map_fraction > OVERLAY_MAX_FRACTION
+
+
+def test_grey_rgb_and_tiny_noise_stay_grey():
+    assert classify_colour(np.repeat(GREY[..., None], 3, axis=2)).kind == "grey"
+    noisy = np.repeat(_scan()[..., None], 3, axis=2).astype(int)
+    noisy[..., 2] = np.clip(noisy[..., 2] + MAP_TOLERANCE // 2, 0, 255)  # a faint uniform cast
+    assert classify_colour(noisy.astype(np.uint8)).kind == "tinted"
 
 
 def test_content_hash_depends_on_pixels_and_shape_not_encoding(tmp_path):

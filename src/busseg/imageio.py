@@ -10,10 +10,23 @@ busseg, and refuse anything they cannot convert without guessing:
 
 Conversion rules (each one is a decision, stated here once):
 
-* RGB/RGBA/LA/palette images must have grey content (every pixel's channels within
-  :data:`GREY_TOLERANCE` levels of each other); alpha is dropped. Colour content is an
-  error unless ``allow_colour=True``, which converts with the ITU-R 601 luma
-  (:func:`read_image_with_colour_fraction` converts and says how much was coloured).
+* RGB/RGBA/LA/palette images: alpha is dropped and the content is classified by
+  :func:`classify_colour` (the one colour rule of every importer kind):
+
+  - ``grey``: every pixel's channels within :data:`GREY_TOLERANCE` levels of each other;
+  - ``tinted``: greyscale content stored in colour: the scan seen through a tinted grey
+    map (BUS-UCLM's Siemens images: channel means about 60 / 62 / 68) and/or small
+    coloured overlays (caliper crosses, body-mark icons, orientation letters). Each
+    channel is a function of the pixel's luma (the "grey map", estimated from the image
+    itself), and at most :data:`OVERLAY_MAX_FRACTION` of the pixels lie off that map;
+  - ``colour``: more pixels than that off the grey map: real colour content such as a
+    colour Doppler box.
+
+  ``grey`` and ``tinted`` images are read by their ITU-R 601 luma. A ``colour`` image is
+  an error for :func:`read_image` unless ``allow_colour=True``; the importers read every
+  image with :func:`read_image_with_colour`, convert colour images to luma as well, and
+  the prepare report lists the ``tinted`` and ``colour`` ones (the documented rule:
+  "converted and listed").
 * 16-bit (and 32-bit) greyscale images are rescaled linearly so that the image's own
   minimum maps to 0 and its maximum to 255 (a constant image becomes all zeros).
 * Masks: 1-bit as is; 8-bit with values in {0, 255} or {0, 1}; 16/32-bit: nonzero is
@@ -29,19 +42,38 @@ Every problem with a file raises :class:`busseg.errors.DataError` naming the fil
 from __future__ import annotations
 
 import hashlib
-import os
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from busseg.atomic import atomic_path
 from busseg.errors import DataError
 
 GREY_TOLERANCE = 2
 """Largest channel spread (in 8-bit levels) of a pixel that still counts as grey."""
+
+MAP_TOLERANCE = 8
+"""Largest distance (8-bit levels) of a channel from the image's grey map at the pixel's
+luma that still counts as on the map (rounding of luma and resampling in the scanner
+move tinted pixels by a few levels; overlay and Doppler colours are far off it)."""
+
+OVERLAY_MAX_FRACTION = 0.01
+"""Largest fraction of off-map pixels that still counts as greyscale content with
+overlays. Calipers, a body-mark icon and an orientation letter cover well under 1 % of a
+BUS image; a colour Doppler box with its flow and colour bar covers more."""
+
+MAP_BIN = 16
+"""Width (luma levels) of the bins in which the grey map is estimated."""
+
+MAP_MIN_FRACTION = 0.002
+"""Smallest share of the pixels a luma bin needs for its median colour to be trusted;
+bins with fewer (say, the bright levels where yellow calipers dominate) are interpolated
+from their neighbours, so that a small overlay never defines the map."""
+
+GREY, TINTED, COLOUR = "grey", "tinted", "colour"
+"""The three kinds of image content :func:`classify_colour` tells apart."""
 
 NEAR_BINARY_MAX_FRACTION = 0.05
 """Largest fraction of intermediate (not 0/255) pixels a thresholded mask may have."""
@@ -53,41 +85,104 @@ default 6 for files about 14 % larger, a good trade for a cached pipeline output
 _HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 
 
+@dataclass(frozen=True)
+class ColourContent:
+    """What :func:`classify_colour` found: ``kind`` (:data:`GREY`, :data:`TINTED` or
+    :data:`COLOUR`) and ``off_map_fraction``, the share of pixels off the grey map."""
+
+    kind: str = GREY
+    off_map_fraction: float = 0.0
+
+    @property
+    def converted(self) -> bool:
+        """Whether reading changed more than a grey file's exact channel values."""
+        return self.kind != GREY
+
+
 def read_image(path: str | Path, *, allow_colour: bool = False) -> np.ndarray:
     """Read a greyscale ultrasound image as a ``uint8`` array of shape (H, W).
 
-    Accepts 8-bit and 1-bit greyscale, RGB/RGBA/LA/palette files with grey content
-    (alpha is dropped) and 16-bit greyscale (rescaled by the image's own min/max).
-    ``allow_colour=True`` also accepts colour content (e.g. Doppler overlays) and
-    converts it to luma. Raises :class:`DataError` naming ``path`` otherwise.
+    Accepts 8-bit and 1-bit greyscale, RGB/RGBA/LA/palette files with greyscale content
+    (plain grey or ``tinted``, see the module docstring; alpha is dropped) and 16-bit
+    greyscale (rescaled by the image's own min/max). Colour content (e.g. a Doppler box)
+    is converted to luma only with ``allow_colour=True``. Raises :class:`DataError`
+    naming ``path`` otherwise.
     """
-    image, colour_fraction = read_image_with_colour_fraction(path)
-    if colour_fraction > 0 and not allow_colour:
+    image, content = read_image_with_colour(path)
+    if content.kind == COLOUR and not allow_colour:
         raise DataError(
             path,
-            f"cannot read image: {colour_fraction:.2%} of pixels are coloured, expected "
-            "greyscale content (pass allow_colour=True to convert to luma)",
+            f"cannot read image: colour content ({content.off_map_fraction:.2%} of pixels are "
+            "off the grey map, e.g. a colour Doppler box); expected greyscale content",
         )
     return image
 
 
-def read_image_with_colour_fraction(path: str | Path) -> tuple[np.ndarray, float]:
-    """Read an image as ``uint8`` (H, W), converting colour content to luma.
+def read_image_with_colour(path: str | Path) -> tuple[np.ndarray, ColourContent]:
+    """Read an image as ``uint8`` (H, W) by its luma, and say what its colour content was.
 
-    Returns the image and the fraction of its pixels that were coloured (channels
-    more than :data:`GREY_TOLERANCE` apart; 0.0 for greyscale files), so that an
-    importer that accepts colour images (BUSI's Doppler overlays) can report them.
-    Raises :class:`DataError` naming ``path`` for unreadable files.
+    Every importer reads images through here, so that the colour rule is the same for
+    every dataset kind; the caller decides what to record. Raises :class:`DataError`
+    naming ``path`` for unreadable files.
     """
     image = _open(path, "image")
     if image.mode in ("L", "1"):
-        return np.asarray(image.convert("L"), dtype=np.uint8), 0.0
+        return np.asarray(image.convert("L"), dtype=np.uint8), ColourContent()
     if image.mode in _HIGH_DEPTH_MODES:
-        return _rescale_to_uint8(np.asarray(image)), 0.0
+        return _rescale_to_uint8(np.asarray(image)), ColourContent()
     if image.mode in ("LA", "La"):
-        return np.asarray(image.getchannel("L"), dtype=np.uint8), 0.0
+        return np.asarray(image.getchannel("L"), dtype=np.uint8), ColourContent()
     rgb = _to_rgb(image, path, "image")
-    return np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.uint8), _colour_fraction(rgb)
+    luma = np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.uint8)
+    return luma, classify_colour(rgb, luma)
+
+
+def classify_colour(rgb: np.ndarray, luma: np.ndarray | None = None) -> ColourContent:
+    """Tell grey, tinted-grey (greyscale content) and colour content of an RGB array apart.
+
+    "Two channels differ" cannot be the test: a tinted grey map makes R, G and B differ on
+    nearly every pixel. What a tinted map keeps is that each channel is a function of one
+    grey ramp, hence of the pixel's luma. So the grey map (each channel's median offset
+    from luma, per bin of :data:`MAP_BIN` levels) is estimated from the image, and pixels
+    more than :data:`MAP_TOLERANCE` levels off it count as coloured; up to
+    :data:`OVERLAY_MAX_FRACTION` of them are overlays on greyscale content.
+    """
+    rgb = np.asarray(rgb, dtype=np.uint8)
+    spread = rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2)
+    if not np.any(spread > GREY_TOLERANCE):
+        return ColourContent()
+    if luma is None:
+        luma = np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.uint8)
+    offsets = rgb.astype(np.int16) - luma[..., None].astype(np.int16)
+    expected = _grey_map_offsets(luma, offsets)[luma.astype(np.intp)]
+    off_map = np.abs(offsets - expected).max(axis=2) > MAP_TOLERANCE
+    fraction = float(np.count_nonzero(off_map)) / max(off_map.size, 1)
+    return ColourContent(TINTED if fraction <= OVERLAY_MAX_FRACTION else COLOUR, fraction)
+
+
+def _grey_map_offsets(luma: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """The grey map as a (256, 3) table: each channel's expected offset from luma.
+
+    Medians per luma bin resist overlays (a minority at every well-populated level);
+    bins with fewer than :data:`MAP_MIN_FRACTION` of the pixels are interpolated from the
+    trusted ones, and with no trusted bin the map is plain grey (all offsets zero).
+    """
+    bins = luma.ravel().astype(np.intp) // MAP_BIN
+    flat = offsets.reshape(-1, 3)
+    n_bins = 256 // MAP_BIN
+    counts = np.bincount(bins, minlength=n_bins)
+    trusted = counts >= max(4, MAP_MIN_FRACTION * bins.size)
+    table = np.zeros((256, 3), dtype=np.float64)
+    if not trusted.any():
+        return table
+    order = np.argsort(bins, kind="stable")
+    groups = np.split(flat[order], np.cumsum(counts)[:-1])
+    centres = (np.arange(n_bins) + 0.5) * MAP_BIN
+    medians = np.array([np.median(g, axis=0) if len(g) else np.zeros(3) for g in groups])
+    levels = np.arange(256)
+    for channel in range(3):
+        table[:, channel] = np.interp(levels, centres[trusted], medians[trusted, channel])
+    return table
 
 
 def read_mask(
@@ -160,9 +255,10 @@ def mask_colour_class(path: str | Path) -> str | None:
 def write_png(path: str | Path, array: np.ndarray) -> None:
     """Write a ``uint8`` image or a ``bool`` mask (as 0/255) to an 8-bit greyscale PNG.
 
-    The file appears atomically: it is written to a temporary file in the same folder
-    and moved into place, so a crash never leaves a truncated PNG behind. The parent
-    folder is created when missing.
+    The file appears atomically (:func:`busseg.atomic.atomic_path`: a temporary beside it,
+    then a rename), so a crash never leaves a truncated PNG behind. The parent folder is
+    created when missing. A failed write (disk full, ``ulimit -f``) raises
+    :class:`DataError` naming ``path``, with nothing left behind.
     """
     array = np.asarray(array)
     if array.ndim != 2:
@@ -173,28 +269,14 @@ def write_png(path: str | Path, array: np.ndarray) -> None:
         pixels = array
     else:
         raise ValueError(f"write_png expects uint8 or bool, got {array.dtype}")
-    with atomic_path(path) as tmp_path:
-        Image.fromarray(np.ascontiguousarray(pixels)).save(
-            tmp_path, format="PNG", compress_level=PNG_COMPRESS_LEVEL
-        )
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it onto ``path`` when the block succeeds.
-
-    On an exception the temporary file is removed and ``path`` is left untouched. The
-    parent folder is created when missing. Files get the usual umask permissions.
-    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+        with atomic_path(path) as tmp_path:
+            Image.fromarray(np.ascontiguousarray(pixels)).save(
+                tmp_path, format="PNG", compress_level=PNG_COMPRESS_LEVEL
+            )
+    except OSError as exc:  # disk full, ulimit -f (EFBIG), permissions: name the target
+        raise DataError(path, f"cannot write: {exc.strerror or exc}") from None
 
 
 def content_hash(array: np.ndarray) -> str:
@@ -233,12 +315,6 @@ def _to_rgb(image: Image.Image, path: str | Path, what: str) -> np.ndarray:
     if image.mode not in ("RGB", "RGBA", "RGBX", "RGBa", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
         raise DataError(path, f"cannot read {what}: unsupported pixel mode '{image.mode}'")
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
-
-
-def _colour_fraction(rgb: np.ndarray) -> float:
-    """Fraction of pixels whose channels differ by more than :data:`GREY_TOLERANCE`."""
-    spread = rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2)
-    return float(np.count_nonzero(spread > GREY_TOLERANCE)) / max(spread.size, 1)
 
 
 def _rescale_to_uint8(values: np.ndarray) -> np.ndarray:

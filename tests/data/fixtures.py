@@ -162,37 +162,157 @@ def make_busi(root: Path) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
 
 
 GREEN, RED = (0, 255, 0), (255, 0, 0)
+YELLOW, PURPLE = (255, 255, 0), (150, 60, 170)
+
+INFO_HEADER = "\ufeffImage;Resolution;Label;Doppler;Marks;Combined\n"
+"""BUS-UCLM's real INFO.csv header: ';'-separated, UTF-8 with a byte-order mark."""
+
+
+def tint(grey: np.ndarray) -> np.ndarray:
+    """``grey`` through a blue-tinted grey map like BUS-UCLM's scanner (R < G < B).
+
+    On a typical scan (mean about 62) the channel means come out near 60 / 62 / 68 and R,
+    G, B differ on almost every pixel, by more than 8 levels on the brighter half.
+    """
+    g = grey.astype(np.float64)
+    red = np.clip(np.rint(g * 0.95), 0, 255)
+    green = np.clip(np.rint(g * 0.99 + 1), 0, 255)
+    blue = np.clip(np.rint(g * 1.08 + 3), 0, 255)
+    return np.stack([red, green, blue], axis=2).astype(np.uint8)
+
+
+def luma(rgb_array: np.ndarray) -> np.ndarray:
+    """The ITU-R 601 luma Pillow gives an RGB(A) array: what an importer must read."""
+    return np.asarray(Image.fromarray(rgb_array).convert("RGB").convert("L"))
+
+
+def scan(height: int, width: int, seed: int) -> np.ndarray:
+    """A dim speckle-like grey scan (mean about 60) with a darker lesion-like blob."""
+    rng = np.random.default_rng(seed)
+    image = rng.gamma(2.0, 30.0, (height, width))
+    yy, xx = np.mgrid[:height, :width]
+    image[(yy - height / 2) ** 2 / 0.06 + (xx - width / 2) ** 2 / 0.1 < height * width / 4] *= 0.4
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def add_calipers(rgb_array: np.ndarray) -> np.ndarray:
+    """Burned-in overlays as on BUS-UCLM's ``Marks: Yes`` images: a yellow and a green
+    caliper cross, a purple body-mark icon and a yellow orientation letter (< 1 % of pixels)."""
+    out = rgb_array.copy()
+    height, width = out.shape[:2]
+    for (y, x), colour in (((height // 3, width // 3), YELLOW), ((2 * height // 3, 2 * width // 3), GREEN)):
+        out[y - 3 : y + 4, x] = colour
+        out[y, x - 3 : x + 4] = colour
+    out[2:9, width - 9, :] = PURPLE  # body-mark icon outline
+    out[2:9, width - 3, :] = PURPLE
+    out[2, width - 9 : width - 2] = PURPLE
+    out[3:8, 3] = YELLOW  # orientation letter "L"
+    out[7, 3:6] = YELLOW
+    return out
+
+
+def add_doppler(rgb_array: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A colour Doppler box: red and blue flow speckles and a colour bar at the side."""
+    out = rgb_array.copy()
+    height, width = out.shape[:2]
+    rng = np.random.default_rng(seed)
+    box = out[height // 4 : height // 4 + 24, width // 3 : width // 3 + 30]
+    flow = rng.random(box.shape[:2])
+    box[flow < 0.3] = (210, 40, 30)
+    box[(flow >= 0.3) & (flow < 0.5)] = (30, 80, 230)
+    ramp = np.linspace(0, 1, height // 2)[:, None]
+    out[height // 4 : height // 4 + height // 2, 1:3] = (
+        np.concatenate([255 * ramp, 40 * np.ones_like(ramp), 255 * (1 - ramp)], axis=1)[:, None, :]
+    ).astype(np.uint8)
+    return out
 
 
 def make_bus_uclm(
-    root: Path, *, info: str | None = "Image;Label;Patient\nBEAU_001.png;Malignant;BEAU\n"
+    root: Path,
+    *,
+    info: str | None = INFO_HEADER
+    + "ALWI_000.png;16x16;Benign;No;No;No\n"
+    + "ALWI_001.png;16x16;Malignant;No;No;No\n"
+    + "ALWI_002.png;16x16;Normal;No;No;No\n"
+    + "BEAU_000.png;16x16;Malignant;No;No;No\n"
+    + "BEAU_001.png;16x16;Malignant;No;No;No\n",
 ) -> dict[str, tuple[str, str, np.ndarray, np.ndarray]]:
-    """A BUS-UCLM layout: colour masks, RGB and RGBA images, one size mismatch.
+    """A small BUS-UCLM layout: tinted RGB and RGBA images, colour masks, one size mismatch.
 
     ``ALWI_000`` green (benign), ``ALWI_001`` red (malignant, RGBA image), ``ALWI_002``
     black (normal), ``BEAU_000`` a mask larger than its image, ``BEAU_001`` a white
-    lesion whose class only ``INFO.csv`` (``info``, written when not None) gives.
-    Returns the expected ``id -> (label, group, image, mask)`` of the importable samples
-    (``BEAU_001`` labelled as ``info`` says).
+    lesion whose class only ``INFO.csv`` gives. ``info`` (the real header with a BOM by
+    default) is written when not None. Returns the expected
+    ``id -> (label, group, image, mask)`` of the importable samples (``BEAU_001``
+    labelled malignant, as the default ``info`` says).
     """
     mask = box_mask(16, 16, 3, 4, 6)
     empty = np.zeros((16, 16), dtype=bool)
+    opaque = np.full((16, 16, 1), 255, np.uint8)
     cases = [
-        ("ALWI_000", rgb(grey_image(16, 16, 31)), colour_mask(mask, GREEN), "benign"),
-        ("ALWI_001", rgba(grey_image(16, 16, 32)), colour_mask(mask, RED), "malignant"),
-        ("ALWI_002", rgb(grey_image(16, 16, 33)), colour_mask(empty, GREEN), "normal"),
-        ("BEAU_000", rgb(grey_image(16, 16, 34)), colour_mask(box_mask(20, 16), RED), None),
-        ("BEAU_001", rgb(grey_image(16, 16, 35)), colour_mask(mask, (255, 255, 255)), "malignant"),
+        ("ALWI_000", tint(grey_image(16, 16, 31)), colour_mask(mask, GREEN), "benign"),
+        ("ALWI_001", np.concatenate([tint(grey_image(16, 16, 32)), opaque], 2), colour_mask(mask, RED), "malignant"),
+        ("ALWI_002", tint(grey_image(16, 16, 33)), colour_mask(empty, GREEN), "normal"),
+        ("BEAU_000", tint(grey_image(16, 16, 34)), colour_mask(box_mask(20, 16), RED), None),
+        ("BEAU_001", tint(grey_image(16, 16, 35)), colour_mask(mask, (255, 255, 255)), "malignant"),
     ]
     expected = {}
     for name, image, mask_rgb, label in cases:
         save(root / "images" / f"{name}.png", image)
         save(root / "masks" / f"{name}.png", mask_rgb)
         if label is not None:
-            expected[name] = (label, name.split("_")[0], image[..., 0], mask_rgb.max(axis=2) > 0)
+            expected[name] = (label, name.split("_")[0], luma(image), mask_rgb.max(axis=2) > 0)
     if info is not None:
-        (root / "INFO.csv").write_text(info)
+        (root / "INFO.csv").write_text(info, encoding="utf-8")
     return expected
+
+
+UCLM_PATIENTS = ("ALWI", "BEAU", "CAFE", "DUNE")
+
+
+def make_bus_uclm_like(root: Path, per_patient: int = 6) -> dict[str, dict[str, str]]:
+    """A BUS-UCLM folder laid out and coloured like the real one, at 96 x 128 px.
+
+    Every image is an 8-bit RGB PNG through the blue-tinted grey map; masks are RGB with
+    exactly black, green (benign) and red (malignant); ``INFO.csv`` has the real header
+    with a BOM and ``;``. Per patient: the first image normal, then benign and malignant
+    in turn; every third image has calipers and body marks (``Marks: Yes``); the
+    patients' second images are colour Doppler (``Doppler: Yes``, once written ``Y``),
+    and ``DUNE_005`` is a ``Combined`` image. Returns ``id -> facts`` (``label``,
+    ``group``, ``doppler``, ``marks``, ``combined``).
+    """
+    facts: dict[str, dict[str, str]] = {}
+    lines = [INFO_HEADER]
+    for p_index, patient in enumerate(UCLM_PATIENTS):
+        for index in range(per_patient):
+            name = f"{patient}_{index:03d}"
+            seed = 100 * p_index + index
+            label = "normal" if index == 0 else ("benign", "malignant")[index % 2]
+            marks = index % 3 == 2
+            doppler = index == 1
+            rgb_image = tint(scan(96, 128, seed))
+            if marks:
+                rgb_image = add_calipers(rgb_image)
+            if doppler:
+                rgb_image = add_doppler(rgb_image, seed)
+            lesion = box_mask(96, 128, 30 + index, 40 + p_index, 20) if label != "normal" else np.zeros((96, 128), bool)
+            save(root / "images" / f"{name}.png", rgb_image)
+            save(root / "masks" / f"{name}.png", colour_mask(lesion, GREEN if label == "benign" else RED))
+            combined = name == "DUNE_005"
+            doppler_text = ("Y" if patient == "BEAU" else "Yes") if doppler else "No"
+            lines.append(
+                f"{name}.png;128x96;{label.capitalize()};{doppler_text};"
+                f"{'Yes' if marks else 'No'};{'Yes' if combined else 'No'}\n"
+            )
+            facts[name] = {
+                "label": label,
+                "group": patient,
+                "doppler": "yes" if doppler else "no",
+                "marks": "yes" if marks else "no",
+                "combined": "yes" if combined else "no",
+            }
+    (root / "INFO.csv").write_text("".join(lines), encoding="utf-8")
+    return facts
 
 
 def make_udiat(

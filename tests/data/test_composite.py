@@ -4,9 +4,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from busseg.data.importers import Sample, Skip, import_composite
+from busseg.data.importers import Ignored, Sample, Skip, import_composite
 from busseg.data.index import INDEX_COLUMNS, read_index
 from busseg.data.prepare import prepare_dataset
 from busseg.data.split import SplitConfig, split_dataset
@@ -23,10 +24,10 @@ def _make_sources(root: Path) -> None:
     ``udiat 000002`` has the pixels of ``bus_uclm ALWI_000``; ``udiat 000003`` those of
     ``udiat 000001``.
     """
-    make_bus_uclm(root / "BUS-UCLM")
+    uclm = make_bus_uclm(root / "BUS-UCLM")
     images = {
         "000001": grey_image(16, 16, 51),
-        "000002": grey_image(16, 16, 31),  # the seed of make_bus_uclm's ALWI_000
+        "000002": uclm["ALWI_000"][2],  # the grey content of make_bus_uclm's (tinted) ALWI_000
         "000003": grey_image(16, 16, 51),
     }
     make_udiat(root / "UDIAT", images)
@@ -35,7 +36,8 @@ def _make_sources(root: Path) -> None:
 def _records(root: Path, options: dict) -> tuple[dict[str, Sample], dict[str, Skip]]:
     samples, skips = {}, {}
     for record in import_composite(root, options, section="datasets.both"):
-        (samples if isinstance(record, Sample) else skips)[record.id] = record
+        if not isinstance(record, Ignored):
+            (samples if isinstance(record, Sample) else skips)[record.id] = record
     return samples, skips
 
 
@@ -68,6 +70,10 @@ def test_prepare_writes_source_column_counts_and_duplicates(tmp_path):
     index = read_index(tmp_path / "out" / "index.csv")
     assert list(index.columns) == [*INDEX_COLUMNS, "source"]
     assert list(index["source"]) == ["bus_uclm"] * 4 + ["udiat"] * 3
+    # BUS-UCLM's INFO.csv flags become columns; UDIAT rows have no such facts.
+    raw = pd.read_csv(tmp_path / "out" / "index.csv", dtype=str).set_index("id")
+    assert list(raw.columns[-3:]) == ["doppler", "marks", "combined"]
+    assert raw.loc["bus_uclm__ALWI_000", "marks"] == "no" and raw.loc["udiat__000001", "marks"] == "unknown"
     assert (tmp_path / "out" / "images" / "udiat__000001.png").is_file()
 
     assert report.n_images == 7 and report.n_skipped == 1
@@ -79,9 +85,12 @@ def test_prepare_writes_source_column_counts_and_duplicates(tmp_path):
         "n_images": 4,
         "labels": {"benign": 1, "malignant": 2, "normal": 1, "unknown": 0},
         "n_skipped": 1,
+        "n_ignored": 0,
         "n_empty_masks": 1,
         "colour_converted": 0,
+        "tinted_converted": 4,
     }
+    assert report.tinted_converted_ids == [f"bus_uclm__{i}" for i in ("ALWI_000", "ALWI_001", "ALWI_002", "BEAU_001")]
     assert report.sources["udiat"]["n_images"] == 3 and report.sources["udiat"]["labels"]["unknown"] == 3
     summary = json.loads(json.dumps(report.to_dict()))
     assert summary["n_duplicates"] == 2 and list(summary["sources"]) == ["bus_uclm", "udiat"]
@@ -119,7 +128,7 @@ def test_source_roots_relative_to_composite_root_or_absolute(tmp_path, monkeypat
 
 def test_limit_applies_to_the_combined_stream(tmp_path):
     _make_sources(tmp_path)
-    records = list(import_composite(tmp_path, {"sources": SOURCES, "limit": 6}))
+    records = [r for r in import_composite(tmp_path, {"sources": SOURCES, "limit": 6}) if not isinstance(r, Ignored)]
     assert [r.id for r in records][-2:] == ["bus_uclm__BEAU_001", "udiat__000001"]
     assert len(records) == 6
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import busseg.data.importers as importers
-from busseg.data.importers import IMPORTERS, Sample, Skip, get_importer
+from busseg.data.importers import IMPORTERS, Ignored, Sample, Skip, get_importer, sanitise_id
 from busseg.errors import ConfigError, DataError
 
 from .fixtures import (
@@ -19,12 +19,19 @@ from .fixtures import (
     colour_mask,
     doppler,
     grey_image,
+    add_calipers,
+    add_doppler,
+    luma,
     make_bus_uclm,
+    make_bus_uclm_like,
     make_busbra,
     make_busi,
     make_stu,
     make_udiat,
+    rgb,
     save,
+    scan,
+    tint,
     write_corrupt,
 )
 
@@ -34,10 +41,17 @@ HAS_SYNTHETIC = importlib.util.find_spec("busseg.data.synthetic") is not None
 
 
 def _split(records) -> tuple[dict[str, Sample], dict[str, Skip]]:
+    """Samples and skips by id (:class:`Ignored` entries left out; see :func:`_ignored`)."""
     samples, skips = {}, {}
     for record in records:
-        (samples if isinstance(record, Sample) else skips)[record.id] = record
+        if not isinstance(record, Ignored):
+            (samples if isinstance(record, Sample) else skips)[record.id] = record
     return samples, skips
+
+
+def _ignored(records) -> dict[str, str]:
+    """``file name -> reason`` of the :class:`Ignored` entries."""
+    return {Path(r.path).name: r.reason for r in records if isinstance(r, Ignored)}
 
 
 # --- registry -------------------------------------------------------------------------
@@ -162,8 +176,8 @@ def test_busbra_csv_without_needed_columns(tmp_path):
 def test_busbra_iterates_lazily(tmp_path, monkeypatch):
     make_busbra(tmp_path)
     calls = []
-    real_read = importers.read_image
-    monkeypatch.setattr(importers, "read_image", lambda path: calls.append(path) or real_read(path))
+    real_read = importers.read_image_with_colour
+    monkeypatch.setattr(importers, "read_image_with_colour", lambda path: calls.append(path) or real_read(path))
     records = importers.import_busbra(tmp_path, {})
     assert calls == []
     next(records)
@@ -335,15 +349,22 @@ def test_synthetic_option_errors(options, key):
     assert info.value.key == key
 
 
-def test_folder_skips_colour_images(tmp_path):
-    """Importers must not read colour images silently: a Doppler overlay is a skip."""
-    image = np.repeat(grey_image(8, 8, 0)[..., None], 3, axis=2)
-    image[0, 0] = (255, 0, 0)
-    save(tmp_path / "images" / "dop.png", image)
-    save(tmp_path / "masks" / "dop.png", box_mask(8, 8, size=2), mode="1")
-    (record,) = importers.import_folder(tmp_path, {})
-    assert isinstance(record, Skip) and "coloured" in record.reason
-    assert Image.open(tmp_path / "images" / "dop.png").mode == "RGB"
+@pytest.mark.parametrize("kind", ["folder", "udiat"])
+def test_every_kind_converts_tinted_and_colour_images_and_says_which(tmp_path, kind):
+    """One colour rule for all kinds: tinted grey and Doppler are converted, and marked."""
+    images, masks = ("images", "masks") if kind == "folder" else ("original", "GT")
+    grey = rgb(scan(96, 128, 0))
+    tinted = add_calipers(tint(scan(96, 128, 1)))
+    coloured = add_doppler(tint(scan(96, 128, 2)))
+    for name, image in (("a_grey", grey), ("b_tinted", tinted), ("c_doppler", coloured)):
+        save(tmp_path / images / f"{name}.png", image)
+        save(tmp_path / masks / f"{name}.png", box_mask(96, 128, size=9), mode="1")
+    samples, skips = _split(get_importer(kind)(tmp_path, {}))
+    assert not skips
+    assert {i: s.colour for i, s in samples.items()} == {"a_grey": "grey", "b_tinted": "tinted", "c_doppler": "colour"}
+    for name, image in (("a_grey", grey), ("b_tinted", tinted), ("c_doppler", coloured)):
+        np.testing.assert_array_equal(samples[name].image, luma(image))
+    assert [s.colour_converted for s in samples.values()] == [False, False, True]
 
 
 # --- busi -----------------------------------------------------------------------------
@@ -389,8 +410,66 @@ def test_busi_ids_without_number_and_clashing_names(tmp_path):
         save(base / f"{name}.png", grey_image(8, 8, 0))
         save(base / f"{name}_mask.png", box_mask(8, 8, size=2), mode="1")
     samples, skips = _split(importers.import_busi(tmp_path, {}))
-    assert sorted(samples) == ["benign_odd_name"]
-    assert "ambiguous" in skips["benign_001"].reason
+    # BUSI's own spelling keeps the plain id; the other name of case 1 gets a suffix.
+    assert sorted(samples) == ["benign_001", "benign_001-" + _sha8("benign(1)"), "benign_odd_name"]
+    assert samples["benign_001"].source_image.endswith("benign (1).png")
+    assert not skips
+
+
+def _sha8(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def test_busi_names_differing_only_in_non_ascii_characters_both_import(tmp_path):
+    base = tmp_path / "benign"
+    (tmp_path / "malignant").mkdir()
+    for seed, name in enumerate(("lésion", "lèsion")):
+        save(base / f"{name}.png", grey_image(8, 8, seed))
+        save(base / f"{name}_mask.png", box_mask(8, 8, size=2), mode="1")
+    samples, skips = _split(importers.import_busi(tmp_path, {}))
+    assert not skips  # not "several images share this stem"
+    assert sorted(samples) == sorted(f"benign_l_sion-{_sha8(n)}" for n in ("lésion", "lèsion"))
+    images = {Path(s.source_image).stem: s.image for s in samples.values()}
+    np.testing.assert_array_equal(images["lésion"], grey_image(8, 8, 0))
+    np.testing.assert_array_equal(images["lèsion"], grey_image(8, 8, 1))
+
+
+@pytest.mark.parametrize(
+    ("stem", "expected"),
+    [(" case1 ", "case1"), ("case\n1", "case_1"), (".hidden", "hidden"), ("a b/c", "a_b_c"), ("é", "image")],
+)
+def test_sanitise_id(stem, expected):
+    assert sanitise_id(stem) == expected
+
+
+def test_file_names_with_spaces_and_newlines_get_safe_distinct_ids(tmp_path):
+    for seed, name in enumerate((" case1 ", "case1", "case\n2")):
+        save(tmp_path / "images" / f"{name}.png", grey_image(8, 8, seed))
+        save(tmp_path / "masks" / f"{name}.png", box_mask(8, 8, size=2), mode="1")
+    samples, skips = _split(importers.import_folder(tmp_path, {}))
+    assert not skips
+    assert sorted(samples) == sorted(["case1", "case1-" + _sha8(" case1 "), "case_2"])
+    np.testing.assert_array_equal(samples["case1"].image, grey_image(8, 8, 1))
+    np.testing.assert_array_equal(samples["case_2"].image, grey_image(8, 8, 2))
+
+
+def test_unused_files_are_reported(tmp_path):
+    for name in ("a", "b"):
+        save(tmp_path / "images" / f"{name}.png", grey_image(8, 8, 0))
+        save(tmp_path / "masks" / f"{name}.png", box_mask(8, 8, size=2), mode="1")
+    save(tmp_path / "masks" / "orphan.png", box_mask(8, 8, size=2), mode="1")
+    (tmp_path / "images" / ".DS_Store").write_bytes(b"\0")
+    save(tmp_path / "images" / "._a.png", grey_image(8, 8, 0))
+    (tmp_path / "labels.csv").write_text("id,label\na,benign\nghost,malignant\n")
+    records = list(importers.import_folder(tmp_path, {"labels_csv": "labels.csv"}))
+    samples, skips = _split(records)
+    assert sorted(samples) == ["a", "b"] and not skips
+    ignored = [(Path(r.path).name, r.reason) for r in records if isinstance(r, Ignored)]
+    assert ("orphan.png", "mask without image") in ignored
+    assert (".DS_Store", "hidden file, not read") in ignored and ("._a.png", "hidden file, not read") in ignored
+    assert ("labels.csv", "'ghost' listed in labels_csv, no such image") in ignored
 
 
 def test_busi_refuses_mismatched_extra_mask(tmp_path):
@@ -407,7 +486,7 @@ def test_busi_refuses_mismatched_extra_mask(tmp_path):
 # --- bus_uclm -------------------------------------------------------------------------
 
 
-def test_bus_uclm_labels_from_colour_groups_from_prefix(tmp_path):
+def test_bus_uclm_labels_groups_and_tinted_images(tmp_path):
     expected = make_bus_uclm(tmp_path)
     samples, skips = _split(importers.import_bus_uclm(tmp_path, {}))
     assert sorted(samples) == sorted(expected)
@@ -416,6 +495,8 @@ def test_bus_uclm_labels_from_colour_groups_from_prefix(tmp_path):
         assert (sample.label, sample.group) == (label, group)
         np.testing.assert_array_equal(sample.image, image)
         np.testing.assert_array_equal(sample.mask, mask)
+        assert sample.colour == "tinted"
+        assert sample.flags == {"doppler": "no", "marks": "no", "combined": "no"}
     assert set(skips) == {"BEAU_000"}
     assert "size differs" in skips["BEAU_000"].reason and "16x20" in skips["BEAU_000"].reason
 
@@ -425,15 +506,26 @@ def test_bus_uclm_labels_from_colour_groups_from_prefix(tmp_path):
     [
         (None, "unknown"),  # no INFO.csv: a lesion without class colour stays unknown
         ("file_name,Class\nBEAU_001,benign\n", "benign"),
-        ("Patient,Age\nBEAU,40\n", "unknown"),  # no recognisable columns: ignored
+        ("Patient,Age\nBEAU,40\n", "unknown"),  # no image column: reported, not used
         ("\x00\xff\xfe garbage", "unknown"),
     ],
 )
 def test_bus_uclm_info_csv_is_optional_and_never_fatal(tmp_path, info, label):
     make_bus_uclm(tmp_path, info=info)
-    samples, _ = _split(importers.import_bus_uclm(tmp_path, {}))
+    records = list(importers.import_bus_uclm(tmp_path, {}))
+    samples, _ = _split(records)
     assert samples["BEAU_001"].label == label
-    assert samples["ALWI_000"].label == "benign"  # the colour wins whatever INFO.csv says
+    assert samples["ALWI_000"].label == "benign"  # from the mask colour without a Label
+    if info is not None and label == "unknown":
+        assert "INFO.csv" in _ignored(records)
+
+
+def test_bus_uclm_info_label_gives_the_class(tmp_path):
+    make_bus_uclm(tmp_path)
+    text = (tmp_path / "INFO.csv").read_text(encoding="utf-8-sig")
+    (tmp_path / "INFO.csv").write_text("\ufeff" + text.replace("ALWI_000.png;16x16;Benign", "ALWI_000;16x16;Malignant"))
+    samples, _ = _split(importers.import_bus_uclm(tmp_path, {}))
+    assert samples["ALWI_000"].label == "malignant"  # Label wins over the (green) mask colour
 
 
 def test_bus_uclm_exclude_normal(tmp_path):
@@ -443,13 +535,40 @@ def test_bus_uclm_exclude_normal(tmp_path):
     assert set(skips) == {"BEAU_000"}
 
 
-def test_bus_uclm_skips_colour_images_and_missing_masks(tmp_path):
+def test_bus_uclm_converts_doppler_and_reports_missing_masks(tmp_path):
     make_bus_uclm(tmp_path)
-    save(tmp_path / "images" / "ALWI_000.png", doppler(grey_image(16, 16, 0))[0])
-    (tmp_path / "masks" / "ALWI_001.png").unlink()
-    _, skips = _split(importers.import_bus_uclm(tmp_path, {}))
-    assert "coloured" in skips["ALWI_000"].reason
-    assert "no mask found" in skips["ALWI_001"].reason
+    coloured = add_doppler(tint(scan(48, 64, 0)))
+    save(tmp_path / "images" / "ALWI_000.png", coloured)
+    save(tmp_path / "masks" / "ALWI_000.png", colour_mask(box_mask(48, 64), (0, 255, 0)))
+    (tmp_path / "images" / "ALWI_001.png").unlink()
+    records = list(importers.import_bus_uclm(tmp_path, {}))
+    samples, skips = _split(records)
+    assert samples["ALWI_000"].colour == "colour"
+    np.testing.assert_array_equal(samples["ALWI_000"].image, luma(coloured))
+    ignored = _ignored(records)
+    assert ignored["ALWI_001.png"] == "mask without image"
+    assert ignored["INFO.csv"] == "'ALWI_001' listed in INFO.csv, no such image"
+
+
+def test_bus_uclm_like_the_real_dataset(tmp_path):
+    """Tinted map, calipers, Doppler (Yes and Y), colour masks, INFO.csv with BOM and ';'."""
+    facts = make_bus_uclm_like(tmp_path)
+    raw = (tmp_path / "INFO.csv").read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbfImage;Resolution;Label;Doppler;Marks;Combined")
+    with Image.open(tmp_path / "images" / "ALWI_000.png") as image:
+        assert image.mode == "RGB"
+        pixels = np.asarray(image).astype(int)
+    assert (pixels.max(axis=2) - pixels.min(axis=2) > 8).mean() > 0.3  # R, G, B differ: tinted
+    records = list(importers.import_bus_uclm(tmp_path, {}))
+    samples, skips = _split(records)
+    assert not skips and not _ignored(records)
+    assert sorted(samples) == sorted(facts)
+    for sample_id, fact in facts.items():
+        sample = samples[sample_id]
+        assert (sample.label, sample.group) == (fact["label"], fact["group"])
+        assert sample.flags == {k: fact[k] for k in ("doppler", "marks", "combined")}
+        assert sample.colour == ("colour" if fact["doppler"] == "yes" else "tinted"), sample_id
+    assert {s.group for s in samples.values()} == {"ALWI", "BEAU", "CAFE", "DUNE"}
 
 
 # --- udiat ----------------------------------------------------------------------------
@@ -490,11 +609,13 @@ def test_folder_mask_pattern_merges_every_matching_mask(tmp_path):
     save(tmp_path / "masks" / "case1_other.png", box_mask(12, 12), mode="1")  # not a lesion
     save(tmp_path / "masks" / "case10_tumor.png", two, mode="1")
     save(tmp_path / "masks" / "case[2]_tumor.png", one, mode="1")  # glob characters in the stem
-    samples, skips = _split(importers.import_folder(tmp_path, {"mask_pattern": "{stem}_tumor*.png"}))
-    assert sorted(samples) == ["case1", "case10", "case[2]"]
+    records = list(importers.import_folder(tmp_path, {"mask_pattern": "{stem}_tumor*.png"}))
+    samples, skips = _split(records)
+    assert sorted(samples) == ["case1", "case10", "case_2"]  # the id is sanitised, the glob is not
     np.testing.assert_array_equal(samples["case1"].mask, one | two)
     np.testing.assert_array_equal(samples["case10"].mask, two)
-    np.testing.assert_array_equal(samples["case[2]"].mask, one)
+    np.testing.assert_array_equal(samples["case_2"].mask, one)
+    assert _ignored(records) == {"case1_other.png": "mask without image"}
     assert "no mask found" in skips["case4"].reason and "case4_tumor*.png" in skips["case4"].reason
 
 
@@ -539,8 +660,8 @@ def test_auto_detects_each_layout(tmp_path, build, kind):
     build(tmp_path)
     root = tmp_path / "y" if (tmp_path / "y").is_dir() else tmp_path
     assert importers.detect_kind(root) == kind
-    auto = list(importers.import_auto(root, {"limit": 3}))
-    direct = list(get_importer(kind)(root, {"limit": 3}))
+    auto = [r for r in importers.import_auto(root, {"limit": 3}) if not isinstance(r, Ignored)]
+    direct = [r for r in get_importer(kind)(root, {"limit": 3}) if not isinstance(r, Ignored)]
     assert [r.id for r in auto] == [r.id for r in direct] and len(auto) == 3
 
 

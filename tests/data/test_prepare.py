@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from .fixtures import (
     box_mask,
     grey_image,
     make_busbra,
+    make_bus_uclm_like,
     make_busi,
     make_stu,
     save,
@@ -29,15 +32,15 @@ HAS_SYNTHETIC = importlib.util.find_spec("busseg.data.synthetic") is not None
 
 def _make_folder(root: Path) -> None:
     """Four pairs of two sizes (one a duplicate image, one an empty mask) and a corrupt one."""
-    save(root / "images" / "a.png", grey_image(10, 12, 1))
-    save(root / "images" / "b.png", grey_image(14, 9, 2))
-    save(root / "images" / "a_copy.png", grey_image(10, 12, 1))
-    save(root / "images" / "n.png", grey_image(10, 12, 3))
+    save(root / "images" / "a.png", grey_image(20, 24, 1))
+    save(root / "images" / "b.png", grey_image(28, 18, 2))
+    save(root / "images" / "a_copy.png", grey_image(20, 24, 1))
+    save(root / "images" / "n.png", grey_image(20, 24, 3))
     write_corrupt(root / "images" / "z.png")
     for name in ("a", "a_copy", "z"):
-        save(root / "masks" / f"{name}.png", box_mask(10, 12), mode="1")
-    save(root / "masks" / "b.png", box_mask(14, 9, size=2), mode="1")
-    save(root / "masks" / "n.png", np.zeros((10, 12), np.uint8))
+        save(root / "masks" / f"{name}.png", box_mask(20, 24), mode="1")
+    save(root / "masks" / "b.png", box_mask(28, 18, size=2), mode="1")
+    save(root / "masks" / "n.png", np.zeros((20, 24), np.uint8))
     (root / "labels.csv").write_text(
         "id,label,group\na,benign,p1\na_copy,benign,p2\nb,malignant,p1\nn,normal,\n"
     )
@@ -71,11 +74,12 @@ def test_prepare_folder_writes_images_masks_and_index(tmp_path):
     assert report.duplicates == [("a_copy", "a")] and report.n_duplicates == 1
     assert [s["id"] for s in report.skipped] == ["z"]
     assert "cannot read image" in report.skipped[0]["reason"]
-    assert report.width_range == (9, 12) and report.height_range == (10, 14)
+    assert report.width_range == (18, 24) and report.height_range == (20, 28)
     summary = json.loads(json.dumps(report.to_dict()))
     assert summary["n_skipped"] == 1 and summary["n_duplicates"] == 1
-    assert summary["width_range"] == [9, 12]
+    assert summary["width_range"] == [18, 24]
     assert summary["colour_converted"] == 0 and summary["sources"] == {}
+    assert summary["tinted_converted"] == 0 and summary["ignored"] == [] and summary["flagged"] == {}
     assert summary["detected_kind"] is None and summary["n_cross_source_duplicates"] == 0
     assert _siblings(out) == ["mine"]  # no temporary folder left behind
 
@@ -196,6 +200,54 @@ def test_prepare_synthetic(tmp_path):
     assert (index["group"] == index["id"]).all()
     assert report.width_range == report.height_range == (64, 64)
     assert read_mask(tmp_path / "syn" / "masks" / "syn_0000.png").shape == (64, 64)
+
+
+def test_prepare_bus_uclm_like_folder_imports_every_image_and_lists_doppler_and_calipers(tmp_path):
+    facts = make_bus_uclm_like(tmp_path / "uclm")
+    spec = {"kind": "auto", "root": str(tmp_path / "uclm")}
+    report = prepare_dataset("uclm", spec, tmp_path / "out", progress=False)
+    assert report.detected_kind == "bus_uclm"
+    assert report.n_images == len(facts) == 24 and report.n_skipped == 0 and report.n_ignored == 0
+    assert report.labels == {"benign": 8, "malignant": 12, "normal": 4, "unknown": 0}
+    doppler = sorted(i for i, f in facts.items() if f["doppler"] == "yes")
+    marks = sorted(i for i, f in facts.items() if f["marks"] == "yes")
+    assert report.colour_converted_ids == doppler and report.colour_converted == 4
+    assert sorted(report.tinted_converted_ids) == sorted(set(facts) - set(doppler))
+    assert report.flagged == {"doppler": doppler, "marks": marks, "combined": ["DUNE_005"]}
+    raw = pd.read_csv(tmp_path / "out" / "index.csv", dtype=str).set_index("id")
+    assert list(raw.columns) == [*INDEX_COLUMNS[1:], "doppler", "marks", "combined"]
+    assert sorted(raw.index[raw["marks"] == "yes"]) == marks
+    assert raw["group"].nunique() == 4
+    assert list(read_index(tmp_path / "out" / "index.csv").columns) == list(INDEX_COLUMNS)
+
+
+def test_tiny_images_are_skipped_with_the_reason(tmp_path):
+    _make_folder(tmp_path / "src")
+    save(tmp_path / "src" / "images" / "dot.png", grey_image(1, 1, 0))
+    save(tmp_path / "src" / "masks" / "dot.png", np.full((1, 1), 255, np.uint8))
+    report = prepare_dataset("t", {"kind": "folder", "root": str(tmp_path / "src")}, tmp_path / "out", progress=False)
+    (skip,) = [s for s in report.skipped if s["id"] == "dot"]
+    assert skip["reason"] == "image too small: 1x1 px (at least 16 px per side)"
+    assert not (tmp_path / "out" / "images" / "dot.png").exists()
+
+
+def test_leftovers_of_killed_runs_are_removed_and_outputs_get_usual_permissions(tmp_path):
+    _make_folder(tmp_path / "src")
+    prepared = tmp_path / "prepared"
+    stale = [prepared / ".mine.building-0123abcd4567", prepared / ".mine.old-89ab", prepared / ".mine.999999999.tmp"]
+    for folder in stale:
+        (folder / "images").mkdir(parents=True)
+    other = prepared / ".other.999999999.tmp"  # another dataset's temporary is not ours to judge
+    other.mkdir()
+    prepare_dataset("mine", {"kind": "folder", "root": str(tmp_path / "src")}, prepared / "mine", progress=False)
+    assert _siblings(prepared / "mine") == [".other.999999999.tmp", "mine"]
+    umask = os.umask(0)
+    os.umask(umask)
+    out = prepared / "mine"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask
+    assert stat.S_IMODE((out / "images").stat().st_mode) == 0o777 & ~umask
+    for path in (out / "index.csv", out / "images" / "a.png", out / "masks" / "a.png"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
 
 
 # --- index.csv schema (busseg.data.index) ---------------------------------------------

@@ -25,34 +25,37 @@ was left out, with the reason). Kinds, registered in :data:`IMPORTERS`:
     and any extra ``benign (1)_mask_1.png``, ``_mask_2.png``, ... (17 BUSI images mark
     several lesions this way): all its masks are OR-merged. Id ``<class>_<n:03d>``
     (``benign (7).png`` -> ``benign_007``; a name without ``(n)`` becomes
-    ``<class>_<stem>`` with every run of characters other than letters, digits,
-    ``_.-`` replaced by ``_``). No patient ids (group = id). BUSI images are RGB with
-    grey content, but 16 carry colour Doppler overlays: this kind converts colour
-    images to grey by luma instead of skipping them (the paper evaluates all 647
-    abnormal images) and flags them ``Sample.colour_converted``. Option
+    ``<class>_<stem>`` with the stem sanitised by :func:`sanitise_id`; names that map to
+    one id are told apart as :func:`_unique_ids` says, never skipped). No patient ids
+    (group = id). BUSI images are RGB with grey content, 16 with colour Doppler
+    overlays, converted and listed like every kind's (see "Colour" below). Option
     ``exclude_normal`` (default ``true``, as the paper): leave out ``normal/``
     (133 images with empty masks) before listing, so they are neither samples nor
     skips and do not count towards ``limit``.
 ``bus_uclm``
     BUS-UCLM: ``root/images/`` and ``root/masks/`` holding the same file names
-    (``ALWI_000.png``). Id = file stem; group (patient) = the stem's prefix before the
-    first ``_`` (``ALWI``). Masks are RGB: black background, green (0, 255, 0) benign,
-    red (255, 0, 0) malignant; any non-black pixel is lesion, and the label is the
-    colour (:func:`busseg.imageio.mask_colour_class`). An all-black mask is a
-    ``normal`` image. A lesion whose colour is neither (grey or white foreground)
-    takes its label from ``root/INFO.csv`` when that file is usable, else
-    ``unknown``. ``INFO.csv`` is optional and never fatal (its layout is not
-    documented): it is read with the delimiter sniffed, and used only when it has an
-    image column (first of ``image``, ``image_name``, ``filename``, ``file``,
-    ``name``, ``id``; matched to the file name or stem) and a label column (first of
-    ``label``, ``class``, ``pathology``, ``diagnosis``, ``type``, ``category``;
-    values ``benign``/``malignant``/``normal``, any case); column names are compared
-    lower-case without spaces, ``_`` or ``-``. Otherwise it is ignored with a logged
-    warning. An image whose size differs from its mask is skipped with both sizes in
+    (``ALWI_000.png``), and ``root/INFO.csv``. Id = sanitised file stem; group
+    (patient) = the id's prefix before the first ``_`` (``ALWI``; 38 patients). Images
+    are RGB through the scanner's blue-tinted grey map with coloured calipers, body
+    marks and letters (read as greyscale content, listed as ``tinted``); 37 are colour
+    Doppler. Masks are RGB: black background, green (0, 255, 0) benign, red
+    (255, 0, 0) malignant; any non-black pixel is lesion. ``INFO.csv`` as published:
+    ``;``-separated, UTF-8 with a byte-order mark, columns
+    ``Image;Resolution;Label;Doppler;Marks;Combined`` (the separator is taken from
+    the header; column names compare lower-case without spaces, ``_``, ``-``; the
+    image column is the first of ``image``, ``image_name``, ``filename``, ``file``,
+    ``name``, ``id``, matched to the file name or stem). ``Label``
+    (``Normal``/``Benign``/``Malignant``) gives the class; without it (no row, no
+    file) an all-black mask is ``normal`` and a lesion takes its colour's class
+    (:func:`busseg.imageio.mask_colour_class`), else ``unknown``. ``Doppler``,
+    ``Marks`` (calipers burned in) and ``Combined`` (side-by-side composite) become
+    the index columns ``doppler``, ``marks``, ``combined`` (``yes``/``no``, ``unknown``
+    without a row; ``Y`` counts as yes), and ``Doppler: Yes`` lists the image as
+    colour content. ``INFO.csv`` is optional: an unreadable one is reported and not
+    used. An image whose size differs from its mask is skipped with both sizes in
     the reason, never resized. Option ``exclude_normal`` (default ``false`` here:
     BUS-UCLM's 419 normal images are a documented part of the dataset; ``true``
-    drops images with empty masks after reading them, so they count towards
-    ``limit``). Colour images are skipped, as in ``folder``.
+    drops them after reading them, so they count towards ``limit``).
 ``udiat``
     UDIAT Dataset B: ``root/original/000001.png`` with ``root/GT/000001.png`` (same
     file names). Id = file stem; label ``unknown`` and group = id, unless option
@@ -105,7 +108,23 @@ was left out, with the reason). Kinds, registered in :data:`IMPORTERS`:
 
 Every real kind (not ``synthetic``) accepts option ``limit``: keep only the first N ids
 in sorted order (for quick runs); skipped ids count towards N. For ``composite`` it
-keeps the first N records of the combined stream, after each source's own ``limit``.
+keeps the first N samples and skips of the combined stream, after each source's own ``limit``.
+
+Ids: every kind that takes ids from file names (``folder``, ``udiat``, ``bus_uclm``,
+``busi``) passes them through :func:`sanitise_id` (leading/trailing spaces, newlines,
+non-ASCII characters and a leading dot never reach a prepared file name); two names that
+give one id keep distinct ids (:func:`_unique_ids`).
+
+Colour (one rule for every kind, :func:`busseg.imageio.classify_colour`): grey content
+stored as RGB is read as is; greyscale content through a tinted grey map and/or with
+small coloured overlays (calipers, body marks) is converted to luma and the sample is
+marked ``tinted``; colour content (a colour Doppler box) is converted to luma too and
+marked ``colour``. The prepare report lists both ("converted and listed", as the paper
+evaluates BUSI's Doppler images; a user who wants them out filters on the list).
+
+Reported, not read (:class:`Ignored`, listed in the prepare report): hidden files,
+entries that are not image files, masks without an image, metadata CSV rows naming no
+image, an unusable ``INFO.csv``.
 
 What raises and what skips:
 
@@ -116,17 +135,20 @@ What raises and what skips:
   lists what was looked for), a metadata CSV that is unreadable or lacks columns;
 * :class:`Skip` (during iteration): missing mask, image or metadata row, unreadable or
   corrupt file, non-binary mask, mask whose size differs from its image (for kinds
-  without a resize rule), ambiguous pairing, unknown label value; an image with
-  colour content (every kind but ``busi``, which converts it).
+  without a resize rule), ambiguous pairing (one stem with several image files, or
+  several masks where the kind does not merge them), unknown label value.
 """
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import glob
+import hashlib
+import io
 import itertools
 import logging
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,12 +157,13 @@ import numpy as np
 import pandas as pd
 
 from busseg.config import check_range, from_dict
-from busseg.data.index import LABELS
+from busseg.data.index import FLAG_COLUMNS, LABELS
 from busseg.errors import ConfigError, DataError
 from busseg.imageio import (
+    COLOUR,
+    GREY,
     mask_colour_class,
-    read_image,
-    read_image_with_colour_fraction,
+    read_image_with_colour,
     read_mask,
     resize_mask,
 )
@@ -163,8 +186,12 @@ class Sample:
     ``label`` one of :data:`busseg.data.index.LABELS`, ``group`` the patient id (or
     ``id`` when the source has none); ``source_*`` say where the pixels came from
     (``source_mask`` joins several OR-merged mask files with ``;``). ``source`` is the
-    source name inside a ``composite`` dataset (empty otherwise), and
-    ``colour_converted`` is True when a colour image was converted to grey.
+    source name inside a ``composite`` dataset (empty otherwise). ``colour`` is the
+    image's content by :func:`busseg.imageio.classify_colour` (``grey``, ``tinted`` or
+    ``colour``; BUS-UCLM's ``Doppler: Yes`` also makes it ``colour``): both non-grey
+    kinds were converted to luma. ``flags`` are per-image facts from the dataset's
+    metadata (BUS-UCLM: ``doppler``, ``marks``, ``combined`` = ``yes``/``no``/``unknown``)
+    that the prepared index keeps as columns.
     """
 
     id: str
@@ -175,7 +202,13 @@ class Sample:
     source_image: str
     source_mask: str
     source: str = ""
-    colour_converted: bool = False
+    colour: str = GREY
+    flags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def colour_converted(self) -> bool:
+        """Whether the image had colour content (e.g. Doppler) that was converted to luma."""
+        return self.colour == COLOUR
 
 
 @dataclass
@@ -191,7 +224,21 @@ class Skip:
     source: str = ""
 
 
-Record = Sample | Skip
+@dataclass
+class Ignored:
+    """A file in the dataset folder that is not part of any sample, or metadata without a file.
+
+    Masks without an image, hidden files, files that are not images, CSV rows naming
+    no image and unusable metadata files end up here, so that the prepare report shows
+    them instead of dropping them silently. ``source`` as in :class:`Skip`.
+    """
+
+    path: str
+    reason: str
+    source: str = ""
+
+
+Record = Sample | Skip | Ignored
 Importer = Callable[..., Iterator[Record]]
 
 
@@ -295,10 +342,17 @@ def import_busbra(
     opts = _options(BusBraOptions, options, section)
     root = _check_root(root, section, "busbra", ["images/", "masks/", "bus_data.csv"])
     metadata = _read_busbra_csv(root / "bus_data.csv")
-    image_ids = {p.stem for p in (root / "images").glob("bus_*.png")}
+    image_ids = {p.stem for p in (root / "images").glob("bus_*.png") if p.is_file()}
     ids = _limit(sorted(image_ids | set(metadata)), opts.limit)
+    ignored: list[Ignored] = []
+    _report_unmatched(
+        root / "images", {f"{i}.png" for i in image_ids}, "not named bus_XXXX-{l,r,s}.png, not read", ignored
+    )
+    mask_names = {f"mask_{i.removeprefix('bus_')}.png" for i in image_ids}
+    _report_unmatched(root / "masks", mask_names, "mask without image", ignored)
 
     def generate() -> Iterator[Record]:
+        yield from ignored  # first, so that a limit never hides them
         for sample_id in ids:
             image_path = root / "images" / f"{sample_id}.png"
             mask_path = root / "masks" / f"mask_{sample_id.removeprefix('bus_')}.png"
@@ -329,11 +383,17 @@ def import_stu(
     numbers = {}
     for path in (root / "images").glob("Test_Image_*.png"):
         match = re.fullmatch(r"Test_Image_(\d+)", path.stem)
-        if match:
+        if match and path.is_file():
             numbers[f"stu_{int(match.group(1)):03d}"] = match.group(1)
     ids = _limit(sorted(numbers), opts.limit)
+    ignored: list[Ignored] = []
+    image_names = {f"Test_Image_{n}.png" for n in numbers.values()}
+    _report_unmatched(root / "images", image_names, "not named Test_Image_<n>.png, not read", ignored)
+    mask_names = {f"mask_{n}.png" for n in numbers.values()}
+    _report_unmatched(root / "masks", mask_names, "mask without image", ignored)
 
     def generate() -> Iterator[Record]:
+        yield from ignored  # first, so that a limit never hides them
         for sample_id in ids:
             number = numbers[sample_id]
             image_path = root / "images" / f"Test_Image_{number}.png"
@@ -352,9 +412,11 @@ def import_folder(
         _check_mask_pattern(opts.mask_pattern, opts.mask_suffix, section)
     root = _check_root(root, section, "folder", ["images/", "masks/"])
     labels = _read_labels_csv(root, opts.labels_csv, section) if opts.labels_csv else {}
-    images = _files_by_stem(root / "images")
-    masks = _files_by_stem(root / "masks")
-    ids = _limit(sorted(images), opts.limit)
+    ignored: list[Ignored] = []
+    images = _files_by_stem(root / "images", ignored)
+    masks = _files_by_stem(root / "masks", ignored)
+    stems = _unique_ids(images)
+    ids = _limit(sorted(stems), opts.limit)
 
     def masks_of(stem: str) -> tuple[list[Path], str]:
         """The mask files of ``stem`` and how they were looked for."""
@@ -363,13 +425,25 @@ def import_folder(
         pattern = opts.mask_pattern.format(stem=glob.escape(stem))
         return sorted(p for p in (root / "masks").glob(pattern) if p.is_file()), pattern
 
+    used_masks = {path for stem in images for path in masks_of(stem)[0]}
+    ignored += [
+        Ignored(str(path), "mask without image")
+        for paths in masks.values()
+        for path in paths
+        if path not in used_masks
+    ]
+    if opts.labels_csv:
+        ignored += _unlisted(labels, stems, _labels_path(root, opts.labels_csv), "labels_csv")
+
     def generate() -> Iterator[Record]:
+        yield from ignored  # first, so that a limit never hides them
         for sample_id in ids:
-            mask_paths, looked_for = masks_of(sample_id)
-            label, group = labels.get(sample_id, ("unknown", sample_id))
+            stem = stems[sample_id]
+            mask_paths, looked_for = masks_of(stem)
+            label, group = labels.get(sample_id) or labels.get(stem) or ("unknown", sample_id)
             yield _pair_and_load(
                 sample_id,
-                images[sample_id],
+                images[stem],
                 mask_paths,
                 missing_mask=f"no mask found (looked for {root / 'masks' / looked_for})",
                 merge_masks=opts.mask_pattern is not None,
@@ -387,10 +461,12 @@ def import_busi(
     opts = _options(BusiOptions, options, section)
     base = _busi_base(root, section)
     classes = [c for c in _BUSI_CLASSES if not (opts.exclude_normal and c == "normal")]
-    cases = _busi_cases(base, classes)
+    ignored: list[Ignored] = []
+    cases = _busi_cases(base, classes, ignored)
     ids = _limit(sorted(cases), opts.limit)
 
     def generate() -> Iterator[Record]:
+        yield from ignored  # first, so that a limit never hides them
         for sample_id in ids:
             label, image_paths, mask_paths = cases[sample_id]
             yield _pair_and_load(
@@ -401,7 +477,6 @@ def import_busi(
                 merge_masks=True,
                 label=label,
                 group=sample_id,
-                allow_colour=True,
             )
 
     return generate()
@@ -410,26 +485,32 @@ def import_busi(
 def import_bus_uclm(
     root: Path | None, options: Mapping[str, Any], *, section: str = "dataset"
 ) -> Iterator[Record]:
-    """BUS-UCLM samples: label from the mask colour, patient from the name (see module docs)."""
+    """BUS-UCLM samples: label from INFO.csv or the mask colour, patient from the name."""
     opts = _options(BusUclmOptions, options, section)
     root = _check_root(root, section, "bus_uclm", ["images/", "masks/"])
-    info_labels = _read_info_csv(root / "INFO.csv")
-    images = _files_by_stem(root / "images")
-    masks = _files_by_stem(root / "masks")
-    ids = _limit(sorted(images), opts.limit)
+    ignored: list[Ignored] = []
+    info = _read_info_csv(root / "INFO.csv", ignored)
+    images = _files_by_stem(root / "images", ignored)
+    masks = _files_by_stem(root / "masks", ignored)
+    stems = _unique_ids(images)
+    ids = _limit(sorted(stems), opts.limit)
+    ignored += [Ignored(str(p), "mask without image") for m, ps in masks.items() if m not in images for p in ps]
+    ignored += _unlisted(info, stems, root / "INFO.csv", "INFO.csv")
 
     def generate() -> Iterator[Record]:
+        yield from ignored  # first, so that a limit never hides them
         for sample_id in ids:
+            stem = stems[sample_id]
             record = _pair_and_load(
                 sample_id,
-                images[sample_id],
-                masks.get(sample_id, []),
-                missing_mask=f"no mask found (looked for {root / 'masks' / sample_id}.*)",
+                images[stem],
+                masks.get(stem, []),
+                missing_mask=f"no mask found (looked for {root / 'masks' / stem}.*)",
                 label="unknown",
                 group=sample_id.split("_", 1)[0] or sample_id,
             )
             if isinstance(record, Sample):
-                record.label = _bus_uclm_label(record, info_labels.get(sample_id))
+                _apply_info(record, info.get(stem) if stem in info else info.get(sample_id))
                 if opts.exclude_normal and record.label == "normal":
                     continue
             yield record
@@ -444,23 +525,44 @@ def import_udiat(
     opts = _options(UdiatOptions, options, section)
     root = _check_root(root, section, "udiat", ["original/", "GT/"])
     labels = _read_labels_csv(root, opts.labels_csv, section) if opts.labels_csv else {}
-    images = _files_by_stem(root / "original")
-    masks = _files_by_stem(root / "GT")
-    ids = _limit(sorted(images), opts.limit)
+    ignored: list[Ignored] = []
+    images = _files_by_stem(root / "original", ignored)
+    masks = _files_by_stem(root / "GT", ignored)
+    stems = _unique_ids(images)
+    ids = _limit(sorted(stems), opts.limit)
+    ignored += [Ignored(str(p), "mask without image") for m, ps in masks.items() if m not in images for p in ps]
+    if opts.labels_csv:
+        ignored += _unlisted(labels, stems, _labels_path(root, opts.labels_csv), "labels_csv")
 
     def generate() -> Iterator[Record]:
+        yield from ignored  # first, so that a limit never hides them
         for sample_id in ids:
-            label, group = labels.get(sample_id, ("unknown", sample_id))
+            stem = stems[sample_id]
+            label, group = labels.get(sample_id) or labels.get(stem) or ("unknown", sample_id)
             yield _pair_and_load(
                 sample_id,
-                images[sample_id],
-                masks.get(sample_id, []),
-                missing_mask=f"no mask found (looked for {root / 'GT' / sample_id}.*)",
+                images[stem],
+                masks.get(stem, []),
+                missing_mask=f"no mask found (looked for {root / 'GT' / stem}.*)",
                 label=label,
                 group=group,
             )
 
     return generate()
+
+
+def _report_unmatched(folder: Path, used: set[str], reason: str, ignored: list[Ignored]) -> None:
+    """Append every entry of ``folder`` whose name is not in ``used`` to ``ignored``."""
+    for path in sorted(folder.iterdir()):
+        if path.name not in used:
+            ignored.append(Ignored(str(path), _unusable_entry(path) or reason))
+
+
+def _unlisted(table: Mapping[str, Any], stems: Mapping[str, str], path: Path, what: str) -> list[Ignored]:
+    """An :class:`Ignored` for each key of a metadata ``table`` that names no image
+    (neither a sample id nor an image's file stem)."""
+    known = set(stems) | set(stems.values())
+    return [Ignored(str(path), f"{key!r} listed in {what}, no such image") for key in table if key not in known]
 
 
 def import_auto(
@@ -513,7 +615,7 @@ def import_composite(
         _prefixed(name, _open_source(name, opts.sources[name], root, f"{section}.sources.{name}"))
         for name in sorted(opts.sources)
     ]
-    return itertools.islice(itertools.chain.from_iterable(streams), opts.limit)
+    return _limit_records(itertools.chain.from_iterable(streams), opts.limit)
 
 
 IMPORTERS: dict[str, Importer] = {
@@ -550,7 +652,6 @@ def _pair_and_load(
     label: str,
     group: str,
     merge_masks: bool = False,
-    allow_colour: bool = False,
 ) -> Record:
     """Check that ``sample_id`` has one image and its mask(s), then load the pair.
 
@@ -563,9 +664,7 @@ def _pair_and_load(
         return Skip(sample_id, str(image_paths[0]), missing_mask)
     if len(mask_paths) > 1 and not merge_masks:
         return Skip(sample_id, str(mask_paths[0]), _ambiguous("masks", mask_paths))
-    return _load_pair(
-        sample_id, image_paths[0], mask_paths, label=label, group=group, allow_colour=allow_colour
-    )
+    return _load_pair(sample_id, image_paths[0], mask_paths, label=label, group=group)
 
 
 def _load_pair(
@@ -576,13 +675,13 @@ def _load_pair(
     label: str,
     group: str,
     resize: bool = False,
-    allow_colour: bool = False,
 ) -> Record:
     """Read one image and its mask(s), or a :class:`Skip` saying what is wrong with them.
 
     Several masks are OR-merged (each must have the image's size). ``resize=True``
-    applies the resize-and-threshold rule of kinds that document one;
-    ``allow_colour=True`` converts a colour image to grey instead of skipping it.
+    applies the resize-and-threshold rule of kinds that document one. Images are read
+    by :func:`busseg.imageio.read_image_with_colour`, the one colour rule of every kind:
+    tinted grey and colour content are converted to luma, and ``Sample.colour`` says which.
     """
     mask_paths = [mask_paths] if isinstance(mask_paths, Path) else list(mask_paths)
     for mask_path in mask_paths:
@@ -590,10 +689,7 @@ def _load_pair(
             return Skip(sample_id, str(mask_path), "mask missing")
     masks = []
     try:
-        if allow_colour:
-            image, colour_fraction = read_image_with_colour_fraction(image_path)
-        else:
-            image, colour_fraction = read_image(image_path), 0.0
+        image, content = read_image_with_colour(image_path)
         for mask_path in mask_paths:
             mask = read_mask(mask_path, threshold=resize)
             if resize:
@@ -614,7 +710,7 @@ def _load_pair(
         group=group,
         source_image=str(image_path),
         source_mask=";".join(str(p) for p in mask_paths),
-        colour_converted=colour_fraction > 0,
+        colour=content.kind,
     )
 
 
@@ -690,7 +786,7 @@ def _read_busbra_csv(path: Path) -> dict[str, tuple[str, str]]:
 
 def _read_labels_csv(root: Path, name: str, section: str) -> dict[str, tuple[str, str]]:
     """``id -> (label, group)`` from the ``folder`` kind's ``labels_csv``."""
-    path = Path(name) if Path(name).is_absolute() else root / name
+    path = _labels_path(root, name)
     if not path.is_file():
         raise DataError(path, f"labels_csv not found (option {section}.labels_csv)")
     table = _read_csv(path, ["id", "label"])
@@ -704,6 +800,11 @@ def _read_labels_csv(root: Path, name: str, section: str) -> dict[str, tuple[str
         group = str(row.get("group", "")).strip() or sample_id
         labels[sample_id] = (label, group)
     return labels
+
+
+def _labels_path(root: Path, name: str) -> Path:
+    """The ``labels_csv`` option as a path: relative to ``root`` unless absolute."""
+    return Path(name) if Path(name).is_absolute() else root / name
 
 
 def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
@@ -721,13 +822,72 @@ def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
     return table
 
 
-def _files_by_stem(folder: Path) -> dict[str, list[Path]]:
-    """Image files of ``folder`` (not recursive, hidden files ignored) grouped by stem."""
+def _files_by_stem(folder: Path, ignored: list[Ignored]) -> dict[str, list[Path]]:
+    """Image files of ``folder`` (not recursive) grouped by stem.
+
+    Hidden files (``.DS_Store``, macOS ``._x.png``), sub-folders and files that are not
+    images are left out and appended to ``ignored`` with the reason.
+    """
     files: dict[str, list[Path]] = {}
     for path in sorted(folder.iterdir()):
-        if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS:
+        reason = _unusable_entry(path)
+        if reason:
+            ignored.append(Ignored(str(path), reason))
+        else:
             files.setdefault(path.stem, []).append(path)
     return files
+
+
+def _unusable_entry(path: Path) -> str:
+    """Why ``path`` (an entry of an images or masks folder) is not a candidate file, or ``""``."""
+    if path.name.startswith("."):
+        return "hidden file, not read"
+    if not path.is_file():
+        return "not a regular file (a folder or special file), not read"
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        return f"not an image file (extension {path.suffix or 'none'}; read are {', '.join(IMAGE_EXTENSIONS)})"
+    return ""
+
+
+_UNSAFE_ID_CHARACTERS = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def sanitise_id(stem: str) -> str:
+    """A file stem as a safe sample id: runs of characters other than ASCII letters, digits
+    and ``_.-`` become ``_``, leading and trailing ``_`` and ``.`` are removed.
+
+    Ids name the prepared files (``images/<id>.png``), so leading or trailing spaces, a
+    newline or a leading dot in a source file name must not reach them.
+    """
+    return _UNSAFE_ID_CHARACTERS.sub("_", stem).strip("_.") or "image"
+
+
+def _disambiguated(sample_id: str, stem: str) -> str:
+    """``sample_id`` made unique for ``stem``: ``-`` and 8 hex digits of the stem's SHA-1."""
+    digest = hashlib.sha1(stem.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"{sample_id}-{digest}"
+
+
+def _unique_ids(
+    stems: Iterable[str], make_id: Callable[[str], str] = sanitise_id, canonical: Callable[[str, str], bool] | None = None
+) -> dict[str, str]:
+    """``id -> stem`` for distinct file stems, never giving two stems one id.
+
+    ``make_id`` turns a stem into its id; when several stems get the same id (``a b`` and
+    ``a_b``, or two names differing only in non-ASCII characters), the stem that spells
+    the id exactly (``canonical(stem, id)``, default ``stem == id``) keeps it and the
+    others get :func:`_disambiguated` ids: nothing is skipped for a clash of names.
+    """
+    canonical = canonical or (lambda stem, sample_id: stem == sample_id)
+    by_id: dict[str, list[str]] = {}
+    for stem in sorted(set(stems)):
+        by_id.setdefault(make_id(stem), []).append(stem)
+    ids: dict[str, str] = {}
+    for sample_id, clashing in by_id.items():
+        for stem in clashing:
+            keeps = len(clashing) == 1 or canonical(stem, sample_id)
+            ids[sample_id if keeps else _disambiguated(sample_id, stem)] = stem
+    return ids
 
 
 def _ambiguous(what: str, paths: list[Path]) -> str:
@@ -781,26 +941,34 @@ def _busi_base(root: Path | None, section: str) -> Path:
     return root
 
 
-def _busi_cases(base: Path, classes: Sequence[str]) -> dict[str, tuple[str, list[Path], list[Path]]]:
-    """``id -> (label, image files, mask files)`` over BUSI's class sub-folders."""
+def _busi_cases(
+    base: Path, classes: Sequence[str], ignored: list[Ignored]
+) -> dict[str, tuple[str, list[Path], list[Path]]]:
+    """``id -> (label, image files, mask files)`` over BUSI's class sub-folders.
+
+    Masks whose image is missing and files that are no candidates go to ``ignored``.
+    """
     cases: dict[str, tuple[str, list[Path], list[Path]]] = {}
     for label in classes:
         folder = base / label
         if not folder.is_dir():
             continue  # only normal/ is optional; benign/ and malignant/ were checked
-        files = _files_by_stem(folder)
+        files = _files_by_stem(folder, ignored)
         masks: dict[str, list[Path]] = {}
         for stem in files:
             match = _BUSI_MASK.fullmatch(stem)
             if match:
                 masks.setdefault(match["stem"], []).extend(files[stem])
-        for stem, paths in files.items():
-            if _BUSI_MASK.fullmatch(stem):
-                continue
-            sample_id = _busi_id(label, stem)
-            if sample_id in cases:  # e.g. "benign (1).png" and "benign(1).png"
-                paths = cases[sample_id][1] + paths
-            cases[sample_id] = (label, paths, sorted(masks.get(stem, [])))
+        image_stems = [stem for stem in files if not _BUSI_MASK.fullmatch(stem)]
+        for stem in sorted(set(masks) - set(image_stems)):
+            ignored += [Ignored(str(path), "mask without image") for path in masks[stem]]
+        ids = _unique_ids(
+            image_stems,
+            make_id=lambda stem, label=label: _busi_id(label, stem),
+            canonical=lambda stem, _id, label=label: _busi_canonical(label, stem),
+        )
+        for sample_id, stem in ids.items():
+            cases[sample_id] = (label, files[stem], sorted(masks.get(stem, [])))
     return cases
 
 
@@ -809,52 +977,113 @@ def _busi_id(label: str, stem: str) -> str:
     match = _BUSI_NUMBER.fullmatch(stem)
     if match:
         return f"{label}_{int(match['number']):03d}"
-    return f"{label}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', stem).strip('_.') or 'image'}"
+    return f"{label}_{sanitise_id(stem)}"
+
+
+def _busi_canonical(label: str, stem: str) -> bool:
+    """Whether ``stem`` spells its id without loss: BUSI's own ``<class> (<n>)`` or a safe name.
+
+    Of several names that map to one id (``benign (1)`` and ``benign(1)``, or names
+    differing only in non-ASCII characters), this one keeps the plain id.
+    """
+    match = _BUSI_NUMBER.fullmatch(stem)
+    if match:
+        return stem == f"{label} ({int(match['number'])})"
+    return sanitise_id(stem) == stem
 
 
 _INFO_IMAGE_COLUMNS = ("image", "imagename", "filename", "file", "name", "id")
 _INFO_LABEL_COLUMNS = ("label", "class", "pathology", "diagnosis", "type", "category")
+_INFO_FLAG_COLUMNS = FLAG_COLUMNS  # INFO.csv's Doppler, Marks, Combined
+_YES = {"yes", "y", "true", "1", "si", "sí", "s"}
+_NO = {"no", "n", "false", "0", ""}
 
 
-def _read_info_csv(path: Path) -> dict[str, str]:
-    """``image stem -> label`` from BUS-UCLM's ``INFO.csv``, or ``{}`` when it is unusable.
+@dataclass(frozen=True)
+class InfoRow:
+    """One row of BUS-UCLM's ``INFO.csv``: the label (or ``""``) and the flag columns present."""
 
-    Its layout is not documented, so nothing here raises: a missing file is silent, an
-    unreadable one or one without recognisable columns is ignored with a warning.
+    label: str
+    flags: dict[str, str]
+
+
+def _read_info_csv(path: Path, ignored: list[Ignored]) -> dict[str, InfoRow]:
+    """``image stem -> InfoRow`` from BUS-UCLM's ``INFO.csv``, or ``{}`` when it is unusable.
+
+    The real file is ``;``-separated with a UTF-8 byte-order mark and the columns
+    ``Image;Resolution;Label;Doppler;Marks;Combined``; the separator is taken from the
+    header line (``;``, tab or ``,``), so exports through other tools read as well. The
+    file is optional: missing is silent; unreadable or without an image column it is
+    reported in ``ignored`` and the labels come from the mask colours.
     """
     if not path.is_file():
         return {}
     try:
-        # sep=None sniffs the delimiter: exports from Spanish-locale tools often use ";".
-        table = pd.read_csv(
-            path, sep=None, engine="python", dtype=str, keep_default_na=False, encoding="utf-8-sig"
-        )
+        text = path.read_bytes().decode("utf-8-sig")
+        header = text.splitlines()[0] if text.strip() else ""
+        separator = max((";", "\t", ","), key=header.count)
+        table = pd.read_csv(io.StringIO(text), sep=separator, dtype=str, keep_default_na=False)
     except Exception as exc:  # noqa: BLE001 - an optional file must never stop the import
-        logger.warning("%s: ignored, cannot read it (%s: %s)", path, type(exc).__name__, exc)
+        ignored.append(Ignored(str(path), f"cannot read it ({type(exc).__name__}: {exc}); labels from mask colours"))
         return {}
     columns = {re.sub(r"[\s_-]+", "", str(c)).lower(): c for c in table.columns}
     image_column = next((columns[c] for c in _INFO_IMAGE_COLUMNS if c in columns), None)
     label_column = next((columns[c] for c in _INFO_LABEL_COLUMNS if c in columns), None)
-    if image_column is None or label_column is None:
-        logger.warning("%s: ignored, no image and label columns among %s", path, list(table.columns))
+    if image_column is None:
+        ignored.append(Ignored(str(path), f"no image column among {list(table.columns)}; not used"))
         return {}
-    labels = {}
-    for image, label in zip(table[image_column], table[label_column]):
-        label = str(label).strip().lower()
-        if label in ("benign", "malignant", "normal"):
-            labels[Path(str(image).strip()).stem] = label
-    return labels
+    rows: dict[str, InfoRow] = {}
+    for record in table.to_dict("records"):
+        image = str(record[image_column])
+        if not image.strip():
+            continue
+        label = str(record[label_column]).strip().lower() if label_column else ""
+        if label not in ("benign", "malignant", "normal"):
+            if label:
+                ignored.append(Ignored(str(path), f"{image!r}: unknown Label {label!r}, mask colour used"))
+            label = ""
+        flags = {flag: _flag_value(record[columns[flag]]) for flag in _INFO_FLAG_COLUMNS if flag in columns}
+        stem = image.rsplit(".", 1)[0] if image.lower().endswith(IMAGE_EXTENSIONS) else image
+        rows[stem] = InfoRow(label, flags)
+    return rows
 
 
-def _bus_uclm_label(sample: Sample, info_label: str | None) -> str:
-    """A BUS-UCLM label: ``normal`` for an empty mask, else the mask colour, else INFO.csv."""
+def _flag_value(value: Any) -> str:
+    """A yes/no cell of INFO.csv (``Yes``, ``Y``, ``No``, empty, ...) as ``yes``/``no``/``unknown``."""
+    text = str(value).strip().lower()
+    return "yes" if text in _YES else "no" if text in _NO else "unknown"
+
+
+def _apply_info(sample: Sample, row: InfoRow | None) -> None:
+    """Set a BUS-UCLM sample's label and flags from its INFO.csv row and its mask.
+
+    ``Label`` gives the class when present; otherwise an empty mask is ``normal`` and a
+    lesion takes the class of its colour (green benign, red malignant), else ``unknown``.
+    ``Doppler: Yes`` marks the image as colour content whatever its pixels look like.
+    """
+    colour_label = _mask_label(sample)
+    if row is not None and row.label:
+        if row.label != colour_label and colour_label != "unknown":
+            logger.warning("%s: INFO.csv says %s, the mask says %s; INFO.csv used", sample.id, row.label, colour_label)
+        sample.label = row.label
+    else:
+        sample.label = colour_label
+    sample.flags = {flag: "unknown" for flag in _INFO_FLAG_COLUMNS}
+    if row is not None:
+        sample.flags.update(row.flags)
+    if sample.flags["doppler"] == "yes":
+        sample.colour = COLOUR
+
+
+def _mask_label(sample: Sample) -> str:
+    """A BUS-UCLM label from the mask alone: ``normal`` if empty, else its colour's class."""
     if not sample.mask.any():
         return "normal"
     try:
         colour_label = mask_colour_class(sample.source_mask)
     except DataError:  # the mask was just read; only a file changing under us lands here
         colour_label = None
-    return colour_label or info_label or "unknown"
+    return colour_label or "unknown"
 
 
 _LAYOUTS: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
@@ -902,11 +1131,29 @@ def _open_source(name: str, spec: Any, parent: Path, section: str) -> Iterator[R
     return importer(root, options, section=section)
 
 
+def _limit_records(records: Iterator[Record], limit: int | None) -> Iterator[Record]:
+    """``records`` up to ``limit`` samples and skips; :class:`Ignored` entries do not count."""
+    if limit is None:
+        yield from records
+        return
+    count = 0
+    for record in records:
+        if isinstance(record, Ignored):
+            yield record
+            continue
+        if count == limit:
+            return
+        count += 1
+        yield record
+
+
 def _prefixed(name: str, records: Iterator[Record]) -> Iterator[Record]:
     """``records`` with ids (and groups) prefixed ``<name>__`` and ``source`` set to ``name``."""
     prefix = f"{name}__"
     for record in records:
-        if isinstance(record, Sample):
+        if isinstance(record, Ignored):
+            yield dataclasses.replace(record, source=name)
+        elif isinstance(record, Sample):
             yield dataclasses.replace(record, id=prefix + record.id, group=prefix + record.group, source=name)
         else:
             yield dataclasses.replace(record, id=prefix + record.id, source=name)

@@ -16,9 +16,16 @@ width     image width in pixels
 height    image height in pixels
 hash      :func:`busseg.imageio.content_hash` of the image pixels; equal hashes
           mark duplicate images, which a split should keep together
-source    optional, last: the source dataset of the sample in a ``composite``
+source    optional: the source dataset of the sample in a ``composite``
           dataset (the split stratifies by it); other datasets have no such column
+doppler   optional (datasets whose metadata says so, BUS-UCLM): ``yes``/``no``/
+          ``unknown``, a colour Doppler image
+marks     optional, as ``doppler``: calipers burned into the image
+combined  optional, as ``doppler``: a side-by-side composite of two scans
 ========  ====================================================================
+
+The flag columns let a user filter the prepared data (say, train without caliper
+images); :func:`read_index` does not return them, the pipeline does not use them.
 """
 from __future__ import annotations
 
@@ -26,14 +33,20 @@ from pathlib import Path
 
 import pandas as pd
 
+from busseg.atomic import atomic_path
 from busseg.errors import DataError
-from busseg.imageio import atomic_path
 
 INDEX_COLUMNS: tuple[str, ...] = ("id", "image", "mask", "label", "group", "width", "height", "hash")
 """Columns of ``index.csv``, in file order."""
 
 SOURCE_COLUMN = "source"
 """Optional column after :data:`INDEX_COLUMNS`: kept when present, never required."""
+
+FLAG_COLUMNS: tuple[str, ...] = ("doppler", "marks", "combined")
+"""Optional columns after :data:`SOURCE_COLUMN`, written when a dataset has them."""
+
+FLAG_VALUES: tuple[str, ...] = ("yes", "no", "unknown")
+"""Allowed values of the :data:`FLAG_COLUMNS`."""
 
 LABELS: tuple[str, ...] = ("benign", "malignant", "normal", "unknown")
 """Allowed values of the ``label`` column."""
@@ -44,13 +57,13 @@ _SIZE_COLUMNS = ("width", "height")
 
 def write_index(df: pd.DataFrame, path: str | Path) -> None:
     """Write ``df`` as ``index.csv`` at ``path`` (columns in :data:`INDEX_COLUMNS` order,
-    then :data:`SOURCE_COLUMN` when ``df`` has it).
+    then :data:`SOURCE_COLUMN` and the :data:`FLAG_COLUMNS` that ``df`` has).
 
     The table is validated first (same checks as :func:`read_index`) and the file is
     replaced atomically, so a reader never sees half a table.
     """
     path = Path(path)
-    table = _validate(df.copy(), path)
+    table = _validate(df.copy(), path, FLAG_COLUMNS)
     with atomic_path(path) as tmp_path:
         table.to_csv(tmp_path, index=False, encoding="utf-8", lineterminator="\n")
 
@@ -72,8 +85,9 @@ def read_index(path: str | Path) -> pd.DataFrame:
     return _validate(df, path)
 
 
-def _validate(df: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """Check columns, values and uniqueness; return the table in canonical column order."""
+def _validate(df: pd.DataFrame, path: Path, flags: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Check columns, values and uniqueness; return the table in canonical column order,
+    keeping those of the optional ``flags`` columns that ``df`` has."""
     missing = [c for c in INDEX_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(
@@ -81,7 +95,14 @@ def _validate(df: pd.DataFrame, path: Path) -> pd.DataFrame:
             f"index is missing column(s) {', '.join(missing)}; expected {', '.join(INDEX_COLUMNS)}",
         )
     columns = list(INDEX_COLUMNS) + ([SOURCE_COLUMN] if SOURCE_COLUMN in df.columns else [])
-    df = df.loc[:, columns].reset_index(drop=True)
+    flag_columns = [flag for flag in flags if flag in df.columns]
+    df = df.loc[:, columns + flag_columns].reset_index(drop=True)
+    for flag in flag_columns:
+        bad = df.index[~df[flag].isin(FLAG_VALUES)]
+        if len(bad):
+            raise DataError(
+                path, f"row {bad[0] + 1}: '{flag}' must be one of {', '.join(FLAG_VALUES)}, got {df[flag][bad[0]]!r}"
+            )
     for column in _TEXT_COLUMNS + tuple(columns[len(INDEX_COLUMNS) :]):
         absent = df[column].isna()  # a table built in memory may hold NaN for a missing value
         df[column] = df[column].astype(str)

@@ -7,8 +7,8 @@ the source of each sample, for ``composite`` datasets).
 """
 from __future__ import annotations
 
+import re
 import shutil
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -18,10 +18,18 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from busseg.data.importers import Sample, Skip, detect_kind, get_importer
-from busseg.data.index import INDEX_COLUMNS, LABELS, SOURCE_COLUMN, write_index
+from busseg.atomic import atomic_dir
+from busseg.data.importers import Ignored, Sample, Skip, detect_kind, get_importer
+from busseg.data.index import FLAG_COLUMNS, INDEX_COLUMNS, LABELS, SOURCE_COLUMN, write_index
 from busseg.errors import ConfigError, DataError
-from busseg.imageio import content_hash, write_png
+from busseg.imageio import TINTED, content_hash, write_png
+
+MIN_IMAGE_SIZE = 16
+"""Smallest width and height (pixels) of an image that is prepared. No breast-ultrasound
+scan is smaller; a 1 x 1 or 3 x 3 "image" in the test split would count as one easy case
+and inflate the mean Dice, so it is skipped with the reason recorded."""
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 @dataclass
@@ -35,12 +43,18 @@ class PrepareReport:
     earlier id; duplicates stay in the index (their equal ``hash`` lets the split keep
     them together); ``n_cross_source_duplicates`` counts the pairs whose two samples
     come from different sources of a composite dataset. ``colour_converted`` counts the
-    colour images converted to grey (BUSI's Doppler overlays), listed in
-    ``colour_converted_ids``. ``sources`` has, per source of a composite dataset,
-    ``n_images``, ``labels``, ``n_skipped``, ``n_empty_masks`` and ``colour_converted``
-    (empty for other kinds). ``detected_kind`` is the layout kind ``auto`` found
-    (``None`` for other kinds). ``width_range``/``height_range`` are ``(min, max)`` in
-    pixels.
+    images with colour content converted to luma (Doppler; BUS-UCLM's ``Doppler: Yes``),
+    listed in ``colour_converted_ids``; ``tinted_converted`` and ``tinted_converted_ids``
+    the images with greyscale content stored in colour (a tinted grey map, coloured
+    calipers or body marks), converted to luma as well (see :mod:`busseg.imageio`).
+    ``flagged`` lists, per flag column of the index (BUS-UCLM: ``doppler``, ``marks``,
+    ``combined``), the ids whose flag is ``yes``. ``ignored`` lists ``{path, reason}``
+    (plus ``source``) for files that are part of no sample: hidden files, masks without
+    images, metadata rows without images. ``sources`` has, per source of a composite
+    dataset, ``n_images``, ``labels``, ``n_skipped``, ``n_ignored``, ``n_empty_masks``,
+    ``colour_converted`` and ``tinted_converted`` (empty for other kinds).
+    ``detected_kind`` is the layout kind ``auto`` found (``None`` for other kinds).
+    ``width_range``/``height_range`` are ``(min, max)`` in pixels.
     """
 
     name: str
@@ -52,7 +66,11 @@ class PrepareReport:
     n_empty_masks: int = 0
     colour_converted: int = 0
     colour_converted_ids: list[str] = field(default_factory=list)
+    tinted_converted: int = 0
+    tinted_converted_ids: list[str] = field(default_factory=list)
+    flagged: dict[str, list[str]] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    ignored: list[dict[str, str]] = field(default_factory=list)
     duplicates: list[tuple[str, str]] = field(default_factory=list)
     n_cross_source_duplicates: int = 0
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -65,6 +83,11 @@ class PrepareReport:
         return len(self.skipped)
 
     @property
+    def n_ignored(self) -> int:
+        """Number of files (or metadata rows) that are part of no sample."""
+        return len(self.ignored)
+
+    @property
     def n_duplicates(self) -> int:
         """Number of samples whose image repeats an earlier sample's image."""
         return len(self.duplicates)
@@ -73,6 +96,7 @@ class PrepareReport:
         """A JSON-serialisable summary (counts first, then the lists)."""
         summary = asdict(self)
         summary["n_skipped"] = self.n_skipped
+        summary["n_ignored"] = self.n_ignored
         summary["n_duplicates"] = self.n_duplicates
         summary["duplicates"] = [list(pair) for pair in self.duplicates]
         for key in ("width_range", "height_range"):
@@ -89,9 +113,12 @@ def prepare_dataset(
     ``spec`` is the dataset's parameter entry: ``kind`` (see
     :data:`busseg.data.importers.IMPORTERS`), ``root`` (for real kinds; a relative
     path is resolved against the current working directory) and the kind's options.
-    The folder is built in a temporary sibling of ``out_dir`` and renamed into place
-    at the end, so a failure never leaves a half-written dataset; an existing
-    ``out_dir`` is replaced. Raises :class:`DataError` when no sample is usable.
+    The folder is built in a temporary sibling of ``out_dir`` (``.<name>.<pid>.tmp``,
+    :func:`busseg.atomic.atomic_dir`) and renamed into place at the end, so a failure
+    never leaves a half-written dataset; an existing ``out_dir`` is replaced, and
+    temporaries of killed earlier runs are removed first. Raises :class:`DataError` when
+    no sample is usable, or naming the output file when writing fails (disk full,
+    ``ulimit -f``).
     """
     section = f"datasets.{name}"
     options = dict(spec)
@@ -102,23 +129,41 @@ def prepare_dataset(
     records = get_importer(kind, section=section)(root, options, section=section)
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    build_dir = _sibling(out_dir, "building")
-    build_dir.mkdir()
     # The root as written in params (not resolved), so the report is the same on every machine.
     report = PrepareReport(name=name, kind=str(kind), root=None if root is None else str(spec.get("root")))
     if kind == "auto" and root is not None:  # the importer has just detected the same
         report.detected_kind = detect_kind(root)
     try:
-        rows = _write_samples(records, build_dir, report, progress=progress, desc=f"prepare {name}")
-        if not rows:
-            raise DataError(root if root is not None else section, _empty_problem(report))
-        write_index(_index_table(rows), build_dir / "index.csv")
-        _replace_dir(build_dir, out_dir)
-    except BaseException:
-        shutil.rmtree(build_dir, ignore_errors=True)
-        raise
+        _remove_legacy_temporaries(out_dir)
+        with atomic_dir(out_dir) as build_dir:
+            rows = _write_samples(records, build_dir, out_dir, report, progress=progress, desc=f"prepare {name}")
+            if not rows:
+                raise DataError(root if root is not None else section, _empty_problem(report))
+            _write_index_file(_index_table(rows), build_dir / "index.csv", out_dir / "index.csv")
+    except OSError as exc:  # creating or renaming the folder: name the output, not a temporary
+        raise DataError(out_dir, f"cannot write the prepared dataset: {exc.strerror or exc}") from None
     return report
+
+
+def _remove_legacy_temporaries(out_dir: Path) -> None:
+    """Remove ``.<name>.building-*`` / ``.<name>.old-*`` folders that earlier versions of
+    this stage left beside ``out_dir`` when they were killed (``kill -9``)."""
+    if not out_dir.parent.is_dir():
+        return
+    for role in ("building", "old"):
+        for leftover in out_dir.parent.glob(f".{out_dir.name}.{role}-*"):
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+
+
+def _write_index_file(table: pd.DataFrame, path: Path, shown_as: Path) -> None:
+    """Write ``index.csv``; a failed write names ``shown_as`` (the final path)."""
+    try:
+        write_index(table, path)
+    except OSError as exc:
+        raise DataError(shown_as, f"cannot write: {exc.strerror or exc}") from None
 
 
 def _resolve_root(root: Any, section: str) -> Path | None:
@@ -131,8 +176,9 @@ def _resolve_root(root: Any, section: str) -> Path | None:
 
 
 def _write_samples(
-    records: Iterable[Sample | Skip],
+    records: Iterable[Sample | Skip | Ignored],
     build_dir: Path,
+    out_dir: Path,
     report: PrepareReport,
     *,
     progress: bool,
@@ -140,12 +186,17 @@ def _write_samples(
 ) -> list[dict[str, Any]]:
     """Write each sample's PNGs, fill ``report`` and return the index rows.
 
-    Rows carry a ``source`` entry only for samples that name one (composite datasets).
+    Rows carry a ``source`` entry only for samples that name one (composite datasets),
+    and flag entries only for samples that have flags. A failed write raises
+    :class:`DataError` naming the file under ``out_dir`` (where the user will look).
     """
     rows: list[dict[str, Any]] = []
     seen_ids: set[str] = set()
     first_of_hash: dict[str, tuple[str, str]] = {}  # hash -> (id, source) of its first sample
     for record in tqdm(records, desc=desc, unit="img", disable=not progress):
+        if isinstance(record, Ignored):
+            _add_ignored(report, record)
+            continue
         if isinstance(record, Skip):
             _add_skip(report, record.id, record.path, record.reason, record.source)
             continue
@@ -153,10 +204,22 @@ def _write_samples(
             _add_skip(report, record.id, record.source_image, "duplicate id", record.source)
             continue
         _check_sample(record)
+        if not _SAFE_ID.fullmatch(record.id):
+            reason = f"id {record.id!r} is not a safe file name (letters, digits, '_', '.', '-')"
+            _add_skip(report, record.id, record.source_image, reason, record.source)
+            continue
+        height, width = record.image.shape
+        if min(height, width) < MIN_IMAGE_SIZE:
+            reason = f"image too small: {width}x{height} px (at least {MIN_IMAGE_SIZE} px per side)"
+            _add_skip(report, record.id, record.source_image, reason, record.source)
+            continue
         seen_ids.add(record.id)
         image_rel, mask_rel = f"images/{record.id}.png", f"masks/{record.id}.png"
-        write_png(build_dir / image_rel, record.image)
-        write_png(build_dir / mask_rel, record.mask)
+        try:
+            write_png(build_dir / image_rel, record.image)
+            write_png(build_dir / mask_rel, record.mask)
+        except DataError as error:
+            raise DataError(out_dir / error.path.relative_to(build_dir), error.problem) from None
         digest = content_hash(record.image)
         if digest in first_of_hash:
             first_id, first_source = first_of_hash[digest]
@@ -164,7 +227,6 @@ def _write_samples(
             report.n_cross_source_duplicates += int(first_source != record.source)
         else:
             first_of_hash[digest] = (record.id, record.source)
-        height, width = record.image.shape
         row = {
             "id": record.id,
             "image": image_rel,
@@ -177,6 +239,7 @@ def _write_samples(
         }
         if record.source:
             row[SOURCE_COLUMN] = record.source
+        row.update({flag: value for flag, value in record.flags.items() if flag in FLAG_COLUMNS})
         rows.append(row)
         _count_sample(report, record)
     _summarise(report, rows)
@@ -192,20 +255,38 @@ def _add_skip(report: PrepareReport, sample_id: str, path: str, reason: str, sou
     report.skipped.append(entry)
 
 
+def _add_ignored(report: PrepareReport, record: Ignored) -> None:
+    """Record one file that is part of no sample (and count it for its source)."""
+    entry = {"path": record.path, "reason": record.reason}
+    if record.source:
+        entry["source"] = record.source
+        _source_counts(report, record.source)["n_ignored"] += 1
+    report.ignored.append(entry)
+
+
 def _count_sample(report: PrepareReport, sample: Sample) -> None:
     """Add a written sample to the report's running counts."""
     converted = int(sample.colour_converted)
+    tinted = int(sample.colour == TINTED)
     empty = int(not sample.mask.any())
     report.n_empty_masks += empty
     report.colour_converted += converted
-    if sample.colour_converted:
+    report.tinted_converted += tinted
+    if converted:
         report.colour_converted_ids.append(sample.id)
+    if tinted:
+        report.tinted_converted_ids.append(sample.id)
+    for flag, value in sample.flags.items():
+        ids = report.flagged.setdefault(flag, [])
+        if value == "yes":
+            ids.append(sample.id)
     if sample.source:
         counts = _source_counts(report, sample.source)
         counts["n_images"] += 1
         counts["labels"][sample.label] += 1
         counts["n_empty_masks"] += empty
         counts["colour_converted"] += converted
+        counts["tinted_converted"] += tinted
 
 
 def _source_counts(report: PrepareReport, source: str) -> dict[str, Any]:
@@ -215,8 +296,10 @@ def _source_counts(report: PrepareReport, source: str) -> dict[str, Any]:
             "n_images": 0,
             "labels": {label: 0 for label in LABELS},
             "n_skipped": 0,
+            "n_ignored": 0,
             "n_empty_masks": 0,
             "colour_converted": 0,
+            "tinted_converted": 0,
         }
     return report.sources[source]
 
@@ -233,11 +316,16 @@ def _summarise(report: PrepareReport, rows: list[dict[str, Any]]) -> None:
 
 
 def _index_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """The index rows as a table: :data:`INDEX_COLUMNS`, plus ``source`` when rows have one."""
+    """The index rows as a table: :data:`INDEX_COLUMNS`, plus ``source`` and the flag
+    columns when some rows have them (``unknown`` for rows without, e.g. another source)."""
     columns = list(INDEX_COLUMNS)
     if any(SOURCE_COLUMN in row for row in rows):
         columns.append(SOURCE_COLUMN)
-    return pd.DataFrame(rows, columns=columns)
+    flags = [flag for flag in FLAG_COLUMNS if any(flag in row for row in rows)]
+    table = pd.DataFrame(rows, columns=columns + flags)
+    if flags:
+        table[flags] = table[flags].fillna("unknown")
+    return table
 
 
 def _check_sample(sample: Sample) -> None:
@@ -250,8 +338,8 @@ def _check_sample(sample: Sample) -> None:
         )
     if sample.label not in LABELS:
         raise ValueError(f"importer returned label {sample.label!r} for {sample.id!r}")
-    if not sample.id or Path(sample.id).name != sample.id or sample.id.startswith("."):
-        raise ValueError(f"importer returned id {sample.id!r}, which is not a plain file stem")
+    if not sample.id:
+        raise ValueError("importer returned an empty id")
 
 
 def _empty_problem(report: PrepareReport) -> str:
@@ -261,31 +349,3 @@ def _empty_problem(report: PrepareReport) -> str:
     shown = "; ".join(f"{s['id']}: {s['reason']}" for s in report.skipped[:3])
     more = f" (and {report.n_skipped - 3} more)" if report.n_skipped > 3 else ""
     return f"no usable sample: all {report.n_skipped} skipped: {shown}{more}"
-
-
-def _replace_dir(build_dir: Path, out_dir: Path) -> None:
-    """Move the finished ``build_dir`` to ``out_dir``, replacing an older one.
-
-    The old folder is first renamed aside, so that ``out_dir`` is at every moment
-    either the complete old dataset, absent, or the complete new one.
-    """
-    old_dir = None
-    if out_dir.exists() or out_dir.is_symlink():
-        old_dir = _sibling(out_dir, "old")
-        out_dir.rename(old_dir)
-    try:
-        build_dir.rename(out_dir)
-    except BaseException:
-        if old_dir is not None:
-            old_dir.rename(out_dir)  # put the old dataset back rather than lose it
-        raise
-    if old_dir is not None:
-        if old_dir.is_dir() and not old_dir.is_symlink():
-            shutil.rmtree(old_dir)
-        else:
-            old_dir.unlink()
-
-
-def _sibling(out_dir: Path, role: str) -> Path:
-    """A fresh hidden path next to ``out_dir`` (same file system, so renames are atomic)."""
-    return out_dir.with_name(f".{out_dir.name}.{role}-{uuid.uuid4().hex[:12]}")
