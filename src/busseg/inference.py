@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -10,8 +11,44 @@ import torch.nn.functional as F
 from busseg.data.dataset import resize_image
 from busseg.models import SegmentationNet
 
+K = TypeVar("K")
+
 
 @torch.inference_mode()
+def predict_keyed(
+    model: SegmentationNet,
+    items: Iterable[tuple[K, np.ndarray]],
+    device: torch.device,
+    batch_size: int = 8,
+) -> Iterator[tuple[K, np.ndarray, np.ndarray]]:
+    """Yield ``(key, image, probability map)`` for each ``(key, image)``, in input order.
+
+    Images are uint8 greyscale (H, W); each map is float32 (H, W). ``items`` is read
+    lazily, one batch at a time, so a caller can skip unreadable files while reading
+    them without losing track of which map belongs to which file (the key says).
+    Each image is resized to the network's input size, and the probabilities are
+    resized back (bilinear) to the image's own size, where metrics are computed.
+    """
+    model.eval()
+    size = model.config.image_size
+    pending: list[tuple[K, np.ndarray]] = []
+
+    def flush() -> Iterator[tuple[K, np.ndarray, np.ndarray]]:
+        x = torch.from_numpy(np.stack([resize_image(im, size) for _, im in pending])).float().div_(255.0).unsqueeze(1)
+        probs = torch.sigmoid(model(x.to(device)).float())
+        for (key, image), prob in zip(pending, probs):
+            full = F.interpolate(prob[None], size=image.shape, mode="bilinear", align_corners=False)[0, 0]
+            yield key, image, full.cpu().numpy()
+
+    for item in items:
+        pending.append(item)
+        if len(pending) == batch_size:
+            yield from flush()
+            pending = []
+    if pending:
+        yield from flush()
+
+
 def predict_probability_maps(
     model: SegmentationNet,
     images: Iterable[np.ndarray],
@@ -20,24 +57,7 @@ def predict_probability_maps(
 ) -> Iterator[np.ndarray]:
     """Yield one float32 probability map (H, W) per uint8 greyscale image (H, W).
 
-    Each image is resized to the network's input size, and the probabilities are
-    resized back (bilinear) to the image's own size, where metrics are computed.
+    See :func:`predict_keyed`, which this wraps for callers that need no keys.
     """
-    model.eval()
-    size = model.config.image_size
-    pending: list[np.ndarray] = []
-
-    def flush() -> Iterator[np.ndarray]:
-        x = torch.from_numpy(np.stack([resize_image(im, size) for im in pending])).float().div_(255.0).unsqueeze(1)
-        probs = torch.sigmoid(model(x.to(device)).float())
-        for image, prob in zip(pending, probs):
-            full = F.interpolate(prob[None], size=image.shape, mode="bilinear", align_corners=False)[0, 0]
-            yield full.cpu().numpy()
-
-    for image in images:
-        pending.append(image)
-        if len(pending) == batch_size:
-            yield from flush()
-            pending = []
-    if pending:
-        yield from flush()
+    for _, _, prob in predict_keyed(model, ((None, image) for image in images), device, batch_size):
+        yield prob

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from busseg.errors import DataError
+from busseg.errors import ConfigError, DataError
 
 EVAL_KEYS = ("dice", "iou", "accuracy", "hd95", "n_images")
 PSEUDO_KEYS = ("dice", "dice_valid", "coverage", "hit_rate")
@@ -28,7 +28,10 @@ def build_summary(eval_dir: str | Path, pseudo_dir: str | Path, datasets: list[s
     """Nested ``dataset -> metric`` (so ``dvc metrics diff`` prints ``synthetic.dice``).
 
     Pseudo-label quality enters as ``pseudo_dice``, ``pseudo_coverage``, ...
+    An empty ``datasets`` is an error: an empty table would look like a finished run.
     """
+    if not datasets:
+        raise ConfigError("datasets", "no dataset declared; add at least one entry (kind, root, options)")
     evals, pseudos = _read_json_dir(Path(eval_dir)), _read_json_dir(Path(pseudo_dir))
     summary: dict[str, dict[str, float]] = {}
     for name in datasets:

@@ -112,3 +112,11 @@ def test_exponent_without_a_dot_is_read_as_the_number_dvc_reads(tmp_path: Path, 
     proc = run_stage(tmp_path, "split.py", *split_args(tiny_prepared))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "splits" / "labeled.txt").read_text().strip()
+
+
+def test_the_report_library_refuses_an_empty_dataset_list(tmp_path: Path) -> None:
+    from busseg.errors import ConfigError
+    from busseg.report import build_summary
+
+    with pytest.raises(ConfigError, match="no dataset declared"):
+        build_summary(tmp_path, tmp_path, [])

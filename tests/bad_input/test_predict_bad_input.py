@@ -1,0 +1,175 @@
+"""Bad-input corpus for ``busseg predict``: the cases a hostile but fair user tried.
+
+Each case must end in a recorded skip or one ``error:`` line, never a traceback, and must
+leave no file behind that the user did not ask for (no lost output, no temporary).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from busseg.cli import main
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random U-Net checkpoint (64 px), built offline."""
+    from busseg.models import ModelConfig, build_model
+    from busseg.training.checkpoint import save_model_checkpoint
+    from busseg.training.config import TrainConfig
+
+    config = ModelConfig(encoder="resnet18", image_size=64, decoder_channels=(32, 16, 16, 8, 8))
+    path = tmp_path_factory.mktemp("model") / "student.pt"
+    save_model_checkpoint(path, build_model(config), TrainConfig(), epoch=0, val_dice=0.5)
+    return path
+
+
+def grey_pixels(shape: tuple[int, int] = (40, 52), seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).random(shape) * 255).astype(np.uint8)
+
+
+def write_grey(path: Path, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grey_pixels(seed=seed)).save(path)
+    return path
+
+
+def write_colour(path: Path) -> Path:
+    """A scan with a colour Doppler box (a fifth of the image in saturated red and blue)."""
+    rgb = np.repeat(grey_pixels()[..., None], 3, axis=2)
+    rgb[10:30, 10:30] = [200, 20, 20]
+    rgb[15:25, 15:25] = [20, 40, 220]
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+def files_under(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def predict(checkpoint: Path, out: Path, *inputs: Path, extra: tuple[str, ...] = ()) -> int:
+    return main(["predict", "--model", str(checkpoint), "--out", str(out), "--no-progress", *extra, *map(str, inputs)])
+
+
+def test_same_stem_and_same_name_in_subfolders_all_get_their_own_mask(tmp_path: Path, checkpoint: Path, capsys) -> None:
+    """Lost output: scan.png, scan.jpg and sub/scan.png once left one file for "wrote 3 masks"."""
+    scans = tmp_path / "scans"
+    for i, rel in enumerate(("scan.png", "scan.jpg", "sub/scan.png")):
+        write_grey(scans / rel, seed=i)
+    assert predict(checkpoint, tmp_path / "out", scans) == 0
+    assert files_under(tmp_path / "out") == ["scan.jpg.mask.png", "scan.png.mask.png", "sub/scan.png.mask.png"]
+    assert "wrote 3 masks" in capsys.readouterr().out
+
+
+def test_two_inputs_claiming_one_output_skip_the_second_with_the_reason(tmp_path: Path, checkpoint: Path, capsys) -> None:
+    a = write_grey(tmp_path / "a" / "scan.png", seed=1)
+    b = write_grey(tmp_path / "b" / "scan.png", seed=2)
+    out = tmp_path / "out"
+    assert predict(checkpoint, out, a, b) == 1
+    assert files_under(out) == ["scan.png.mask.png"]
+    err = capsys.readouterr().err
+    assert f"skipped {b}: its output scan.png.mask.png is already that of {a}" in err
+    assert "error: skipped 1 of 2 inputs" in err
+    # What was written is a's mask, not b's written over it.
+    first = (out / "scan.png.mask.png").read_bytes()
+    assert predict(checkpoint, tmp_path / "only_a", a) == 0
+    assert (tmp_path / "only_a" / "scan.png.mask.png").read_bytes() == first
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "cannot read image"),
+        (b"not a png at all", "cannot read image"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "cannot read image"),
+    ],
+    ids=["empty", "text", "truncated-png"],
+)
+def test_corrupt_image_is_skipped_and_the_others_written(
+    tmp_path: Path, checkpoint: Path, capsys, content: bytes, reason: str
+) -> None:
+    scans = tmp_path / "scans"
+    write_grey(scans / "a.png")
+    (scans / "b.png").write_bytes(content)
+    write_grey(scans / "c.png", seed=3)
+    out = tmp_path / "out"
+    assert predict(checkpoint, out, scans) == 1
+    assert files_under(out) == ["a.png.mask.png", "c.png.mask.png"]
+    captured = capsys.readouterr()
+    assert "wrote 2 masks" in captured.out
+    assert f"skipped {scans / 'b.png'}: {reason}" in captured.err
+
+
+def test_colour_image_is_skipped_with_the_flag_that_converts_it(tmp_path: Path, checkpoint: Path, capsys) -> None:
+    scans = tmp_path / "scans"
+    write_grey(scans / "a.png")
+    write_colour(scans / "doppler.png")
+    out = tmp_path / "out"
+    assert predict(checkpoint, out, scans) == 1
+    err = capsys.readouterr().err
+    assert f"skipped {scans / 'doppler.png'}: " in err and "--allow-colour" in err
+    assert "allow_colour" not in err  # no option the command line lacks
+    assert files_under(out) == ["a.png.mask.png"]
+    # The flag it names exists and converts the image.
+    assert predict(checkpoint, out, scans, extra=("--allow-colour",)) == 0
+    assert files_under(out) == ["a.png.mask.png", "doppler.png.mask.png"]
+
+
+def test_out_naming_an_existing_file_is_an_error_line(tmp_path: Path, checkpoint: Path, capsys) -> None:
+    image = write_grey(tmp_path / "a.png")
+    taken = tmp_path / "results.txt"
+    taken.write_text("keep me")
+    assert predict(checkpoint, taken, image) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {taken}: exists and is not a folder")
+    assert taken.read_text() == "keep me"
+    assert files_under(tmp_path) == ["a.png", "results.txt"]
+
+
+@pytest.mark.parametrize("where", ["inside", "equal"])
+def test_out_in_the_input_folder_twice_reads_the_same_inputs(tmp_path: Path, checkpoint: Path, capsys, where: str) -> None:
+    scans = tmp_path / "scans"
+    write_grey(scans / "a.png")
+    write_grey(scans / "sub" / "b.png", seed=1)
+    out = scans / "pred" if where == "inside" else scans
+    assert predict(checkpoint, out, scans, extra=("--overlay",)) == 0
+    first = files_under(scans)
+    assert "wrote 2 masks and 2 overlays" in capsys.readouterr().out
+    assert predict(checkpoint, out, scans, extra=("--overlay",)) == 0  # overlays are colour: read, they would fail
+    assert files_under(scans) == first
+    assert "wrote 2 masks and 2 overlays" in capsys.readouterr().out
+
+
+def test_missing_input_is_listed_and_the_rest_written(tmp_path: Path, checkpoint: Path, capsys) -> None:
+    image = write_grey(tmp_path / "a.png")
+    assert predict(checkpoint, tmp_path / "out", image, tmp_path / "nowhere.png") == 1
+    err = capsys.readouterr().err
+    assert f"skipped {tmp_path / 'nowhere.png'}: no such file or folder" in err
+    assert files_under(tmp_path / "out") == ["a.png.mask.png"]
+
+
+def test_the_command_itself_never_prints_a_traceback(tmp_path: Path, checkpoint: Path) -> None:
+    """The whole corpus at once through the real entry point, as a user runs it."""
+    scans = tmp_path / "scans"
+    for i, rel in enumerate(("scan.png", "scan.jpg", "sub/scan.png")):
+        write_grey(scans / rel, seed=i)
+    (scans / "broken.png").write_bytes(b"nope")
+    write_colour(scans / "doppler.png")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "busseg.cli", "predict", "--model", str(checkpoint), "--no-progress"]
+    proc = subprocess.run([*cmd, "--out", str(scans), str(scans)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "wrote 3 masks" in proc.stdout
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: skipped 2 of 5 inputs")
+    assert not [p for p in scans.rglob(".*")]  # no temporary left
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    proc = subprocess.run([*cmd, "--out", str(taken), str(scans)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: ")
