@@ -222,13 +222,10 @@ def run_predictions(
 
 
 def _check_out(out: Path) -> None:
-    """``--out`` must be a folder or not exist yet (it is then created)."""
+    """``--out`` must be a folder or not exist yet (it is created by the first write, so a
+    run that writes nothing leaves nothing behind)."""
     if out.exists() and not out.is_dir():
         raise DataError(out, "exists and is not a folder; --out names the output folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(out, f"cannot create the output folder ({exc.strerror or exc})") from None
 
 
 def _report(summary: Summary, out: Path, ignored: int) -> None:

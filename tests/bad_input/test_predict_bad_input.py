@@ -173,3 +173,10 @@ def test_the_command_itself_never_prints_a_traceback(tmp_path: Path, checkpoint:
     proc = subprocess.run([*cmd, "--out", str(taken), str(scans)], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: ")
+
+
+def test_a_run_that_writes_nothing_creates_no_output_folder(tmp_path: Path, checkpoint: Path, capsys) -> None:
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    assert predict(checkpoint, tmp_path / "out", tmp_path / "bad.png", tmp_path / "missing.png") == 1
+    assert "error: skipped 2 of 2 inputs" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
