@@ -1,0 +1,296 @@
+"""Bad-input corpus for the prepare stage: hostile file names, stray files, tiny images,
+tinted and colour scans, a full disk, ``ulimit -f`` and ``kill -9``.
+
+Every case builds its dataset folder in a fresh working directory and runs the real
+``stages/prepare.py`` as a user would. A case ends either in exit code 0 with what was
+left out recorded in the prepare report, or in exit code 1 with one ``error:`` line
+naming the file; never in a traceback, and never with a temporary or half-written
+output left behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from data.fixtures import (  # tests/ is on sys.path (rootdir of the test packages)
+    add_calipers,
+    add_doppler,
+    box_mask,
+    grey_image,
+    make_bus_uclm_like,
+    rgb,
+    save,
+    scan,
+    tint,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+PREPARED = Path("data/prepared")
+OUT = PREPARED / "mine"
+REPORT = Path("metrics/prepare/mine.json")
+STAGE_ARGS = ("--dataset", "mine", "--out", str(OUT), "--report", str(REPORT))
+
+
+def write_params(cwd: Path, spec: dict) -> None:
+    """The committed params.yaml with ``datasets`` replaced by the one dataset ``mine``."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["datasets"] = {"mine": spec}
+    params.setdefault("runtime", {})["progress"] = False
+    (cwd / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _env() -> dict[str, str]:
+    # No .pyc writes: under `ulimit -f` they would hit the limit before the stage starts.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "DVC_NO_ANALYTICS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def run_prepare(cwd: Path, *, prefix: str = "") -> subprocess.CompletedProcess:
+    """Run ``stages/prepare.py`` in ``cwd``; ``prefix`` is shell code run before it (ulimit)."""
+    command = [sys.executable, str(REPO / "stages" / "prepare.py"), *STAGE_ARGS]
+    if prefix:
+        command = ["bash", "-c", f'{prefix}; exec "$@"', "bash", *command]
+    return subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300)
+
+
+def leftovers(cwd: Path) -> list[str]:
+    """Temporaries anywhere under ``cwd`` (``.<name>.<pid>.tmp``, old ``.building-*``)."""
+    return sorted(
+        str(p.relative_to(cwd)) for p in cwd.rglob("*") if p.name.endswith(".tmp") or ".building-" in p.name
+    )
+
+
+def assert_clean_success(cwd: Path, proc: subprocess.CompletedProcess) -> dict:
+    """Exit 0, no traceback, nothing temporary left, every file the index names exists;
+    return the report."""
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert leftovers(cwd) == []
+    index = pd.read_csv(cwd / OUT / "index.csv", dtype=str, keep_default_na=False)
+    for column in ("image", "mask"):
+        for name in index[column]:
+            assert (cwd / OUT / name).is_file(), f"index.csv names {name!r}, which does not exist"
+    return json.loads((cwd / REPORT).read_text())
+
+
+def assert_clean_failure(cwd: Path, proc: subprocess.CompletedProcess, names: str) -> str:
+    """Exit 1, one ``error:`` line that contains ``names``, no traceback, no output and no
+    temporary left; return the error line."""
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and names in errors[0], proc.stderr
+    assert leftovers(cwd) == []
+    assert not (cwd / OUT).exists() and not (cwd / REPORT).exists()
+    return errors[0]
+
+
+def folder_spec(cwd: Path, **options) -> dict:
+    return {"kind": "folder", "root": "src", **options}
+
+
+def pair(root: Path, name: str, seed: int, size: tuple[int, int] = (32, 32)) -> None:
+    """An image ``images/<name>.png`` with its mask ``masks/<name>.png``."""
+    save(root / "images" / f"{name}.png", grey_image(*size, seed))
+    save(root / "masks" / f"{name}.png", box_mask(*size, size=min(size) // 2 or 1), mode="1")
+
+
+# --- recorded skips and reports ----------------------------------------------------------
+
+
+def test_names_with_spaces_and_newlines_get_safe_ids_that_later_stages_find(tmp_path):
+    for seed, name in enumerate((" lead", "trail ", "new\nline", "ok")):
+        pair(tmp_path / "src", name, seed)
+    write_params(tmp_path, folder_spec(tmp_path))
+    report = assert_clean_success(tmp_path, run_prepare(tmp_path))
+    index = pd.read_csv(tmp_path / OUT / "index.csv", dtype=str)
+    assert sorted(index["id"]) == ["lead", "new_line", "ok", "trail"]
+    assert report["n_images"] == 4 and report["n_skipped"] == 0
+    # The next stage reads the index and finds what it names.
+    split = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "split.py"), "--index", str(OUT / "index.csv"), "--out", "splits"],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert split.returncode == 0 and "Traceback" not in split.stderr, split.stderr
+
+
+def test_busi_names_differing_only_in_non_ascii_characters_are_both_kept(tmp_path):
+    base = tmp_path / "src" / "Dataset_BUSI_with_GT"
+    (base / "malignant").mkdir(parents=True)
+    for seed, name in enumerate(("lésion", "lèsion")):
+        save(base / "benign" / f"{name}.png", rgb(grey_image(32, 32, seed)))
+        save(base / "benign" / f"{name}_mask.png", box_mask(32, 32, size=8), mode="1")
+    write_params(tmp_path, {"kind": "busi", "root": "src"})
+    report = assert_clean_success(tmp_path, run_prepare(tmp_path))
+    assert report["n_images"] == 2 and report["n_skipped"] == 0
+    assert "share this stem" not in json.dumps(report)
+
+
+def test_a_one_pixel_image_is_a_recorded_skip(tmp_path):
+    pair(tmp_path / "src", "good", 0)
+    pair(tmp_path / "src", "dot", 1, size=(1, 1))
+    write_params(tmp_path, folder_spec(tmp_path))
+    report = assert_clean_success(tmp_path, run_prepare(tmp_path))
+    assert [(s["id"], s["reason"]) for s in report["skipped"]] == [
+        ("dot", "image too small: 1x1 px (at least 16 px per side)")
+    ]
+    assert report["n_images"] == 1
+
+
+def test_masks_without_images_hidden_files_and_csv_ids_without_images_are_reported(tmp_path):
+    src = tmp_path / "src"
+    pair(src, "a", 0)
+    pair(src, "b", 1)
+    save(src / "masks" / "orphan.png", box_mask(32, 32), mode="1")
+    (src / "images" / ".DS_Store").write_bytes(b"\0\0")
+    save(src / "images" / "._a.png", grey_image(32, 32, 0))  # macOS resource fork
+    (src / "images" / "notes.txt").write_text("scanner settings")
+    (src / "labels.csv").write_text("id,label\na,benign\nghost,malignant\n")
+    write_params(tmp_path, folder_spec(tmp_path, labels_csv="labels.csv"))
+    report = assert_clean_success(tmp_path, run_prepare(tmp_path))
+    ignored = {(Path(entry["path"]).name, entry["reason"].split(" (")[0]) for entry in report["ignored"]}
+    assert ignored == {
+        ("orphan.png", "mask without image"),
+        (".DS_Store", "hidden file, not read"),
+        ("._a.png", "hidden file, not read"),
+        ("notes.txt", "not an image file"),
+        ("labels.csv", "'ghost' listed in labels_csv, no such image"),
+    }
+    assert report["n_ignored"] == 5 and report["n_images"] == 2
+
+
+def test_tinted_calipers_and_doppler_are_converted_and_listed_for_any_kind(tmp_path):
+    src = tmp_path / "src"
+    for name, image in (
+        ("grey", rgb(scan(96, 128, 0))),
+        ("tinted", add_calipers(tint(scan(96, 128, 1)))),
+        ("doppler", add_doppler(tint(scan(96, 128, 2)))),
+    ):
+        save(src / "images" / f"{name}.png", image)
+        save(src / "masks" / f"{name}.png", box_mask(96, 128, size=12), mode="1")
+    write_params(tmp_path, folder_spec(tmp_path))
+    report = assert_clean_success(tmp_path, run_prepare(tmp_path))
+    assert report["n_images"] == 3
+    assert report["tinted_converted_ids"] == ["tinted"] and report["colour_converted_ids"] == ["doppler"]
+
+
+def test_a_bus_uclm_like_folder_imports_with_doppler_and_calipers_listed(tmp_path):
+    facts = make_bus_uclm_like(tmp_path / "src", per_patient=3)
+    write_params(tmp_path, {"kind": "bus_uclm", "root": "src"})
+    report = assert_clean_success(tmp_path, run_prepare(tmp_path))
+    assert report["n_images"] == len(facts) == 12 and report["n_skipped"] == report["n_ignored"] == 0
+    assert report["flagged"]["doppler"] == report["colour_converted_ids"] == sorted(
+        i for i, f in facts.items() if f["doppler"] == "yes"
+    )
+    assert report["flagged"]["marks"] == sorted(i for i, f in facts.items() if f["marks"] == "yes")
+
+
+# --- faults: disk full, ulimit -f, kill -9 --------------------------------------------------
+
+
+def _noise_folder(cwd: Path, count: int = 3) -> None:
+    """``count`` pairs of 128 x 128 noise images: each PNG is about 16 KiB."""
+    for index in range(count):
+        pair(cwd / "src", f"case{index}", index, size=(128, 128))
+
+
+def test_ulimit_f_gives_an_error_line_naming_the_file(tmp_path):
+    _noise_folder(tmp_path)
+    write_params(tmp_path, folder_spec(tmp_path))
+    proc = run_prepare(tmp_path, prefix="ulimit -f 8")  # 8 KiB per file
+    error = assert_clean_failure(tmp_path, proc, str(OUT / "images" / "case0.png"))
+    assert "File too large" in error
+
+
+_FULL_DISK = textwrap.dedent(
+    """
+    import builtins, errno, runpy, sys
+    real_open = builtins.open
+    target = sys.argv.pop(1)
+
+    class Full:
+        def __init__(self, handle): self._handle = handle
+        def write(self, data): raise OSError(errno.ENOSPC, "No space left on device")
+        def __getattr__(self, name): return getattr(self._handle, name)
+        def __enter__(self): return self
+        def __exit__(self, *exc): self._handle.close()
+        def __iter__(self): return iter(self._handle)
+
+    def full_open(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        writing = any(c in mode for c in "wax+")
+        return Full(handle) if writing and target in str(file) else handle
+
+    builtins.open = full_open
+    sys.path.insert(0, sys.argv[1].rsplit("/", 1)[0])
+    sys.argv = sys.argv[1:]
+    runpy.run_path(sys.argv[0], run_name="__main__")
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("fails_on", "names"),
+    [
+        (".png", str(OUT / "images" / "case0.png")),
+        ("index.csv", str(OUT / "index.csv")),
+        (".json", str(REPORT)),
+    ],
+    ids=["first-image", "index", "report"],
+)
+def test_disk_full_gives_an_error_line_naming_the_file(tmp_path, fails_on, names):
+    _noise_folder(tmp_path)
+    write_params(tmp_path, folder_spec(tmp_path))
+    command = [sys.executable, "-c", _FULL_DISK, fails_on, str(REPO / "stages" / "prepare.py"), *STAGE_ARGS]
+    proc = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    (error,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert names in error and "No space left on device" in error
+    assert leftovers(tmp_path) == []
+    assert not (tmp_path / REPORT).exists()
+    if fails_on != ".json":  # the dataset was complete when the report failed: it may stay
+        assert not (tmp_path / OUT).exists()
+
+
+def test_kill_9_leftovers_are_removed_by_the_next_run(tmp_path):
+    write_params(tmp_path, {"kind": "synthetic", "count": 400, "size": 128, "seed": 0})
+    legacy = tmp_path / PREPARED / ".mine.building-0123abcd4567"  # left by the previous code
+    (legacy / "images").mkdir(parents=True)
+    command = [sys.executable, str(REPO / "stages" / "prepare.py"), *STAGE_ARGS]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    temporary = tmp_path / PREPARED / f".mine.{proc.pid}.tmp"
+    deadline = time.monotonic() + 120
+    while not (temporary / "images").is_dir() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert temporary.is_dir() and not (tmp_path / OUT).exists()  # what kill -9 leaves
+
+    write_params(tmp_path, {"kind": "synthetic", "count": 20, "size": 64, "seed": 0})
+    report = assert_clean_success(tmp_path, run_prepare(tmp_path))
+    assert report["n_images"] == 20
+    assert sorted(p.name for p in (tmp_path / PREPARED).iterdir()) == ["mine"]
+
+
+def test_outputs_get_the_usual_permissions(tmp_path):
+    _noise_folder(tmp_path, count=1)
+    write_params(tmp_path, folder_spec(tmp_path))
+    assert_clean_success(tmp_path, run_prepare(tmp_path))
+    umask = os.umask(0)
+    os.umask(umask)
+    for folder in (OUT, OUT / "images", OUT / "masks"):
+        assert stat.S_IMODE((tmp_path / folder).stat().st_mode) == 0o777 & ~umask
+    for path in (OUT / "index.csv", OUT / "images" / "case0.png", REPORT):
+        assert stat.S_IMODE((tmp_path / path).stat().st_mode) == 0o666 & ~umask
