@@ -50,8 +50,8 @@ def test_predict_command_writes_masks(tiny_prepared: Path, checkpoint: Path, tmp
     code = cli_main(["predict", "--model", str(checkpoint), "--out", str(tmp_path / "pred"), "--overlay", "--no-progress", str(tiny_prepared / "images")])
     assert code == 0
     n = len(list((tiny_prepared / "images").glob("*.png")))
-    masks = sorted((tmp_path / "pred").glob("*_mask.png"))
-    assert len(masks) == n and len(list((tmp_path / "pred").glob("*_overlay.png"))) == n
+    masks = sorted((tmp_path / "pred").glob("*.mask.png"))
+    assert len(masks) == n and len(list((tmp_path / "pred").glob("*.overlay.png"))) == n
     assert set(np.unique(np.asarray(Image.open(masks[0])))) <= {0, 255}
 
 

@@ -154,9 +154,13 @@ def test_returning_to_a_previous_label_ratio_is_served_from_the_run_cache(projec
 
 def test_pseudo_label_change_reruns_pseudo_label_and_everything_after(project: Path, first_repro: str) -> None:
     labels = pd.read_csv(project / "data/pseudo/synthetic/labels.csv")
-    areas = labels.loc[labels["valid"], "area_fraction"].sort_values()
-    # A threshold that invalidates the smallest valid label but keeps the others.
-    threshold = float(areas.iloc[0] + (areas.iloc[1] - areas.iloc[0]) / 2)
+    train = set((project / "data/splits/synthetic/train.txt").read_text().split())
+    areas = labels.loc[labels["valid"], ["id", "area_fraction"]].sort_values("area_fraction").reset_index(drop=True)
+    # A threshold that invalidates the valid labels up to the smallest one of the train split
+    # (what the static teacher learns from) but keeps the others.
+    first_train = int(areas.index[areas["id"].isin(train)][0])
+    low, high = areas["area_fraction"].iloc[first_train], areas["area_fraction"].iloc[first_train + 1]
+    threshold = float(low + (high - low) / 2)
     output = run(["dvc", "exp", "run", "-S", f"pseudo.min_area_fraction={threshold:.6f}"], project)
     # The default method (dual_teacher) learns from the static teacher, so everything
     # after pseudo_label changes.

@@ -79,6 +79,9 @@ class RuntimeParams:
     device: str = "auto"
     threads: int = 1
     progress: bool = True
+    # Read by stages/_params.py before torch loads: CPU kernels capped at AVX2 so that results
+    # do not depend on the CPU's instruction set (see PORTABLE_CPU_KERNELS there).
+    portable_kernels: bool = True
 
     def check(self) -> None:
         if self.threads < 0:
