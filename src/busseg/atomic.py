@@ -76,8 +76,8 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary file path; it replaces ``path`` only if the block succeeds.
 
-    The caller writes the temporary by any means (``Image.save``, ``np.savez`` with a
-    ``.npz`` name is not suitable: it appends a suffix; pass an open handle instead).
+    The caller writes the temporary by any means that keeps its name (``Image.save`` with an
+    explicit ``format``; ``np.savez`` appends ``.npz`` to a path, so give it an open handle).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

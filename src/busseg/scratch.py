@@ -9,6 +9,7 @@ while a run is unfinished (a training run's state is hundreds of MB).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -42,9 +43,24 @@ def inputs_key(params: Mapping[str, Any], files: Iterable[str | Path]) -> str:
     return digest.hexdigest()[:16]
 
 
+@functools.cache
+def code_fingerprint() -> str:
+    """A 8-hex-digit hash of busseg's own source files.
+
+    Part of every scratch folder's name: state left by an interrupted run of older code is
+    never resumed by newer code (it would hand back a result the current code did not make).
+    """
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for file in sorted(package.rglob("*.py")):
+        digest.update(file.relative_to(package).as_posix().encode())
+        _hash_file(file, digest)
+    return digest.hexdigest()[:8]
+
+
 def scratch_dir(stage: str, key: str, root: str | Path | None = None) -> Path:
-    """``<root>/<stage>/<key>``, created."""
-    path = Path(root or DEFAULT_ROOT) / stage.replace("@", "-") / key
+    """``<root>/<stage>/<key>-<code fingerprint>``, created."""
+    path = Path(root or DEFAULT_ROOT) / stage.replace("@", "-") / f"{key}-{code_fingerprint()}"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
