@@ -252,13 +252,15 @@ def mask_colour_class(path: str | Path) -> str | None:
     return "benign" if n_green > n_red else "malignant"
 
 
-def write_png(path: str | Path, array: np.ndarray) -> None:
+def write_png(path: str | Path, array: np.ndarray, *, atomic: bool = True) -> None:
     """Write a ``uint8`` image or a ``bool`` mask (as 0/255) to an 8-bit greyscale PNG.
 
     The file appears atomically (:func:`busseg.atomic.atomic_path`: a temporary beside it,
-    then a rename), so a crash never leaves a truncated PNG behind. The parent folder is
-    created when missing. A failed write (disk full, ``ulimit -f``) raises
-    :class:`DataError` naming ``path``, with nothing left behind.
+    then a rename), so a crash never leaves a truncated PNG behind. ``atomic=False`` writes
+    in place, for a caller that builds a whole folder atomically (prepare): the per-file
+    temporary would only add a scan of the folder per file. The parent folder is created
+    when missing. A failed write (disk full, ``ulimit -f``) raises :class:`DataError`
+    naming ``path``; the atomic write leaves nothing behind.
     """
     array = np.asarray(array)
     if array.ndim != 2:
@@ -270,11 +272,14 @@ def write_png(path: str | Path, array: np.ndarray) -> None:
     else:
         raise ValueError(f"write_png expects uint8 or bool, got {array.dtype}")
     path = Path(path)
+    image = Image.fromarray(np.ascontiguousarray(pixels))
     try:
+        if not atomic:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+            return
         with atomic_path(path) as tmp_path:
-            Image.fromarray(np.ascontiguousarray(pixels)).save(
-                tmp_path, format="PNG", compress_level=PNG_COMPRESS_LEVEL
-            )
+            image.save(tmp_path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     except OSError as exc:  # disk full, ulimit -f (EFBIG), permissions: name the target
         raise DataError(path, f"cannot write: {exc.strerror or exc}") from None
 

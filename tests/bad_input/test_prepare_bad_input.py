@@ -19,7 +19,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -96,7 +95,8 @@ def assert_clean_failure(cwd: Path, proc: subprocess.CompletedProcess, names: st
     return errors[0]
 
 
-def folder_spec(cwd: Path, **options) -> dict:
+def folder_spec(**options) -> dict:
+    """A `folder` dataset at `src/` of the working directory."""
     return {"kind": "folder", "root": "src", **options}
 
 
@@ -112,7 +112,7 @@ def pair(root: Path, name: str, seed: int, size: tuple[int, int] = (32, 32)) -> 
 def test_names_with_spaces_and_newlines_get_safe_ids_that_later_stages_find(tmp_path):
     for seed, name in enumerate((" lead", "trail ", "new\nline", "ok")):
         pair(tmp_path / "src", name, seed)
-    write_params(tmp_path, folder_spec(tmp_path))
+    write_params(tmp_path, folder_spec())
     report = assert_clean_success(tmp_path, run_prepare(tmp_path))
     index = pd.read_csv(tmp_path / OUT / "index.csv", dtype=str)
     assert sorted(index["id"]) == ["lead", "new_line", "ok", "trail"]
@@ -140,7 +140,7 @@ def test_busi_names_differing_only_in_non_ascii_characters_are_both_kept(tmp_pat
 def test_a_one_pixel_image_is_a_recorded_skip(tmp_path):
     pair(tmp_path / "src", "good", 0)
     pair(tmp_path / "src", "dot", 1, size=(1, 1))
-    write_params(tmp_path, folder_spec(tmp_path))
+    write_params(tmp_path, folder_spec())
     report = assert_clean_success(tmp_path, run_prepare(tmp_path))
     assert [(s["id"], s["reason"]) for s in report["skipped"]] == [
         ("dot", "image too small: 1x1 px (at least 16 px per side)")
@@ -157,7 +157,7 @@ def test_masks_without_images_hidden_files_and_csv_ids_without_images_are_report
     save(src / "images" / "._a.png", grey_image(32, 32, 0))  # macOS resource fork
     (src / "images" / "notes.txt").write_text("scanner settings")
     (src / "labels.csv").write_text("id,label\na,benign\nghost,malignant\n")
-    write_params(tmp_path, folder_spec(tmp_path, labels_csv="labels.csv"))
+    write_params(tmp_path, folder_spec(labels_csv="labels.csv"))
     report = assert_clean_success(tmp_path, run_prepare(tmp_path))
     ignored = {(Path(entry["path"]).name, entry["reason"].split(" (")[0]) for entry in report["ignored"]}
     assert ignored == {
@@ -179,7 +179,7 @@ def test_tinted_calipers_and_doppler_are_converted_and_listed_for_any_kind(tmp_p
     ):
         save(src / "images" / f"{name}.png", image)
         save(src / "masks" / f"{name}.png", box_mask(96, 128, size=12), mode="1")
-    write_params(tmp_path, folder_spec(tmp_path))
+    write_params(tmp_path, folder_spec())
     report = assert_clean_success(tmp_path, run_prepare(tmp_path))
     assert report["n_images"] == 3
     assert report["tinted_converted_ids"] == ["tinted"] and report["colour_converted_ids"] == ["doppler"]
@@ -207,7 +207,7 @@ def _noise_folder(cwd: Path, count: int = 3) -> None:
 
 def test_ulimit_f_gives_an_error_line_naming_the_file(tmp_path):
     _noise_folder(tmp_path)
-    write_params(tmp_path, folder_spec(tmp_path))
+    write_params(tmp_path, folder_spec())
     proc = run_prepare(tmp_path, prefix="ulimit -f 8")  # 8 KiB per file
     error = assert_clean_failure(tmp_path, proc, str(OUT / "images" / "case0.png"))
     assert "File too large" in error
@@ -251,7 +251,7 @@ _FULL_DISK = textwrap.dedent(
 )
 def test_disk_full_gives_an_error_line_naming_the_file(tmp_path, fails_on, names):
     _noise_folder(tmp_path)
-    write_params(tmp_path, folder_spec(tmp_path))
+    write_params(tmp_path, folder_spec())
     command = [sys.executable, "-c", _FULL_DISK, fails_on, str(REPO / "stages" / "prepare.py"), *STAGE_ARGS]
     proc = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr
@@ -286,7 +286,7 @@ def test_kill_9_leftovers_are_removed_by_the_next_run(tmp_path):
 
 def test_outputs_get_the_usual_permissions(tmp_path):
     _noise_folder(tmp_path, count=1)
-    write_params(tmp_path, folder_spec(tmp_path))
+    write_params(tmp_path, folder_spec())
     assert_clean_success(tmp_path, run_prepare(tmp_path))
     umask = os.umask(0)
     os.umask(umask)

@@ -17,7 +17,6 @@ from .fixtures import (
     BUSI_DUPLICATE,
     box_mask,
     colour_mask,
-    doppler,
     grey_image,
     add_calipers,
     add_doppler,

@@ -141,7 +141,6 @@ What raises and what skips:
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import glob
 import hashlib
 import io

@@ -216,8 +216,9 @@ def _write_samples(
         seen_ids.add(record.id)
         image_rel, mask_rel = f"images/{record.id}.png", f"masks/{record.id}.png"
         try:
-            write_png(build_dir / image_rel, record.image)
-            write_png(build_dir / mask_rel, record.mask)
+            # The build folder is private and renamed into place whole: no per-file temporaries.
+            write_png(build_dir / image_rel, record.image, atomic=False)
+            write_png(build_dir / mask_rel, record.mask, atomic=False)
         except DataError as error:
             raise DataError(out_dir / error.path.relative_to(build_dir), error.problem) from None
         digest = content_hash(record.image)
