@@ -11,7 +11,7 @@ Every output busseg writes goes through here, so the rules live in one place:
 * on any failure (an exception, disk full, ``ulimit -f``) the temporary is removed and the
   previous target, if any, is left untouched;
 * a temporary left behind by a killed process (``kill -9``) is removed by
-  :func:`remove_stale_temporaries` the next time something is written beside it.
+  :func:`remove_stale_temporaries` the first time a later process writes into its folder.
 """
 from __future__ import annotations
 
@@ -50,26 +50,44 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
-def remove_stale_temporaries(path: str | Path) -> list[Path]:
-    """Delete temporaries of ``path`` left by processes that no longer run; return them.
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporaries in ``folder`` left by processes that no longer run; return them.
 
     Temporaries of a live process (another writer right now) are left alone.
     """
-    path = Path(path)
-    removed = []
-    if not path.parent.is_dir():
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
         return removed
-    prefix = f".{path.name}."
-    for candidate in path.parent.iterdir():
+    for candidate in folder.iterdir():
         name = candidate.name
-        if not (name.startswith(prefix) and name.endswith(_SUFFIX)):
+        if not (name.startswith(".") and name.endswith(_SUFFIX)):
             continue
-        pid_text = name[len(prefix) : -len(_SUFFIX)]
-        if pid_text.isdigit() and int(pid_text) != os.getpid() and _pid_alive(int(pid_text)):
+        pid_text = name[: -len(_SUFFIX)].rsplit(".", 1)[-1]
+        if not pid_text.isdigit():
+            continue
+        pid = int(pid_text)
+        if pid != os.getpid() and _pid_alive(pid):
             continue
         _remove(candidate)
         removed.append(candidate)
     return removed
+
+
+_CLEANED: set[Path] = set()
+
+
+def _prepare_folder(folder: Path) -> None:
+    """Create ``folder`` and, once per process, clear it of stale temporaries.
+
+    Once per folder, not per write: a stage writing thousands of files into one folder would
+    otherwise rescan it on every write.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    key = folder.resolve()
+    if key not in _CLEANED:
+        remove_stale_temporaries(folder)
+        _CLEANED.add(key)
 
 
 @contextlib.contextmanager
@@ -80,8 +98,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     explicit ``format``; ``np.savez`` appends ``.npz`` to a path, so give it an open handle).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
+    _prepare_folder(path.parent)
     tmp = temporary_path(path)
     _remove(tmp)
     try:
@@ -124,8 +141,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     the previous folder (if any) stays until the new one is complete.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
+    _prepare_folder(path.parent)
     tmp = temporary_path(path)
     _remove(tmp)
     tmp.mkdir()  # os.mkdir honours the umask, unlike tempfile.mkdtemp
