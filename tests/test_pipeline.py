@@ -138,6 +138,26 @@ def test_forced_pseudo_label_leaves_everything_downstream_unchanged(project: Pat
     assert ran_stages(output) == set(), output
 
 
+def test_a_second_machine_pulls_every_output_from_a_remote_and_recomputes_nothing(
+    project: Path, first_repro: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    remote = tmp_path_factory.mktemp("remote")
+    run(["dvc", "remote", "add", "-d", "shared", str(remote)], project)
+    run(["git", "add", ".dvc/config"], project)
+    run(["git", "commit", "-qm", "shared remote"], project)
+    run(["dvc", "push"], project)
+    clone = tmp_path_factory.mktemp("second_machine") / "busseg"
+    run(["git", "clone", "-q", str(project), str(clone)], clone.parent)
+    run(["dvc", "pull"], clone)
+    # Prepared data, pseudo labels, both teachers and the student are there; nothing re-runs.
+    for path in ("data/prepared/synthetic/index.csv", "data/pseudo/synthetic/labels.csv",
+                 "models/synthetic/static_teacher.pt", "models/synthetic/student.pt"):
+        assert (clone / path).read_bytes() == (project / path).read_bytes(), path
+    output = run(["dvc", "repro"], clone)
+    assert ran_stages(output) == set(), output
+    assert "changed" not in run(["dvc", "status"], clone)
+
+
 def test_label_ratio_change_reruns_only_split_train_evaluate_report(project: Path, first_repro: str) -> None:
     output = run(["dvc", "exp", "run", "-S", "label_ratio=0.5"], project)
     evaluation = {"evaluate@synthetic", "cross_evaluate@synthetic-synthetic"}
