@@ -78,7 +78,7 @@ def dataset_spec(params: dict[str, Any], name: str) -> dict[str, Any]:
 def setup_runtime(params: dict[str, Any]):
     """Apply ``runtime.threads`` and return ``(device, progress)``."""
     runtime = params.get("runtime") or {}
-    set_threads(int(runtime.get("threads", 1)))
+    set_threads(runtime.get("threads", 1))
     return resolve_device(str(runtime.get("device", "auto"))), bool(runtime.get("progress", True))
 
 

@@ -77,15 +77,17 @@ class RuntimeParams:
     """The ``runtime`` section (every stage that computes)."""
 
     device: str = "auto"
-    threads: int = 1
+    # torch threads: a count (0 = torch's default) or auto (all cores; 1 in a dvc queue worker)
+    threads: int | str = 1
     progress: bool = True
     # Read by stages/_params.py before torch loads: CPU kernels capped at AVX2 so that results
     # do not depend on the CPU's instruction set (see PORTABLE_CPU_KERNELS there).
     portable_kernels: bool = True
 
     def check(self) -> None:
-        if self.threads < 0:
-            raise ConfigError("runtime.threads", f"must be >= 0, got {self.threads}")
+        from busseg.runtime import resolve_threads
+
+        resolve_threads(self.threads)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,16 +24,36 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def set_threads(threads: int) -> None:
-    """Fix torch's intra-op thread count (0 = leave torch's default).
+def in_queued_experiment(cwd: str | Path | None = None) -> bool:
+    """Whether this process runs inside a ``dvc queue`` worker's temporary copy of the repo.
 
-    On small shared machines an explicit count is faster and far more repeatable
-    than torch's default of one thread per core.
+    DVC runs queued experiments in ``.dvc/tmp/exps/...`` copies, usually several at once.
     """
-    if threads < 0:
-        raise ConfigError("runtime.threads", f"must be >= 0, got {threads}")
-    if threads:
-        torch.set_num_threads(threads)
+    return "/.dvc/tmp/exps/" in Path(cwd or os.getcwd()).resolve().as_posix() + "/"
+
+
+def resolve_threads(threads: int | str) -> int:
+    """``runtime.threads`` as a count: ``auto`` = every core this process may use, except in a
+    ``dvc queue`` worker, where one thread per worker is the rule (the workers share the cores)."""
+    if threads == "auto":
+        return 1 if in_queued_experiment() else len(os.sched_getaffinity(0))
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ConfigError("runtime.threads", f"must be an integer >= 0 or auto, got {threads!r}")
+    return threads
+
+
+def set_threads(threads: int | str) -> int:
+    """Fix torch's intra-op thread count (``auto`` see :func:`resolve_threads`; 0 = torch's
+    default); return the count in use.
+
+    On small shared machines an explicit count is faster and far more repeatable than torch's
+    default of one thread per core. Results depend on it: a convolution summed over 2 threads
+    rounds differently from one summed over 1, so the committed results hold for one count.
+    """
+    count = resolve_threads(threads)
+    if count:
+        torch.set_num_threads(count)
+    return torch.get_num_threads()
 
 
 def seed_everything(seed: int) -> None:
