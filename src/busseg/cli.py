@@ -37,15 +37,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from busseg.errors import BussegError, ConfigError, DataError
+from busseg.imageio import IMAGE_SUFFIXES, read_image
 
 if TYPE_CHECKING:  # torch is imported only when a command runs (fast --help)
     import torch
 
     from busseg.models import SegmentationNet
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-"""File extensions read from input folders (case-insensitive); a file named explicitly is
-read whatever its extension."""
 
 MASK_SUFFIX = ".mask.png"
 OVERLAY_SUFFIX = ".overlay.png"
@@ -93,7 +90,10 @@ def _is_output_name(path: Path) -> bool:
 
 
 def _walk(folder: Path, out: Path) -> Iterator[Path]:
-    """Files under ``folder`` that may be images (sorted), hidden entries and the output folder left out."""
+    """Files under ``folder`` that may be images (sorted), hidden entries and the output folder left out.
+
+    "May be images": the extensions of :data:`busseg.imageio.IMAGE_SUFFIXES` (case-insensitive);
+    a file named explicitly is read whatever its extension."""
     for root, dirs, files in os.walk(folder):
         here = Path(root)
         # An output folder inside an input folder holds our own outputs, never inputs
@@ -147,8 +147,6 @@ def _read(path: Path, allow_colour: bool) -> np.ndarray:
     The colour rule is :func:`busseg.imageio.read_image`'s (the one the importers use);
     when it refuses a colour image, the reason says which flag converts it.
     """
-    from busseg.imageio import read_image
-
     try:
         return _read_image(read_image, path, allow_colour)
     except DataError as exc:

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 import busseg.data.importers as importers
+import busseg.data.importers.base as importer_base
 from busseg.data.importers import IMPORTERS, Ignored, Sample, Skip, get_importer, sanitise_id
 from busseg.errors import ConfigError, DataError
 
@@ -175,8 +176,8 @@ def test_busbra_csv_without_needed_columns(tmp_path):
 def test_busbra_iterates_lazily(tmp_path, monkeypatch):
     make_busbra(tmp_path)
     calls = []
-    real_read = importers.read_image_with_colour
-    monkeypatch.setattr(importers, "read_image_with_colour", lambda path: calls.append(path) or real_read(path))
+    real_read = importer_base.read_image_with_colour
+    monkeypatch.setattr(importer_base, "read_image_with_colour", lambda path: calls.append(path) or real_read(path))
     records = importers.import_busbra(tmp_path, {})
     assert calls == []
     next(records)

@@ -19,9 +19,10 @@ import pandas as pd
 from tqdm import tqdm
 
 from busseg.atomic import atomic_dir
-from busseg.data.importers import Ignored, Sample, Skip, detect_kind, get_importer
+from busseg.data.importers import Ignored, Sample, Skip, detect_kind, get_importer, parse_spec
 from busseg.data.index import FLAG_COLUMNS, INDEX_COLUMNS, LABELS, SOURCE_COLUMN, write_index
-from busseg.errors import ConfigError, DataError
+from busseg.data.prepared import INDEX_FILE, image_file, mask_file
+from busseg.errors import DataError
 from busseg.imageio import TINTED, content_hash, write_png
 
 MIN_IMAGE_SIZE = 16
@@ -121,12 +122,9 @@ def prepare_dataset(
     ``ulimit -f``).
     """
     section = f"datasets.{name}"
-    options = dict(spec)
-    if "kind" not in options:
-        raise ConfigError(f"{section}.kind", "missing; the dataset kind to import")
-    kind = options.pop("kind")
-    root = _resolve_root(options.pop("root", None), section)
-    records = get_importer(kind, section=section)(root, options, section=section)
+    parsed = parse_spec(spec, section)
+    kind, root = parsed.kind, parsed.root
+    records = get_importer(kind, section=section)(root, parsed.options, section=section)
 
     out_dir = Path(out_dir)
     # The root as written in params (not resolved), so the report is the same on every machine.
@@ -139,7 +137,7 @@ def prepare_dataset(
             rows = _write_samples(records, build_dir, out_dir, report, progress=progress, desc=f"prepare {name}")
             if not rows:
                 raise DataError(root if root is not None else section, _empty_problem(report))
-            _write_index_file(_index_table(rows), build_dir / "index.csv", out_dir / "index.csv")
+            _write_index_file(_index_table(rows), build_dir / INDEX_FILE, out_dir / INDEX_FILE)
     except OSError as exc:  # creating or renaming the folder: name the output, not a temporary
         raise DataError(out_dir, f"cannot write the prepared dataset: {exc.strerror or exc}") from None
     return report
@@ -164,15 +162,6 @@ def _write_index_file(table: pd.DataFrame, path: Path, shown_as: Path) -> None:
         write_index(table, path)
     except OSError as exc:
         raise DataError(shown_as, f"cannot write: {exc.strerror or exc}") from None
-
-
-def _resolve_root(root: Any, section: str) -> Path | None:
-    """``root`` as an absolute path (relative to the working directory), or None."""
-    if root is None:
-        return None
-    if not isinstance(root, (str, Path)) or not str(root).strip():
-        raise ConfigError(f"{section}.root", f"expected a folder path, got {root!r}")
-    return Path(root).expanduser().resolve()
 
 
 def _write_samples(
@@ -214,7 +203,7 @@ def _write_samples(
             _add_skip(report, record.id, record.source_image, reason, record.source)
             continue
         seen_ids.add(record.id)
-        image_rel, mask_rel = f"images/{record.id}.png", f"masks/{record.id}.png"
+        image_rel, mask_rel = image_file(record.id), mask_file(record.id)
         try:
             # The build folder is private and renamed into place whole: no per-file temporaries.
             write_png(build_dir / image_rel, record.image, atomic=False)
