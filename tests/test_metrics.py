@@ -8,11 +8,9 @@ from scipy.spatial.distance import cdist
 
 from busseg.metrics import (
     METRIC_NAMES,
-    binarize,
     dice,
     hd95,
     iou,
-    mean_metrics,
     pixel_accuracy,
     segmentation_metrics,
 )
@@ -138,11 +136,7 @@ def test_probabilities_are_rejected_but_zero_one_integers_accepted():
     with pytest.raises(ValueError, match="binary"):
         dice(probs, probs > 0.5)
     assert dice(A.astype(np.uint8), B.astype(np.int64)) == pytest.approx(0.5)
-    assert dice(binarize(probs), np.ones((3, 3), dtype=bool)) == 1.0
-
-
-def test_binarize_is_strictly_greater_than_threshold():
-    np.testing.assert_array_equal(binarize(np.array([0.2, 0.5, 0.51])), [False, False, True])
+    assert dice(probs > 0.5, np.ones((3, 3), dtype=bool)) == 1.0
 
 
 # --- aggregate helpers -----------------------------------------------------------------------
@@ -153,15 +147,3 @@ def test_segmentation_metrics_returns_all_metrics_as_floats():
     assert tuple(result) == METRIC_NAMES
     assert all(isinstance(value, float) for value in result.values())
     assert result == pytest.approx({"dice": 0.5, "iou": 1 / 3, "accuracy": 0.75, "hd95": 1.0})
-
-
-def test_mean_metrics_averages_per_key():
-    rows = [segmentation_metrics(A, B), segmentation_metrics(A, A)]
-    assert mean_metrics(rows) == pytest.approx({"dice": 0.75, "iou": 2 / 3, "accuracy": 0.875, "hd95": 0.5})
-
-
-def test_mean_metrics_rejects_empty_and_ragged_input():
-    with pytest.raises(ValueError, match="at least one"):
-        mean_metrics([])
-    with pytest.raises(ValueError, match="keys"):
-        mean_metrics([{"dice": 1.0}, {"iou": 1.0}])

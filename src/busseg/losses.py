@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 
 def _check_pair(logits: Tensor, target: Tensor) -> None:
@@ -31,28 +31,14 @@ def _check_pair(logits: Tensor, target: Tensor) -> None:
         raise ValueError("target values must lie in [0, 1]")
 
 
-def soft_dice_loss(logits: Tensor, target: Tensor, eps: float = 1.0) -> Tensor:
-    """``1 - soft Dice`` between ``sigmoid(logits)`` and a (possibly soft) target.
+def _soft_dice_loss(logits: Tensor, target: Tensor, eps: float) -> Tensor:
+    """``1 - soft Dice`` between ``sigmoid(logits)`` and a (possibly soft) target; inputs checked by the caller.
 
     Dice is computed per image over all non-batch dimensions,
     ``(2 * sum(p * t) + eps) / (sum(p) + sum(t) + eps)``, then averaged over the
     batch. ``eps = 1`` (additive smoothing) makes an empty target predicted as empty
-    score a loss of 0 instead of 0/0.
-
-    Args:
-        logits: raw network outputs, shape (B, ...) e.g. (B, 1, H, W).
-        target: same shape, values in [0, 1].
-        eps: smoothing added to numerator and denominator.
-
-    Returns:
-        A scalar float32 tensor.
+    score a loss of 0 instead of 0/0. Returns a scalar float32 tensor.
     """
-    _check_pair(logits, target)
-    return _soft_dice_loss(logits, target, eps)
-
-
-def _soft_dice_loss(logits: Tensor, target: Tensor, eps: float) -> Tensor:
-    """:func:`soft_dice_loss` without the input checks (callers have done them)."""
     probs = torch.sigmoid(logits.float()).flatten(1)
     target = target.float().flatten(1)
     intersection = (probs * target).sum(dim=1)
@@ -70,35 +56,10 @@ def bce_dice_loss(
 ) -> Tensor:
     """``bce_weight * BCE-with-logits + dice_weight * soft Dice loss`` (1:1 by default).
 
-    BCE is the mean over all pixels of the batch; see :func:`soft_dice_loss` for Dice.
-    Both accept soft targets in [0, 1].
+    BCE is the mean over all pixels of the batch; Dice is ``1 - soft Dice`` per image,
+    averaged over the batch (``dice_weight`` alone with ``bce_weight=0`` gives it). Both
+    accept soft targets in [0, 1].
     """
     _check_pair(logits, target)
     bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())
     return bce_weight * bce + dice_weight * _soft_dice_loss(logits, target, eps)
-
-
-class BCEDiceLoss(nn.Module):
-    """Module form of :func:`bce_dice_loss`, in the style of ``segmentation_models_pytorch.losses``.
-
-    Example:
-        >>> criterion = BCEDiceLoss()
-        >>> loss = criterion(model(images), masks)  # doctest: +SKIP
-    """
-
-    def __init__(self, bce_weight: float = 1.0, dice_weight: float = 1.0, eps: float = 1.0) -> None:
-        super().__init__()
-        for name, value in (("bce_weight", bce_weight), ("dice_weight", dice_weight)):
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
-        if eps <= 0:
-            raise ValueError(f"eps must be > 0, got {eps}")
-        self.bce_weight = bce_weight
-        self.dice_weight = dice_weight
-        self.eps = eps
-
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return bce_dice_loss(logits, target, self.bce_weight, self.dice_weight, self.eps)
-
-    def extra_repr(self) -> str:
-        return f"bce_weight={self.bce_weight}, dice_weight={self.dice_weight}, eps={self.eps}"

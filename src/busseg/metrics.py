@@ -3,7 +3,7 @@
 Every function takes one predicted and one reference mask of the same 2-D shape
 (boolean, or integer/float arrays holding only 0 and 1) and returns a Python float.
 Metrics are computed per image; a data set's score is the mean over its images
-(:func:`mean_metrics`).
+(:func:`busseg.evaluation.summarize`).
 
 Empty-mask policy (METHOD.md, DECISION), so that no metric is ever NaN:
 
@@ -28,17 +28,10 @@ the image's own resolution. MONAI instead takes the maximum of the two directed
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-
 import numpy as np
 from scipy import ndimage
 
 METRIC_NAMES: tuple[str, ...] = ("dice", "iou", "accuracy", "hd95")
-
-
-def binarize(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Boolean mask ``probs > threshold`` (METHOD.md: foreground is probability > 0.5)."""
-    return np.asarray(probs) > threshold
 
 
 def _as_mask_pair(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -60,8 +53,8 @@ def _as_bool(mask: np.ndarray, name: str) -> np.ndarray:
         return mask
     if not np.isin(mask, (0, 1)).all():
         raise ValueError(
-            f"{name} must be a binary mask (bool or 0/1 values); threshold probabilities first, "
-            f"e.g. with busseg.metrics.binarize"
+            f"{name} must be a binary mask (bool or 0/1 values); threshold probabilities first "
+            f"(probs > 0.5)"
         )
     return mask.astype(bool)
 
@@ -130,19 +123,3 @@ def segmentation_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, floa
         "accuracy": pixel_accuracy(pred, target),
         "hd95": hd95(pred, target),
     }
-
-
-def mean_metrics(rows: Iterable[Mapping[str, float]]) -> dict[str, float]:
-    """Mean of each metric over per-image results (the data-set score of METHOD.md).
-
-    ``rows`` are dicts as returned by :func:`segmentation_metrics`; every row must have
-    the same keys. Raises ``ValueError`` for an empty iterable.
-    """
-    rows = list(rows)
-    if not rows:
-        raise ValueError("mean_metrics needs at least one per-image result")
-    keys = list(rows[0])
-    for index, row in enumerate(rows):
-        if set(row) != set(keys):
-            raise ValueError(f"row {index} has keys {sorted(row)}, expected {sorted(keys)}")
-    return {key: float(np.mean([row[key] for row in rows])) for key in keys}
