@@ -104,3 +104,15 @@ def test_unknown_backend_lists_available() -> None:
 
     with pytest.raises(ConfigError, match="available: appearance, grounded_sam"):
         build_labeler("sam2", {})
+
+
+@pytest.mark.parametrize(
+    ("options", "key"),
+    [({"working_size": 4}, "pseudo.appearance.working_size"), ({"prompts": ["dark oval", "bright oval"]}, "pseudo.prompts")],
+)
+def test_backend_errors_name_the_full_key(options: dict, key: str) -> None:
+    from busseg.pseudo.registry import build_labeler
+
+    with pytest.raises(ConfigError) as info:
+        build_labeler("appearance", {"prompts": ["dark oval"], "min_area_fraction": 0.01, **options})
+    assert info.value.key == key

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from busseg.config import from_dict
+from busseg.config import from_dict, join_key
 from busseg.errors import ConfigError
 from busseg.pseudo.base import PseudoLabeler
 
@@ -28,8 +28,23 @@ BACKENDS: dict[str, Callable[[Mapping[str, Any]], PseudoLabeler]] = {
 }
 
 
+SHARED_KEYS = ("prompts", "min_area_fraction")
+"""Options every backend receives from the ``pseudo`` section itself (``pseudo.prompts``)."""
+
+
 def build_labeler(backend: str, options: Mapping[str, Any]) -> PseudoLabeler:
-    """Build backend ``backend`` from its options (prompts, min_area_fraction and its own keys)."""
+    """Build backend ``backend`` from its options (prompts, min_area_fraction and its own keys).
+
+    A backend's own checks know only the bare option name (``working_size``); errors raised
+    while building it name the full key, ``pseudo.<backend>.working_size`` (or
+    ``pseudo.prompts`` for the options shared by every backend).
+    """
     if backend not in BACKENDS:
         raise ConfigError("pseudo.backend", f"unknown backend '{backend}'; available: {', '.join(sorted(BACKENDS))}")
-    return BACKENDS[backend](options)
+    try:
+        return BACKENDS[backend](options)
+    except ConfigError as exc:
+        if exc.key.startswith("pseudo.") or exc.key.startswith("runtime."):
+            raise
+        section = "pseudo" if exc.key.split(".")[0] in SHARED_KEYS else f"pseudo.{backend}"
+        raise ConfigError(join_key(section, exc.key), exc.problem) from None
