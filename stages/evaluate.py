@@ -11,7 +11,7 @@ from pathlib import Path
 
 from _params import load_params, main_guard, setup_runtime
 
-from busseg.data.dataset import read_id_list
+from busseg.data.split import read_id_list
 from busseg.evaluation import evaluate_split, summarize
 from busseg.atomic import atomic_dir, write_json, write_text
 from busseg.training.checkpoint import load_model

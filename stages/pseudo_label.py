@@ -13,7 +13,7 @@ import numpy as np
 
 from _params import load_params, main_guard, setup_runtime
 
-from busseg.data.index import read_index
+from busseg.data.prepared import PreparedDataset
 from busseg.pseudo.registry import build_labeler
 from busseg.pseudo.run import (
     LabelCache,
@@ -47,7 +47,7 @@ def main() -> None:
     }
     if backend == "grounded_sam":
         options.setdefault("device", str(device))
-    index = read_index(args.prepared / "index.csv")
+    index = PreparedDataset(args.prepared).index
     cache_root = scratch_dir(f"pseudo_label-{args.out.name}", options_key(backend, options))
     cache = LabelCache(cache_root, "labels")
     table, seconds = label_dataset(lambda: build_labeler(backend, options), args.prepared, index, args.out, cache, progress=progress)

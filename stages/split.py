@@ -12,9 +12,8 @@ from pathlib import Path
 from _params import load_params, main_guard
 
 from busseg.config import from_dict
-from busseg.data.dataset import write_id_list
 from busseg.data.index import read_index
-from busseg.data.split import SplitConfig, choose_labeled, split_dataset
+from busseg.data.split import SplitConfig, choose_labeled, split_dataset, write_id_list
 
 
 def main() -> None:

@@ -11,8 +11,9 @@ from pathlib import Path
 from _params import load_params, main_guard, setup_runtime
 
 from busseg.config import from_dict
-from busseg.data.dataset import SegmentationDataset, read_id_list
-from busseg.errors import TrainingError
+from busseg.data.dataset import SegmentationDataset
+from busseg.data.prepared import PreparedDataset
+from busseg.data.split import read_id_list
 from busseg.models import ModelConfig, build_model
 from busseg.runtime import seed_everything
 from busseg.scratch import inputs_key, release, scratch_dir, usage_note
@@ -37,34 +38,33 @@ def main() -> None:
     config = from_dict(TrainConfig, params.get("train"), "train")
     config.check("train")
     method_cls = get_method(config.method)
+    needs = method_cls.requirements(config)  # what the method needs from this stage, asked once
     size = model_config.image_size
-    images = args.prepared / "images"
+    prepared = PreparedDataset(args.prepared)
     labeled_ids = read_id_list(args.splits / "labeled.txt")
     data = TrainData(
-        labeled=SegmentationDataset(images, labeled_ids, size, mask_dir=args.prepared / "masks", progress=progress),
+        labeled=SegmentationDataset(prepared, labeled_ids, size, masks=prepared, progress=progress),
         unlabeled=(
-            SegmentationDataset(images, read_id_list(args.splits / "unlabeled.txt"), size, progress=progress)
-            if method_cls.uses_unlabeled
+            SegmentationDataset(prepared, read_id_list(args.splits / "unlabeled.txt"), size, progress=progress)
+            if needs.unlabeled
             else None
         ),
-        val=SegmentationDataset(images, read_id_list(args.splits / "val.txt"), size, mask_dir=args.prepared / "masks"),
+        val=SegmentationDataset(prepared, read_id_list(args.splits / "val.txt"), size, masks=prepared),
     )
-    static_teacher = freeze(load_model(args.static_teacher)) if method_cls.requires_static_teacher(config) else None
+    static_teacher = freeze(load_model(args.static_teacher)) if needs.static_teacher else None
     if static_teacher is not None and static_teacher.config != model_config:
         print(f"note: the static teacher's model config differs from model: {static_teacher.config}")
     key = inputs_key(
         {"model": params.get("model"), "train": params.get("train"), "seed": seed, "label_ratio": params.get("label_ratio")},
-        [args.splits, args.prepared / "index.csv"] + ([args.static_teacher] if static_teacher is not None else []),
+        [args.splits, prepared.index_path] + ([args.static_teacher] if static_teacher is not None else []),
     )
     scratch = scratch_dir(f"train-{args.out.parent.name}", key)
     if (note := usage_note()) is not None:
         print(note)
     logger = LiveLogger(args.live)
     student = build_model(model_config)
-    if config.init_from_static:
-        if static_teacher is None:
-            raise TrainingError("train.init_from_static needs the static teacher: use train.method=dual_teacher with use_static_teacher")
-        student.load_state_dict(static_teacher.state_dict())
+    if needs.init_from_static:  # a method asks for this only together with the static teacher
+        student.load_state_dict(static_teacher.state_dict())  # type: ignore[union-attr]
     result = fit(
         method_cls(student, config, static_teacher=static_teacher),
         data,

@@ -14,7 +14,9 @@ from pathlib import Path
 from _params import load_params, main_guard, setup_runtime
 
 from busseg.config import from_dict
-from busseg.data.dataset import SegmentationDataset, read_id_list
+from busseg.data.dataset import SegmentationDataset
+from busseg.data.prepared import PreparedDataset, PseudoLabels
+from busseg.data.split import read_id_list
 from busseg.models import ModelConfig, build_model
 from busseg.pseudo.selection import select_training_labels
 from busseg.runtime import seed_everything
@@ -38,22 +40,23 @@ def main() -> None:
     config = from_dict(TrainConfig, {**(params.get("warmup") or {}), "method": "supervised", "unlabeled_batch": 0}, "warmup")
     config.check("warmup")
     min_score = float(params["pseudo"].get("min_score", 0.0))
-    ids = select_training_labels(args.pseudo / "labels.csv", read_id_list(args.train_ids), min_score)
+    prepared, pseudo = PreparedDataset(args.prepared), PseudoLabels(args.pseudo)
+    ids = select_training_labels(pseudo.table_path, read_id_list(args.train_ids), min_score)
     size = model_config.image_size
     data = TrainData(
-        labeled=SegmentationDataset(args.prepared / "images", ids, size, mask_dir=args.pseudo / "masks", progress=progress),
-        val=SegmentationDataset(args.prepared / "images", read_id_list(args.val_ids), size, mask_dir=args.prepared / "masks"),
+        labeled=SegmentationDataset(prepared, ids, size, masks=pseudo, progress=progress),
+        val=SegmentationDataset(prepared, read_id_list(args.val_ids), size, masks=prepared),
     )
     key = inputs_key(
         {"model": params.get("model"), "warmup": params.get("warmup"), "min_score": min_score, "seed": seed},
-        [args.pseudo / "labels.csv", args.train_ids, args.val_ids, args.prepared / "index.csv"],
+        [pseudo.table_path, args.train_ids, args.val_ids, prepared.index_path],
     )
     scratch = scratch_dir(f"warmup-{args.out.parent.name}", key)
     if (note := usage_note()) is not None:
         print(note)
     logger = LiveLogger(args.live)
     result = fit(
-        Supervised(build_model(model_config), config),
+        Supervised(build_model(model_config), config, section="warmup"),
         data,
         config,
         device=device,

@@ -9,13 +9,11 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from busseg.data.dataset import load_grey
+from busseg.data.prepared import PreparedDataset
 from busseg.inference import predict_probability_maps
-from busseg.metrics import segmentation_metrics
+from busseg.metrics import METRIC_NAMES, segmentation_metrics
 from busseg.models import SegmentationNet
 from busseg.visualize import render_overlay
-
-METRIC_NAMES = ("dice", "iou", "accuracy", "hd95")
 
 
 def evaluate_split(
@@ -33,16 +31,16 @@ def evaluate_split(
 
     Overlays of the first ``n_overlays`` ids (sorted) go to ``overlay_dir``.
     """
-    prepared_dir = Path(prepared_dir)
-    images = (load_grey(prepared_dir / "images" / f"{i}.png") for i in ids)
+    prepared = PreparedDataset(prepared_dir)
+    images = (prepared.image(i) for i in ids)
     rows = []
     probs = predict_probability_maps(model, images, device)
     for n, (image_id, prob) in enumerate(tqdm(zip(ids, probs), total=len(ids), desc="evaluate", disable=not progress)):
-        truth = load_grey(prepared_dir / "masks" / f"{image_id}.png") > 127
+        truth = prepared.mask(image_id)
         pred = prob > threshold
         rows.append({"id": image_id, **segmentation_metrics(pred, truth)})
         if overlay_dir is not None and n < n_overlays:
-            image = load_grey(prepared_dir / "images" / f"{image_id}.png")
+            image = prepared.image(image_id)
             Path(overlay_dir).mkdir(parents=True, exist_ok=True)
             Image.fromarray(render_overlay(image, truth, pred)).save(Path(overlay_dir) / f"{image_id}.png")
     return pd.DataFrame(rows, columns=["id", *METRIC_NAMES])

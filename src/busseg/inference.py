@@ -8,10 +8,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from busseg.data.dataset import resize_image
+from busseg.imageio import resize_image
 from busseg.models import SegmentationNet
 
 K = TypeVar("K")
+
+
+@torch.inference_mode()
+def probabilities(model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch: int = 16) -> torch.Tensor:
+    """Sigmoid probabilities (float32, on the CPU) of ``images`` (N, 1, S, S) in [0, 1].
+
+    The one place a network's logits become probabilities: validation during training
+    and prediction at full resolution both call it. The network runs in eval mode on
+    ``batch`` images at a time and is put back in the mode it was in.
+    """
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch):
+        out.append(torch.sigmoid(model(images[start : start + batch].to(device)).float()).cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
 
 
 @torch.inference_mode()
@@ -35,10 +52,12 @@ def predict_keyed(
 
     def flush() -> Iterator[tuple[K, np.ndarray, np.ndarray]]:
         x = torch.from_numpy(np.stack([resize_image(im, size) for _, im in pending])).float().div_(255.0).unsqueeze(1)
-        probs = torch.sigmoid(model(x.to(device)).float())
+        # One network call per pending batch: the batch a convolution runs on can change the
+        # last bits of its result, and evaluation metrics must not depend on a refactoring.
+        probs = probabilities(model, x, device, batch=len(pending))
         for (key, image), prob in zip(pending, probs):
             full = F.interpolate(prob[None], size=image.shape, mode="bilinear", align_corners=False)[0, 0]
-            yield key, image, full.cpu().numpy()
+            yield key, image, full.numpy()
 
     for item in items:
         pending.append(item)

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from busseg.errors import ConfigError, DataError
+from busseg.metrics import METRIC_NAMES
 
-EVAL_KEYS = ("dice", "iou", "accuracy", "hd95", "n_images")
+EVAL_KEYS = (*METRIC_NAMES, "n_images")
 PSEUDO_KEYS = ("dice", "dice_valid", "coverage", "hit_rate")
 
 

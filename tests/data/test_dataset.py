@@ -6,14 +6,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from busseg.data.dataset import SegmentationDataset, as_batch, read_id_list, write_id_list
+from busseg.data.dataset import SegmentationDataset, as_batch
 from busseg.data.index import read_index
+from busseg.data.prepared import PreparedDataset, PseudoLabels
+from busseg.data.split import read_id_list, write_id_list
 from busseg.errors import DataError
 
 
 def test_items_and_batches(tiny_prepared: Path) -> None:
     ids = sorted(read_index(tiny_prepared / "index.csv")["id"])[:4]
-    ds = SegmentationDataset(tiny_prepared / "images", ids, 32, mask_dir=tiny_prepared / "masks")
+    prepared = PreparedDataset(tiny_prepared)
+    ds = SegmentationDataset(prepared, ids, 32, masks=prepared)
     item = ds[0]
     assert item["image"].shape == (1, 32, 32) and item["image"].dtype == torch.float32
     assert 0.0 <= float(item["image"].min()) and float(item["image"].max()) <= 1.0
@@ -21,14 +24,27 @@ def test_items_and_batches(tiny_prepared: Path) -> None:
     batch = as_batch(ds, [0, 2, 2])
     assert batch["image"].shape == (3, 1, 32, 32) and batch["mask"].shape == (3, 1, 32, 32)
     assert torch.equal(batch["image"][1], ds[2]["image"])
-    unlabeled = SegmentationDataset(tiny_prepared / "images", ids, 32)
+    unlabeled = SegmentationDataset(prepared, ids, 32)
     assert "mask" not in as_batch(unlabeled, [0])
 
 
 def test_missing_mask_and_split_file_are_named(tiny_prepared: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="nothere.png"):
-        SegmentationDataset(tiny_prepared / "images", ["nothere"], 32)
+        SegmentationDataset(PreparedDataset(tiny_prepared), ["nothere"], 32)
     with pytest.raises(DataError, match="train.txt"):
         read_id_list(tmp_path / "train.txt")
     write_id_list(tmp_path / "x.txt", ["b", "a"])
     assert read_id_list(tmp_path / "x.txt") == ["b", "a"]
+
+
+def test_prepared_dataset_and_pseudo_labels_share_one_layout(tiny_prepared: Path, tmp_path: Path) -> None:
+    prepared = PreparedDataset(tiny_prepared)
+    first = prepared.ids[0]
+    assert prepared.ids == list(read_index(tiny_prepared / "index.csv")["id"])
+    assert prepared.image_path(first) == tiny_prepared / "images" / f"{first}.png"
+    assert prepared.image(first).dtype == "uint8" and prepared.mask(first).dtype == bool
+    assert prepared.mask(first).shape == prepared.image(first).shape
+    labels = PseudoLabels(tmp_path)
+    assert labels.mask_path(first) == tmp_path / "masks" / f"{first}.png"
+    with pytest.raises(DataError, match="mask not found"):
+        labels.mask(first)

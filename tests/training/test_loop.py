@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from busseg.data.dataset import SegmentationDataset
+from busseg.data.prepared import PreparedDataset
 from busseg.data.index import read_index
 from busseg.errors import DataError, TrainingError
 from busseg.models import build_model
@@ -22,10 +23,10 @@ CONFIG = TrainConfig(epochs=3, steps_per_epoch=2, batch_size=4, lr=1e-3)
 
 def tiny_data(prepared: Path, size: int = 64) -> TrainData:
     ids = sorted(read_index(prepared / "index.csv")["id"])
-    images, masks = prepared / "images", prepared / "masks"
+    dataset = PreparedDataset(prepared)
     return TrainData(
-        labeled=SegmentationDataset(images, ids[:8], size, mask_dir=masks),
-        val=SegmentationDataset(images, ids[8:12], size, mask_dir=masks),
+        labeled=SegmentationDataset(dataset, ids[:8], size, masks=dataset),
+        val=SegmentationDataset(dataset, ids[8:12], size, masks=dataset),
     )
 
 
@@ -115,7 +116,7 @@ def test_non_finite_loss_is_a_clear_error(tiny_prepared: Path, tiny_model_config
 
 def test_empty_labeled_set_is_a_clear_error(tiny_prepared: Path, tiny_model_config, tmp_path: Path) -> None:
     data = tiny_data(tiny_prepared)
-    data.labeled = SegmentationDataset(tiny_prepared / "images", [], 64, mask_dir=tiny_prepared / "masks")
+    data.labeled = SegmentationDataset(PreparedDataset(tiny_prepared), [], 64, masks=PreparedDataset(tiny_prepared))
     with pytest.raises(TrainingError, match="no labeled images"):
         fit(Supervised(build_model(tiny_model_config), CONFIG), data, CONFIG, device=torch.device("cpu"), seed=0, best_path=tmp_path / "x.pt")
 

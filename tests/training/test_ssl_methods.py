@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from busseg.data.dataset import SegmentationDataset
+from busseg.data.prepared import PreparedDataset
 from busseg.data.index import read_index
 from busseg.errors import ConfigError, TrainingError
 from busseg.losses import bce_dice_loss
@@ -17,8 +18,8 @@ from busseg.ssl import uewf
 from busseg.training.checkpoint import load_model, read_checkpoint
 from busseg.training.config import TrainConfig
 from busseg.training.loop import TrainData, fit
-from busseg.training.methods import get_method
-from busseg.training.ssl_methods import DualTeacher, MeanTeacher, sigmoid_rampup
+from busseg.training.methods import DualTeacher, MeanTeacher, Supervised, get_method
+from busseg.training.methods.mean_teacher import sigmoid_rampup
 
 torch.set_num_threads(1)
 
@@ -68,8 +69,9 @@ def optimizer_steps(method, n: int) -> None:
 def test_methods_are_registered() -> None:
     assert get_method("mean_teacher") is MeanTeacher
     assert get_method("dual_teacher") is DualTeacher
-    assert MeanTeacher.uses_unlabeled and DualTeacher.uses_unlabeled
-    assert DualTeacher.needs_static_teacher and not MeanTeacher.needs_static_teacher
+    assert MeanTeacher.requirements(CONFIG).unlabeled and DualTeacher.requirements(CONFIG).unlabeled
+    assert DualTeacher.requirements(CONFIG).static_teacher and not MeanTeacher.requirements(CONFIG).static_teacher
+    assert not Supervised.requirements(CONFIG).unlabeled
 
 
 def test_static_teacher_is_frozen_unsaved_and_not_optimised(model_config: ModelConfig) -> None:
@@ -211,8 +213,8 @@ def test_switched_off_parts_have_no_parameters_or_state(model_config: ModelConfi
 
 
 def test_static_teacher_requirement_follows_the_config(model_config: ModelConfig) -> None:
-    assert DualTeacher.requires_static_teacher(CONFIG)
-    assert not DualTeacher.requires_static_teacher(replace(CONFIG, use_static_teacher=False))
+    assert DualTeacher.requirements(CONFIG).static_teacher
+    assert not DualTeacher.requirements(replace(CONFIG, use_static_teacher=False)).static_teacher
     with pytest.raises(TrainingError, match="warmup"):
         DualTeacher(make_net(model_config, 0), CONFIG, static_teacher=None)
     with pytest.raises(ConfigError, match="use_static_teacher/use_ema_teacher") as info:
@@ -221,6 +223,25 @@ def test_static_teacher_requirement_follows_the_config(model_config: ModelConfig
     # A teacher passed while switched off is ignored, not used.
     ignored = DualTeacher(make_net(model_config, 0), replace(CONFIG, use_static_teacher=False), static_teacher=make_net(model_config, 1))
     assert ignored.static_teacher is None
+
+
+def test_init_from_static_is_a_requirement_of_the_method() -> None:
+    with_init = replace(CONFIG, init_from_static=True)
+    assert DualTeacher.requirements(with_init).init_from_static
+    for cls in (Supervised, MeanTeacher):
+        with pytest.raises(ConfigError) as info:
+            cls.requirements(with_init)
+        assert info.value.key == "train.init_from_static"
+    with pytest.raises(ConfigError) as info:
+        DualTeacher.requirements(replace(with_init, use_static_teacher=False))
+    assert info.value.key == "train.init_from_static"
+
+
+@pytest.mark.parametrize(("key", "value"), [("aurcl_grid", 0), ("ema_decay", 1.5), ("aurcl_ratio", 0.0), ("uewf_kernel", 0)])
+def test_section_checks_name_the_full_key(key: str, value: float) -> None:
+    with pytest.raises(ConfigError) as info:
+        DualTeacher.requirements(replace(CONFIG, **{key: value}))
+    assert info.value.key == f"train.{key}"
 
 
 @pytest.mark.parametrize("key", ["lambda_u", "lambda_c"])
@@ -246,11 +267,11 @@ def test_state_dict_round_trip_restores_the_ema_teacher(model_config: ModelConfi
 
 def tiny_data(prepared: Path) -> TrainData:
     ids = sorted(read_index(prepared / "index.csv")["id"])
-    images, masks = prepared / "images", prepared / "masks"
+    dataset = PreparedDataset(prepared)
     return TrainData(
-        labeled=SegmentationDataset(images, ids[:3], SIZE, mask_dir=masks),
-        unlabeled=SegmentationDataset(images, ids[3:11], SIZE),
-        val=SegmentationDataset(images, ids[11:14], SIZE, mask_dir=masks),
+        labeled=SegmentationDataset(dataset, ids[:3], SIZE, masks=dataset),
+        unlabeled=SegmentationDataset(dataset, ids[3:11], SIZE),
+        val=SegmentationDataset(dataset, ids[11:14], SIZE, masks=dataset),
     )
 
 
@@ -261,7 +282,7 @@ def tiny_data(prepared: Path) -> TrainData:
 def test_fit_runs_end_to_end(tiny_prepared: Path, model_config: ModelConfig, tmp_path: Path, method_name: str, switches: dict) -> None:
     config = replace(CONFIG, method=method_name, **switches)
     cls = get_method(method_name)
-    static = make_net(model_config, 1) if cls is DualTeacher and cls.requires_static_teacher(config) else None
+    static = make_net(model_config, 1) if cls.requirements(config).static_teacher else None
     method = cls(make_net(model_config, 0), config, static_teacher=static)
     result = fit(method, tiny_data(tiny_prepared), config, device=torch.device("cpu"), seed=0, best_path=tmp_path / "student.pt", progress=False)
 

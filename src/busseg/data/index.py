@@ -1,6 +1,6 @@
 """The ``index.csv`` of a prepared dataset: its schema, writer and validating reader.
 
-A prepared dataset folder holds ``images/<id>.png`` (uint8 greyscale),
+A prepared dataset folder (its layout: :mod:`busseg.data.prepared`) holds ``images/<id>.png`` (uint8 greyscale),
 ``masks/<id>.png`` (0/255 greyscale) and ``index.csv`` with one row per sample:
 
 ========  ====================================================================

@@ -9,11 +9,14 @@ so an exact duplicate can never sit on both sides of a split.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from busseg.atomic import write_text
 from busseg.config import check_range
 from busseg.errors import ConfigError, DataError
 
@@ -127,3 +130,16 @@ def choose_labeled(index: pd.DataFrame, train_ids: list[str], label_ratio: float
         picks = rng.permutation(len(members))[: quota[s]]
         chosen.extend(members[i] for i in picks)
     return sorted(chosen)
+
+
+def read_id_list(path: str | Path) -> list[str]:
+    """Read a split file: one image id per line, blank lines ignored."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "split file not found; run the split stage first")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_id_list(path: str | Path, ids: Sequence[str]) -> None:
+    """Write one id per line (sorted input gives byte-identical files for the same split)."""
+    write_text(path, "".join(f"{i}\n" for i in ids))

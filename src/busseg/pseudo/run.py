@@ -8,8 +8,6 @@ loaded when at least one image is missing from it.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -20,10 +18,11 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from busseg.data.dataset import load_grey
+from busseg.atomic import atomic_dir, atomic_path
+from busseg.data.prepared import PreparedDataset, PseudoLabels
 from busseg.metrics import dice, iou
 from busseg.pseudo.base import PseudoLabel, PseudoLabeler
-from busseg.atomic import atomic_dir
+from busseg.scratch import inputs_key
 from busseg.visualize import render_overlay
 
 # Data only: per-image timings go to the stage's metrics, or every re-run would change the
@@ -33,8 +32,7 @@ LABEL_COLUMNS = ("id", "valid", "score", "reason", "area_fraction", "box")
 
 def options_key(backend: str, options: Mapping[str, Any]) -> str:
     """A short stable hash of the backend and its options (the scratch-cache namespace)."""
-    text = json.dumps({"backend": backend, "options": options}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return inputs_key({"backend": backend, "options": options}, [])
 
 
 class LabelCache:
@@ -61,17 +59,19 @@ class LabelCache:
             return None  # a torn or foreign file: label the image again
 
     def put(self, image_hash: str, label: PseudoLabel, seconds: float) -> None:
-        tmp = self.dir / f".{image_hash}.tmp.npz"
-        np.savez(
-            tmp,
-            mask=np.packbits(label.mask.astype(bool).ravel()),
-            score=label.score,
-            valid=label.valid,
-            reason=label.reason,
-            box=np.asarray(label.box if label.box is not None else [], dtype=np.int64),
-            seconds=seconds,
-        )
-        tmp.replace(self._path(image_hash))
+        """Store one image's result; the file appears whole or not at all (a killed run
+        leaves no torn entry for the next one to trip over)."""
+        # An open handle: np.savez would append ".npz" to a temporary path's name.
+        with atomic_path(self._path(image_hash)) as tmp, open(tmp, "wb") as handle:
+            np.savez(
+                handle,
+                mask=np.packbits(label.mask.astype(bool).ravel()),
+                score=label.score,
+                valid=label.valid,
+                reason=label.reason,
+                box=np.asarray(label.box if label.box is not None else [], dtype=np.int64),
+                seconds=seconds,
+            )
 
 
 def label_dataset(
@@ -90,14 +90,15 @@ def label_dataset(
     the label table and the seconds each image took (when first labeled), which belong
     in metrics, not in the output.
     """
-    prepared_dir = Path(prepared_dir)
+    prepared = PreparedDataset(prepared_dir)
     labeler: PseudoLabeler | None = None
     rows = []
     seconds_per_image: list[float] = []
     with atomic_dir(out_dir) as tmp:
-        (tmp / "masks").mkdir()
+        labels = PseudoLabels(tmp)
+        labels.masks_dir.mkdir()
         for record in tqdm(index.itertuples(index=False), total=len(index), desc="pseudo labels", disable=not progress):
-            image = load_grey(prepared_dir / record.image)
+            image = prepared.image(record.id)
             cached = cache.get(record.hash, image.shape) if cache is not None else None
             if cached is not None:
                 label, seconds = cached
@@ -109,7 +110,7 @@ def label_dataset(
                 seconds = time.perf_counter() - start
                 if cache is not None:
                     cache.put(record.hash, label, seconds)
-            Image.fromarray(label.mask.astype(np.uint8) * 255).save(tmp / "masks" / f"{record.id}.png")
+            Image.fromarray(label.mask.astype(np.uint8) * 255).save(labels.mask_path(record.id))
             rows.append(
                 {
                     "id": record.id,
@@ -122,19 +123,19 @@ def label_dataset(
             )
             seconds_per_image.append(seconds)
         table = pd.DataFrame(rows, columns=list(LABEL_COLUMNS))
-        table.to_csv(tmp / "labels.csv", index=False)
+        table.to_csv(labels.table_path, index=False)
     return table, seconds_per_image
 
 
 def score_against_truth(prepared_dir: str | Path, index: pd.DataFrame, out_dir: str | Path) -> pd.DataFrame:
     """Per-image Dice, IoU and hit (pseudo centroid inside the lesion) against ground truth."""
-    prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
-    table = pd.read_csv(out_dir / "labels.csv", keep_default_na=False)
+    prepared, labels = PreparedDataset(prepared_dir), PseudoLabels(out_dir)
+    table = pd.read_csv(labels.table_path, keep_default_na=False)
     table["valid"] = table["valid"].astype(str) == "True"
     records = []
     for record in index.itertuples(index=False):
-        truth = load_grey(prepared_dir / record.mask) > 127
-        pseudo = load_grey(out_dir / "masks" / f"{record.id}.png") > 127
+        truth = prepared.mask(record.id)
+        pseudo = labels.mask(record.id)
         hit = False
         if pseudo.any() and truth.any():
             ys, xs = np.nonzero(pseudo)
@@ -180,10 +181,10 @@ def dice_vs_coverage(scored: pd.DataFrame, points: int = 20) -> pd.DataFrame:
 
 def render_pseudo_overlays(prepared_dir: str | Path, index: pd.DataFrame, out_dir: str | Path, overlay_dir: str | Path, n: int) -> None:
     """Overlays (truth green, pseudo label red) of the first ``n`` images of ``index``."""
-    prepared_dir, out_dir, overlay_dir = Path(prepared_dir), Path(out_dir), Path(overlay_dir)
+    prepared, labels, overlay_dir = PreparedDataset(prepared_dir), PseudoLabels(out_dir), Path(overlay_dir)
     overlay_dir.mkdir(parents=True, exist_ok=True)
     for record in index.head(n).itertuples(index=False):
-        image = load_grey(prepared_dir / record.image)
-        truth = load_grey(prepared_dir / record.mask) > 127
-        pseudo = load_grey(out_dir / "masks" / f"{record.id}.png") > 127
+        image = prepared.image(record.id)
+        truth = prepared.mask(record.id)
+        pseudo = labels.mask(record.id)
         Image.fromarray(render_overlay(image, truth, pseudo)).save(overlay_dir / f"{record.id}.png")

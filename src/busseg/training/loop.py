@@ -30,10 +30,11 @@ from tqdm import tqdm
 from busseg.atomic import copy_file
 from busseg.data.dataset import SegmentationDataset, as_batch
 from busseg.errors import TrainingError
+from busseg.inference import probabilities
 from busseg.metrics import dice
 from busseg.training.checkpoint import save_atomic, save_model_checkpoint
 from busseg.training.config import TrainConfig
-from busseg.training.methods import TrainingMethod
+from busseg.training.methods import Batch, TrainingMethod
 
 
 class EpochLogger(Protocol):
@@ -84,22 +85,10 @@ def steps_per_epoch(config: TrainConfig, n_pool: int) -> int:
     return max(1, math.ceil(n_pool / config.batch_size))
 
 
-@torch.inference_mode()
-def predict_probabilities(model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch: int = 16) -> torch.Tensor:
-    """Sigmoid probabilities of ``images`` (N, 1, S, S) in [0, 1], computed in batches, on the CPU."""
-    was_training = model.training
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch):
-        out.append(torch.sigmoid(model(images[start : start + batch].to(device)).float()).cpu())
-    model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
-
-
 def validate(model: torch.nn.Module, dataset: SegmentationDataset, device: torch.device) -> float:
     """Mean per-image Dice at the network resolution (probability > 0.5)."""
     batch = as_batch(dataset, range(len(dataset)))
-    probs = predict_probabilities(model, batch["image"], device)
+    probs = probabilities(model, batch["image"], device)
     preds = (probs > 0.5).numpy()[:, 0]
     targets = batch["mask"].numpy()[:, 0] > 0.5
     return float(np.mean([dice(p, t) for p, t in zip(preds, targets)]))
@@ -108,6 +97,43 @@ def validate(model: torch.nn.Module, dataset: SegmentationDataset, device: torch
 def _autocast(device: torch.device, enabled: bool):
     # bfloat16 needs no gradient scaler; on CPU autocast is off (it slows convolutions down).
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
+class NonFiniteLoss(TrainingError):
+    """The loss of a step is NaN or infinite: nothing was updated (see :func:`train_step`)."""
+
+    def __init__(self, value: float, parts: dict[str, float]) -> None:
+        super().__init__(f"the loss became {value} (parts: {parts})")
+        self.value = value
+        self.parts = parts
+
+
+def train_step(
+    method: TrainingMethod,
+    optimizer: torch.optim.Optimizer,
+    labeled: Batch,
+    unlabeled: Batch | None,
+    progress: float,
+    *,
+    device: torch.device,
+    amp: bool = True,
+) -> tuple[float, dict[str, float]]:
+    """One optimizer step: ``method.loss``, ``zero_grad``, ``backward``, ``step``, ``after_optimizer_step``.
+
+    The one step function of every method, used by :func:`fit` and timed as is by
+    ``benchmarks/step_cost.py``. Batches are already on ``device``; ``amp`` turns on
+    bfloat16 autocast on CUDA. Returns the loss and its named parts; raises
+    :class:`NonFiniteLoss` (before any update) when the loss is not finite.
+    """
+    with _autocast(device, amp):
+        loss, parts = method.loss(labeled, unlabeled, progress)
+    if not torch.isfinite(loss):
+        raise NonFiniteLoss(float(loss.detach()), parts)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    method.after_optimizer_step()
+    return float(loss.detach()), parts
 
 
 def fit(
@@ -130,12 +156,12 @@ def fit(
     parameters, so a resumed run never mixes two configurations).
     """
     config.check()
-    if method.uses_unlabeled and (data.unlabeled is None or len(data.unlabeled) == 0):
+    if method.needs.unlabeled and (data.unlabeled is None or len(data.unlabeled) == 0):
         raise TrainingError(
             f"method '{config.method}' needs unlabeled images but there are none "
             "(label_ratio 1.0 leaves none: use train.method=supervised for the upper bound)"
         )
-    if method.uses_unlabeled and not 0 < config.unlabeled_batch < config.batch_size:
+    if method.needs.unlabeled and not 0 < config.unlabeled_batch < config.batch_size:
         raise TrainingError(
             f"method '{config.method}' mixes labeled and unlabeled images in each batch: "
             f"train.unlabeled_batch must be in (0, batch_size={config.batch_size}), got {config.unlabeled_batch}"
@@ -209,8 +235,9 @@ def _fit(
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=config.plateau_factor, patience=config.plateau_patience
     )
-    n_labeled_per_step = config.batch_size - (config.unlabeled_batch if method.uses_unlabeled else 0)
-    pool = len(data.labeled) + (len(data.unlabeled) if method.uses_unlabeled and data.unlabeled is not None else 0)
+    uses_unlabeled = method.needs.unlabeled
+    n_labeled_per_step = config.batch_size - (config.unlabeled_batch if uses_unlabeled else 0)
+    pool = len(data.labeled) + (len(data.unlabeled) if uses_unlabeled and data.unlabeled is not None else 0)
     n_steps = steps_per_epoch(config, pool)
     total_steps = config.epochs * n_steps
 
@@ -229,7 +256,7 @@ def _fit(
         labeled_stream = index_batches(len(data.labeled), n_labeled_per_step, n_steps, seed=seed * 1000 + epoch * 2)
         unlabeled_stream = (
             index_batches(len(data.unlabeled), config.unlabeled_batch, n_steps, seed=seed * 1000 + epoch * 2 + 1)  # type: ignore[arg-type]
-            if method.uses_unlabeled
+            if uses_unlabeled
             else None
         )
         sums: dict[str, float] = {}
@@ -241,21 +268,19 @@ def _fit(
                 if unlabeled_stream is not None
                 else None
             )
-            with _autocast(device, config.amp):
-                loss, parts = method.loss(labeled, unlabeled, (epoch * n_steps + step) / total_steps)
-            if not torch.isfinite(loss):
+            try:
+                loss, parts = train_step(
+                    method, optimizer, labeled, unlabeled, (epoch * n_steps + step) / total_steps, device=device, amp=config.amp
+                )
+            except NonFiniteLoss as exc:
                 kept = f"; the best checkpoint so far is kept at {best_scratch}" if best_scratch.is_file() else ""
                 raise TrainingError(
-                    f"{desc}: the loss became {float(loss.detach())} at epoch {epoch + 1}, step {step + 1} "
-                    f"(parts: {parts}); lower the learning rate ({config.lr:g}) or check the data{kept}"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            method.after_optimizer_step()
-            for key, value in {"loss": float(loss.detach()), **parts}.items():
+                    f"{desc}: the loss became {exc.value} at epoch {epoch + 1}, step {step + 1} "
+                    f"(parts: {exc.parts}); lower the learning rate ({config.lr:g}) or check the data{kept}"
+                ) from None
+            for key, value in {"loss": loss, **parts}.items():
                 sums[key] = sums.get(key, 0.0) + value
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+            bar.set_postfix(loss=f"{loss:.3f}")
 
         val_dice = validate(method.student, data.val, device) if data.val is not None and len(data.val) else float("nan")
         score = val_dice if not math.isnan(val_dice) else float(epoch)  # no val set: keep the last epoch

@@ -1,0 +1,184 @@
+"""``dual_teacher``: the paper's dual-teacher semi-supervised method (METHOD.md).
+
+``L = L_s + lambda_u * L_u + lambda_c * L_c`` with L_s = BCE + Dice on labeled images,
+L_u = BCE + Dice of the student on unlabeled images against the UEWF fusion of a static
+teacher T_A (trained on pseudo labels by the warm-up stage, frozen, held outside the
+module tree) and the EMA teacher T_B, and L_c = AURCL on the student's last decoder
+features.
+
+Its section (``train.<knob>``, :class:`DualTeacherConfig`): the EMA knobs (``ema_decay``,
+``lambda_u``), ``lambda_c``, the ablation switches ``use_static_teacher``,
+``use_ema_teacher``, ``use_uewf``, ``use_aurcl`` (each removes one component; README: "the
+ablation ladder"), ``uewf_kernel``, ``init_from_static`` and the AURCL knobs ``aurcl_*``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from busseg.config import check_range
+from busseg.errors import ConfigError, TrainingError
+from busseg.losses import bce_dice_loss
+from busseg.models import SegmentationNet
+from busseg.ssl import AURCLLoss, freeze, uewf
+from busseg.training.config import TrainConfig
+from busseg.training.methods.base import (
+    Batch,
+    EMATeacherConfig,
+    EMATeacherMethod,
+    Requirements,
+    check_non_negative,
+    check_positive_int,
+    require_unlabeled,
+    teacher_probabilities,
+)
+
+
+@dataclass(frozen=True)
+class DualTeacherConfig(EMATeacherConfig):
+    """``dual_teacher``'s section.
+
+    * ``lambda_c``: weight of AURCL (>= 0; METHOD.md: 0.5);
+    * ``use_static_teacher`` / ``use_ema_teacher``: with one teacher off, the target is the
+      other teacher's probability (at least one must stay on);
+    * ``use_uewf``: False fuses two teachers by the plain average ``(p_A + p_B) / 2``;
+      ``uewf_kernel`` (>= 1) is UEWF's smoothing window, 1 the pixel-wise UEWF;
+    * ``use_aurcl``: False drops L_c and the projection head (no parameters, no ``loss_c``
+      in the logged parts);
+    * ``init_from_static``: start the student (and so the EMA teacher) from the static
+      teacher's weights instead of random initialisation (the paper does not say; needs
+      ``use_static_teacher``);
+    * ``aurcl_ratio`` (0, 1], ``aurcl_tau_fix`` [0, 1], ``aurcl_grid`` >= 1,
+      ``aurcl_temperature`` (0, 100], ``aurcl_proj_dim`` >= 1: AURCL (METHOD.md DECISIONS).
+    """
+
+    lambda_c: float
+    use_static_teacher: bool
+    use_ema_teacher: bool
+    use_uewf: bool
+    uewf_kernel: int
+    use_aurcl: bool
+    init_from_static: bool
+    aurcl_ratio: float
+    aurcl_tau_fix: float
+    aurcl_grid: int
+    aurcl_temperature: float
+    aurcl_proj_dim: int
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_non_negative(self, "lambda_c")
+        check_positive_int(self, "uewf_kernel", "aurcl_grid", "aurcl_proj_dim")
+        check_range("aurcl_ratio", self.aurcl_ratio, 0.0, 1.0, low_open=True)
+        check_range("aurcl_tau_fix", self.aurcl_tau_fix, 0.0, 1.0)
+        check_range("aurcl_temperature", self.aurcl_temperature, 0.0, 100.0, low_open=True)
+        if not (self.use_static_teacher or self.use_ema_teacher):
+            raise ConfigError(
+                "use_static_teacher/use_ema_teacher",
+                "dual_teacher needs at least one teacher; both are false "
+                "(for training on labeled images only use train.method=supervised)",
+            )
+        if self.init_from_static and not self.use_static_teacher:
+            raise ConfigError(
+                "init_from_static", "starts the student from the static teacher, which use_static_teacher=false switches off"
+            )
+
+
+class DualTeacher(EMATeacherMethod):
+    """The paper's dual-teacher SSL: static teacher + EMA teacher, UEWF fusion, AURCL.
+
+    The static teacher is frozen here (eval mode, no gradients) and held outside the
+    module tree, so it is neither optimised nor saved; the AURCL projection head is
+    a trained sub-module.
+    """
+
+    name = "dual_teacher"
+
+    def __init__(
+        self,
+        student: SegmentationNet,
+        config: TrainConfig,
+        static_teacher: SegmentationNet | None = None,
+        *,
+        section: str = "train",
+    ) -> None:
+        options = config.section(DualTeacherConfig, section)
+        if options.use_static_teacher:
+            if static_teacher is None:
+                raise TrainingError(
+                    "dual_teacher needs the static teacher (train.use_static_teacher is true) but none was given; "
+                    "run the warmup stage first (dvc repro warmup), or set train.use_static_teacher=false"
+                )
+            freeze(static_teacher)
+        else:
+            static_teacher = None
+        super().__init__(
+            student,
+            config,
+            static_teacher,
+            ema_decay=options.ema_decay,
+            use_ema_teacher=options.use_ema_teacher,
+            section=section,
+        )
+        self.options = options
+        self.aurcl: AURCLLoss | None = (
+            AURCLLoss(
+                in_channels=student.feature_channels,
+                proj_dim=options.aurcl_proj_dim,
+                ratio=options.aurcl_ratio,
+                tau_fix=options.aurcl_tau_fix,
+                grid=options.aurcl_grid,
+                temperature=options.aurcl_temperature,
+            )
+            if options.use_aurcl
+            else None
+        )
+
+    @classmethod
+    def requirements(cls, config: TrainConfig, section: str = "train") -> Requirements:
+        """Unlabeled batches; the static teacher (and the init rule) as the switches say."""
+        options = config.section(DualTeacherConfig, section)
+        return Requirements(
+            unlabeled=True, static_teacher=options.use_static_teacher, init_from_static=options.init_from_static
+        )
+
+    def fused_target(self, p_a: Tensor | None, p_b: Tensor | None) -> Tensor:
+        """The soft target ``y_F`` from the static (``p_a``) and EMA (``p_b``) teachers' probabilities.
+
+        UEWF (``train.uewf_kernel``) when ``train.use_uewf``, else the plain average; a
+        switched-off teacher is passed as None and the other one's probabilities are the target.
+        """
+        if p_a is None or p_b is None:
+            if p_a is None and p_b is None:
+                raise ValueError("fused_target needs at least one teacher's probabilities")
+            return (p_a if p_b is None else p_b).float()  # type: ignore[union-attr]
+        if self.options.use_uewf:
+            return uewf(p_a, p_b, kernel=self.options.uewf_kernel)
+        return 0.5 * (p_a.float() + p_b.float())
+
+    def teacher_target(self, images: Tensor) -> Tensor:
+        """Fused soft target of the switched-on teachers for unlabeled ``images``."""
+        static = self.static_teacher
+        p_a = teacher_probabilities(static, images) if static is not None else None
+        p_b = teacher_probabilities(self.ema_teacher, images) if self.ema_teacher is not None else None
+        return self.fused_target(p_a, p_b)
+
+    def loss(self, labeled: Batch, unlabeled: Batch | None, progress: float) -> tuple[Tensor, dict[str, float]]:
+        unlabeled = require_unlabeled(self.name, unlabeled)
+        logits_l, logits_u, features_u = self.student_outputs(labeled, unlabeled)
+        loss_s = bce_dice_loss(logits_l, labeled["mask"])
+        loss_u = bce_dice_loss(logits_u, self.teacher_target(unlabeled["image"]))
+        total = loss_s + self.options.lambda_u * loss_u
+        parts = {"loss_s": float(loss_s.detach()), "loss_u": float(loss_u.detach())}
+        if self.aurcl is not None:
+            # AURCL detaches the probabilities itself: its gradient reaches the features only.
+            loss_c = self.aurcl(features_u, torch.sigmoid(logits_u.float()))
+            total = total + self.options.lambda_c * loss_c
+            parts["loss_c"] = float(loss_c.detach())
+        return total, parts
+
+
+methods = {DualTeacher.name: DualTeacher}
+"""This module's entry of :data:`busseg.training.methods.METHODS`."""

@@ -1,0 +1,104 @@
+"""``mean_teacher`` (Tarvainen & Valpola, 2017): the classic semi-supervised baseline.
+
+Its section (``train.<knob>``): ``ema_decay`` and ``lambda_u`` (:class:`EMATeacherConfig`)
+and ``rampup_epochs``, the length of the sigmoid ramp-up of the consistency weight.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from busseg.losses import bce_dice_loss
+from busseg.models import SegmentationNet
+from busseg.training.config import TrainConfig
+from busseg.training.methods.base import (
+    Batch,
+    EMATeacherConfig,
+    EMATeacherMethod,
+    Requirements,
+    check_non_negative,
+    require_unlabeled,
+    teacher_probabilities,
+)
+
+
+def sigmoid_rampup(progress: float, epochs: int, rampup_epochs: float) -> float:
+    """Ramp-up weight ``exp(-5 (1 - t)^2)`` with ``t = min(1, progress * epochs / rampup_epochs)``.
+
+    The classic consistency ramp-up of Laine & Aila (2017) and Tarvainen & Valpola
+    (2017): about 0.0067 at the start, 1 once ``rampup_epochs`` epochs are done.
+    ``rampup_epochs = 0`` means no ramp-up (always 1).
+
+    Args:
+        progress: fraction of training done, in [0, 1].
+        epochs: total number of epochs of the run.
+        rampup_epochs: length of the ramp-up in epochs (may be fractional).
+    """
+    if rampup_epochs <= 0:
+        return 1.0
+    t = min(1.0, max(0.0, progress * epochs / rampup_epochs))
+    return math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+@dataclass(frozen=True)
+class MeanTeacherConfig(EMATeacherConfig):
+    """``mean_teacher``'s section: the EMA knobs and ``rampup_epochs`` (>= 0, may be fractional)."""
+
+    rampup_epochs: float
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_non_negative(self, "rampup_epochs")
+
+
+class MeanTeacher(EMATeacherMethod):
+    """Mean teacher: ``L = L_s + w(t) * MSE(sigmoid(student(x_u)), sigmoid(teacher(x_u)))``.
+
+    ``w(t) = lambda_u * sigmoid_rampup(progress, epochs, rampup_epochs)``. No data
+    augmentation (as in the paper's setting), so the consistency comes from the
+    difference between the student and its average alone.
+    """
+
+    name = "mean_teacher"
+
+    def __init__(
+        self,
+        student: SegmentationNet,
+        config: TrainConfig,
+        static_teacher: SegmentationNet | None = None,
+        *,
+        section: str = "train",
+    ) -> None:
+        options = config.section(MeanTeacherConfig, section)
+        # A static teacher handed in by mistake is ignored (not kept, not frozen).
+        super().__init__(student, config, None, ema_decay=options.ema_decay, section=section)
+        self.options = options
+
+    @classmethod
+    def requirements(cls, config: TrainConfig, section: str = "train") -> Requirements:
+        """Unlabeled batches every step; no static teacher (so no ``init_from_static``)."""
+        super().requirements(config, section)
+        config.section(MeanTeacherConfig, section)
+        return Requirements(unlabeled=True)
+
+    def consistency_weight(self, progress: float) -> float:
+        """``lambda_u`` times the sigmoid ramp-up at ``progress``."""
+        return self.options.lambda_u * sigmoid_rampup(progress, self.config.epochs, self.options.rampup_epochs)
+
+    def loss(self, labeled: Batch, unlabeled: Batch | None, progress: float) -> tuple[Tensor, dict[str, float]]:
+        unlabeled = require_unlabeled(self.name, unlabeled)
+        logits_l, logits_u, _ = self.student_outputs(labeled, unlabeled)
+        loss_s = bce_dice_loss(logits_l, labeled["mask"])
+        target = teacher_probabilities(self.ema_teacher, unlabeled["image"])  # type: ignore[arg-type]
+        loss_u = F.mse_loss(torch.sigmoid(logits_u.float()), target)
+        weight = self.consistency_weight(progress)
+        parts = {"loss_s": float(loss_s.detach()), "loss_u": float(loss_u.detach()), "weight_u": weight}
+        return loss_s + weight * loss_u, parts
+
+
+methods = {MeanTeacher.name: MeanTeacher}
+"""This module's entry of :data:`busseg.training.methods.METHODS`."""

@@ -1,0 +1,23 @@
+"""``supervised``: labeled images only, BCE + Dice. With ``label_ratio: 1.0`` it is the upper
+bound; the warm-up stage trains the static teacher with it on pseudo labels. No knobs of
+its own (the loop's ``train.*`` keys are all it reads)."""
+from __future__ import annotations
+
+import torch
+
+from busseg.losses import bce_dice_loss
+from busseg.training.methods.base import Batch, TrainingMethod
+
+
+class Supervised(TrainingMethod):
+    """Labeled images only, BCE + Dice."""
+
+    name = "supervised"
+
+    def loss(self, labeled: Batch, unlabeled: Batch | None, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
+        loss = bce_dice_loss(self.student(labeled["image"]), labeled["mask"])
+        return loss, {"loss_s": float(loss.detach())}
+
+
+methods = {Supervised.name: Supervised}
+"""This module's entry of :data:`busseg.training.methods.METHODS`."""
