@@ -237,10 +237,11 @@ def test_leftovers_of_killed_runs_are_removed_and_outputs_get_usual_permissions(
     stale = [prepared / ".mine.building-0123abcd4567", prepared / ".mine.old-89ab", prepared / ".mine.999999999.tmp"]
     for folder in stale:
         (folder / "images").mkdir(parents=True)
-    other = prepared / ".other.999999999.tmp"  # another dataset's temporary is not ours to judge
-    other.mkdir()
+    (prepared / ".other.999999999.tmp").mkdir()  # any dead writer's temporary goes
+    busy = prepared / f".other.{os.getppid()}.tmp"  # a live writer's (another stage right now) stays
+    busy.mkdir()
     prepare_dataset("mine", {"kind": "folder", "root": str(tmp_path / "src")}, prepared / "mine", progress=False)
-    assert _siblings(prepared / "mine") == [".other.999999999.tmp", "mine"]
+    assert _siblings(prepared / "mine") == [busy.name, "mine"]
     umask = os.umask(0)
     os.umask(umask)
     out = prepared / "mine"
