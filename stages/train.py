@@ -12,6 +12,7 @@ from _params import load_params, main_guard, setup_runtime
 
 from busseg.config import from_dict
 from busseg.data.dataset import SegmentationDataset
+from busseg.distributed import destroy_process_group, init_process_group, rank_device
 from busseg.data.prepared import PreparedDataset
 from busseg.data.split import read_id_list
 from busseg.models import ModelConfig, build_model
@@ -32,9 +33,15 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params()
     device, progress = setup_runtime(params)
+    # Under torchrun (runtime.nproc > 1, see busseg.launch) this process is one rank of several.
+    context = init_process_group(device)
+    device, progress = rank_device(device, context), progress and context.is_main
     seed = int(params.get("seed", 0))
     seed_everything(seed)
     model_config = from_dict(ModelConfig, params.get("model"), "model")
+    # Built first, before loading the static teacher consumes random numbers: at one seed every
+    # method's student starts from the same initialisation (supervised vs dual_teacher is fair).
+    student = build_model(model_config)
     config = from_dict(TrainConfig, params.get("train"), "train")
     config.check("train")
     method_cls = get_method(config.method)
@@ -59,10 +66,9 @@ def main() -> None:
         [args.splits, prepared.index_path] + ([args.static_teacher] if static_teacher is not None else []),
     )
     scratch = scratch_dir(f"train-{args.out.parent.name}", key)
-    if (note := usage_note()) is not None:
+    if context.is_main and (note := usage_note()) is not None:
         print(note)
-    logger = LiveLogger(args.live)
-    student = build_model(model_config)
+    logger = LiveLogger(args.live) if context.is_main else None  # only rank 0 writes
     if needs.init_from_static:  # a method asks for this only together with the static teacher
         student.load_state_dict(static_teacher.state_dict())  # type: ignore[union-attr]
     result = fit(
@@ -75,9 +81,13 @@ def main() -> None:
         scratch_dir=scratch,
         logger=logger,
         progress=progress,
+        context=context,
         desc=config.method,
     )
-    logger.close()
+    destroy_process_group()
+    if not context.is_main:
+        return
+    logger.close()  # type: ignore[union-attr]
     release(scratch)
     print(f"{config.method}: {len(labeled_ids)} labeled images, best val dice {result.best_val_dice:.4f} (epoch {result.best_epoch + 1})")
 

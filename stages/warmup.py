@@ -15,6 +15,7 @@ from _params import load_params, main_guard, setup_runtime
 
 from busseg.config import from_dict
 from busseg.data.dataset import SegmentationDataset
+from busseg.distributed import destroy_process_group, init_process_group, rank_device
 from busseg.data.prepared import PreparedDataset, PseudoLabels
 from busseg.data.split import read_id_list
 from busseg.models import ModelConfig, build_model
@@ -34,6 +35,9 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params()
     device, progress = setup_runtime(params)
+    # Under torchrun (runtime.nproc > 1, see busseg.launch) this process is one rank of several.
+    context = init_process_group(device)
+    device, progress = rank_device(device, context), progress and context.is_main
     seed = int(params.get("seed", 0))
     seed_everything(seed)
     model_config = from_dict(ModelConfig, params.get("model"), "model")
@@ -52,9 +56,9 @@ def main() -> None:
         [pseudo.table_path, args.train_ids, args.val_ids, prepared.index_path],
     )
     scratch = scratch_dir(f"warmup-{args.out.parent.name}", key)
-    if (note := usage_note()) is not None:
+    if context.is_main and (note := usage_note()) is not None:
         print(note)
-    logger = LiveLogger(args.live)
+    logger = LiveLogger(args.live) if context.is_main else None  # only rank 0 writes
     result = fit(
         Supervised(build_model(model_config), config, section="warmup"),
         data,
@@ -65,9 +69,13 @@ def main() -> None:
         scratch_dir=scratch,
         logger=logger,
         progress=progress,
+        context=context,
         desc="warmup",
     )
-    logger.close()
+    destroy_process_group()
+    if not context.is_main:
+        return
+    logger.close()  # type: ignore[union-attr]
     release(scratch)
     print(f"static teacher: {len(ids)} pseudo-labeled images, best val dice {result.best_val_dice:.4f} (epoch {result.best_epoch + 1})")
 

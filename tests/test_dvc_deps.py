@@ -55,10 +55,10 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-def import_closure(script: Path) -> set[Path]:
-    """Every project source file ``script`` can import, directly or through others."""
+def import_closure(*roots: Path) -> set[Path]:
+    """Every project source file the ``roots`` can import, directly or through others."""
     seen: set[Path] = set()
-    todo = [script]
+    todo = list(roots)
     while todo:
         path = todo.pop()
         if path in seen:
@@ -69,14 +69,22 @@ def import_closure(script: Path) -> set[Path]:
     return seen
 
 
-def stage_scripts_and_deps() -> list[tuple[str, Path, list[str]]]:
-    """(stage name, script, declared deps) for each stage of dvc.yaml (templates unresolved)."""
+def command_roots(cmd: str) -> list[Path]:
+    """The files a stage command runs: its stage script, and a ``python -m busseg.<module>`` launcher."""
+    roots = [REPO / re.search(r"(stages/\S+\.py)", cmd).group(1)]
+    launcher = re.search(r"python -m (busseg[\w.]*)", cmd)
+    if launcher:
+        roots.append(module_file(launcher.group(1)))
+    return roots
+
+
+def stage_scripts_and_deps() -> list[tuple[str, list[Path], list[str]]]:
+    """(stage name, files its command runs, declared deps) for each stage of dvc.yaml (templates unresolved)."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     out = []
     for name, stage in stages.items():
         body = stage.get("do", stage)
-        script = re.search(r"python (stages/\S+\.py)", body["cmd"]).group(1)
-        out.append((name, REPO / script, [d for d in body.get("deps", []) if "${" not in d]))
+        out.append((name, command_roots(body["cmd"]), [d for d in body.get("deps", []) if "${" not in d]))
     return out
 
 
@@ -85,9 +93,9 @@ def covered(path: Path, deps: list[str]) -> bool:
     return any(relative == dep.rstrip("/") or relative.startswith(dep.rstrip("/") + "/") for dep in deps)
 
 
-@pytest.mark.parametrize("stage, script, deps", stage_scripts_and_deps(), ids=lambda v: v if isinstance(v, str) else "")
-def test_stage_deps_cover_its_import_tree(stage: str, script: Path, deps: list[str]) -> None:
-    missing = sorted(p.relative_to(REPO).as_posix() for p in import_closure(script) if not covered(p, deps))
+@pytest.mark.parametrize("stage, roots, deps", stage_scripts_and_deps(), ids=lambda v: v if isinstance(v, str) else "")
+def test_stage_deps_cover_its_import_tree(stage: str, roots: list[Path], deps: list[str]) -> None:
+    missing = sorted(p.relative_to(REPO).as_posix() for p in import_closure(*roots) if not covered(p, deps))
     assert not missing, f"stage {stage}: dvc.yaml deps miss modules its script imports: {missing}"
 
 
@@ -95,3 +103,8 @@ def test_the_closure_reaches_the_method_modules() -> None:
     closure = {p.relative_to(REPO).as_posix() for p in import_closure(REPO / "stages" / "train.py")}
     assert "src/busseg/training/methods/dual_teacher.py" in closure
     assert "stages/_params.py" in closure
+
+
+def test_a_launcher_module_counts_as_part_of_the_command() -> None:
+    roots = command_roots("python -m busseg.launch --nproc 2 stages/train.py --out x")
+    assert [p.relative_to(REPO).as_posix() for p in roots] == ["stages/train.py", "src/busseg/launch.py"]

@@ -204,6 +204,18 @@ def test_other_methods_run_through_dvc(project: Path, first_repro: str, method: 
     assert ("loss_u" in (project / "reports/train/synthetic/metrics.json").read_text()) == (method != "supervised")
 
 
+def test_two_ddp_ranks_rerun_only_the_training_stages_and_write_one_checkpoint(project: Path, first_repro: str) -> None:
+    output = run(["dvc", "exp", "run", "-S", "runtime.nproc=2"], project)
+    ran = ran_stages(output)
+    # runtime.nproc is a parameter of warmup and train only: DDP changes their results by float
+    # rounding (so they re-run), and nothing upstream.
+    assert {"warmup@synthetic", "train@synthetic"} <= ran
+    assert not ran & {"prepare@synthetic", "split@synthetic", "pseudo_label@synthetic"}
+    assert "error" not in output.lower()
+    assert sorted(p.name for p in (project / "models/synthetic").iterdir()) == ["static_teacher.pt", "student.pt"]
+    run(["dvc", "exp", "run", "-S", "runtime.nproc=1"], project)
+
+
 def test_adding_a_dataset_is_a_params_entry_and_gives_the_cross_table(project: Path, first_repro: str) -> None:
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["datasets"]["other"] = {**params["datasets"]["synthetic"], "seed": 1, "count": 24}

@@ -83,11 +83,15 @@ class RuntimeParams:
     # Read by stages/_params.py before torch loads: CPU kernels capped at AVX2 so that results
     # do not depend on the CPU's instruction set (see PORTABLE_CPU_KERNELS there).
     portable_kernels: bool = True
+    # DDP ranks for the training stages (busseg.launch checks it against the cores / GPUs).
+    nproc: int = 1
 
     def check(self) -> None:
         from busseg.runtime import resolve_threads
 
         resolve_threads(self.threads)
+        if self.nproc < 1:
+            raise ConfigError("runtime.nproc", f"must be an integer >= 1, got {self.nproc}")
 
 
 @dataclass(frozen=True)

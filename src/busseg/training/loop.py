@@ -9,7 +9,12 @@ so that an interrupted run resumes from its last finished epoch.
 
 Batches are drawn from seeded per-epoch index streams rather than a DataLoader: data
 sits in memory, and an epoch-keyed seed makes resumed runs identical to uninterrupted
-ones. The streams take ``rank`` / ``world_size`` so that DDP can shard them.
+ones.
+
+Under DDP (``context.world_size`` > 1, see :mod:`busseg.distributed`) every rank takes a
+disjoint slice of each global batch, so the global batch and the step budget are those of a
+one-process run; the student's batch norm runs over the global batch, DDP averages the
+gradients, and only rank 0 writes (resume state, checkpoints, logs).
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from tqdm import tqdm
 
 from busseg.atomic import copy_file
 from busseg.data.dataset import SegmentationDataset, as_batch
+from busseg.distributed import DistContext, convert_sync_batchnorm
 from busseg.errors import TrainingError
 from busseg.inference import probabilities
 from busseg.metrics import dice
@@ -117,17 +123,23 @@ def train_step(
     *,
     device: torch.device,
     amp: bool = True,
+    ddp: torch.nn.parallel.DistributedDataParallel | None = None,
 ) -> tuple[float, dict[str, float]]:
     """One optimizer step: ``method.loss``, ``zero_grad``, ``backward``, ``step``, ``after_optimizer_step``.
 
     The one step function of every method, used by :func:`fit` and timed as is by
     ``benchmarks/step_cost.py``. Batches are already on ``device``; ``amp`` turns on
-    bfloat16 autocast on CUDA. Returns the loss and its named parts; raises
-    :class:`NonFiniteLoss` (before any update) when the loss is not finite.
+    bfloat16 autocast on CUDA; ``ddp`` (the method wrapped in DistributedDataParallel)
+    computes the loss so that the backward pass averages gradients across ranks. Returns
+    the loss and its named parts; raises :class:`NonFiniteLoss` (before any update) when
+    the loss is not finite, on every rank when it is not finite on one.
     """
     with _autocast(device, amp):
-        loss, parts = method.loss(labeled, unlabeled, progress)
-    if not torch.isfinite(loss):
+        loss, parts = ddp(labeled, unlabeled, progress) if ddp is not None else method.loss(labeled, unlabeled, progress)
+    finite = torch.isfinite(loss.detach()).float()
+    if ddp is not None:  # one rank's NaN must stop every rank, or the others hang in backward
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+    if not bool(finite):
         raise NonFiniteLoss(float(loss.detach()), parts)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -148,14 +160,29 @@ def fit(
     logger: EpochLogger | None = None,
     progress: bool = True,
     desc: str = "train",
+    context: DistContext | None = None,
 ) -> FitResult:
     """Train ``method`` and write the best student checkpoint to ``best_path``.
 
     With ``scratch_dir``, the state after every epoch is kept there and a later call
     with the same folder resumes from it (the caller keys the folder by the inputs and
-    parameters, so a resumed run never mixes two configurations).
+    parameters, so a resumed run never mixes two configurations). With ``context`` of a
+    multi-rank run (process group already initialised), every rank calls this with the
+    same arguments; only rank 0 writes ``best_path`` and the scratch state, and the
+    caller gives ``logger`` to rank 0 only.
     """
     config.check()
+    context = context or DistContext()
+    if context.distributed:
+        per_rank_batches = {"train.batch_size": config.batch_size}
+        if method.needs.unlabeled:
+            per_rank_batches["train.unlabeled_batch"] = config.unlabeled_batch
+        for key, value in per_rank_batches.items():
+            if value % context.world_size:
+                raise TrainingError(
+                    f"{key}={value} cannot be split evenly over runtime.nproc={context.world_size} ranks "
+                    "(the global batch stays the same whatever the number of ranks)"
+                )
     if method.needs.unlabeled and (data.unlabeled is None or len(data.unlabeled) == 0):
         raise TrainingError(
             f"method '{config.method}' needs unlabeled images but there are none "
@@ -169,10 +196,12 @@ def fit(
     if len(data.labeled) == 0:
         raise TrainingError("there are no labeled images to train on; raise label_ratio or check the split")
     own_scratch = scratch_dir is None
+    if own_scratch and context.distributed:
+        raise TrainingError("a multi-rank run needs a shared scratch_dir for its resume state")
     scratch = Path(tempfile.mkdtemp(prefix="busseg-fit-")) if own_scratch else Path(scratch_dir)  # type: ignore[arg-type]
     scratch.mkdir(parents=True, exist_ok=True)
     try:
-        return _fit(method, data, config, device, seed, Path(best_path), scratch, logger, progress, desc)
+        return _fit(method, data, config, device, seed, Path(best_path), scratch, logger, progress, desc, context)
     finally:
         if own_scratch:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -185,6 +214,7 @@ def _load_resume_state(
     scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau,
     device: torch.device,
     desc: str,
+    may_delete: bool = True,
 ) -> tuple[int, int, float, list[dict[str, float]]] | None:
     """Restore an interrupted run from ``state_path``: (start epoch, best epoch, best score, history).
 
@@ -209,8 +239,9 @@ def _load_resume_state(
             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); starting afresh",
             file=sys.stderr,
         )
-        for path in (state_path, state_path.parent / "best.pt"):
-            path.unlink(missing_ok=True)
+        if may_delete:  # rank 0 only: the files are shared by every rank
+            for path in (state_path, state_path.parent / "best.pt"):
+                path.unlink(missing_ok=True)
         method.load_state_dict(fresh[0])
         optimizer.load_state_dict(fresh[1])
         scheduler.load_state_dict(fresh[2])
@@ -229,8 +260,20 @@ def _fit(
     logger: EpochLogger | None,
     progress: bool,
     desc: str,
+    context: DistContext,
 ) -> FitResult:
     method.to(device)
+    ddp = None
+    if context.distributed:
+        # Batch norm over the global batch, so that N ranks follow the one-process run; then
+        # DDP (which also broadcasts rank 0's parameters and buffers: every rank starts equal).
+        convert_sync_batchnorm(method.student, device)
+        # A method's own heads (AURCL's projection) can be left out of the loss by a switch:
+        # DDP must then look for unused parameters, at the cost of one graph traversal a step.
+        has_heads = any(p.requires_grad and not n.startswith("student.") for n, p in method.named_parameters())
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            method, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=has_heads
+        )
     optimizer = torch.optim.Adam(method.trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=config.plateau_factor, patience=config.plateau_patience
@@ -243,19 +286,29 @@ def _fit(
 
     state_path, best_scratch = scratch / "last.pt", scratch / "best.pt"
     start_epoch, best_epoch, best_dice, history = 0, -1, -math.inf, []
-    resumed = _load_resume_state(state_path, method, optimizer, scheduler, device, desc)
+    context.barrier()  # no rank reads the resume state while rank 0 may still be deleting it
+    resumed = _load_resume_state(state_path, method, optimizer, scheduler, device, desc, context.is_main)
     if resumed is not None:
         start_epoch, best_epoch, best_dice, history = resumed
         if logger is not None:  # replay, so the curves of a resumed run are complete
             for logs in history:
                 logger.log_epoch(int(logs["epoch"]), logs)
-        tqdm.write(f"{desc}: resuming after epoch {start_epoch - 1} from {state_path}")
+        if context.is_main:
+            tqdm.write(f"{desc}: resuming after epoch {start_epoch - 1} from {state_path}")
+    progress = progress and context.is_main
+    per_rank = context.world_size
 
     for epoch in range(start_epoch, config.epochs):
         method.train()
-        labeled_stream = index_batches(len(data.labeled), n_labeled_per_step, n_steps, seed=seed * 1000 + epoch * 2)
+        labeled_stream = index_batches(
+            len(data.labeled), n_labeled_per_step // per_rank, n_steps, seed=seed * 1000 + epoch * 2,
+            rank=context.rank, world_size=context.world_size,
+        )
         unlabeled_stream = (
-            index_batches(len(data.unlabeled), config.unlabeled_batch, n_steps, seed=seed * 1000 + epoch * 2 + 1)  # type: ignore[arg-type]
+            index_batches(
+                len(data.unlabeled), config.unlabeled_batch // per_rank, n_steps, seed=seed * 1000 + epoch * 2 + 1,  # type: ignore[arg-type]
+                rank=context.rank, world_size=context.world_size,
+            )
             if uses_unlabeled
             else None
         )
@@ -270,7 +323,8 @@ def _fit(
             )
             try:
                 loss, parts = train_step(
-                    method, optimizer, labeled, unlabeled, (epoch * n_steps + step) / total_steps, device=device, amp=config.amp
+                    method, optimizer, labeled, unlabeled, (epoch * n_steps + step) / total_steps, device=device, amp=config.amp,
+                    ddp=ddp,
                 )
             except NonFiniteLoss as exc:
                 kept = f"; the best checkpoint so far is kept at {best_scratch}" if best_scratch.is_file() else ""
@@ -282,15 +336,22 @@ def _fit(
                 sums[key] = sums.get(key, 0.0) + value
             bar.set_postfix(loss=f"{loss:.3f}")
 
+        # Every rank validates on the whole split: identical scores keep the schedulers in step.
         val_dice = validate(method.student, data.val, device) if data.val is not None and len(data.val) else float("nan")
         score = val_dice if not math.isnan(val_dice) else float(epoch)  # no val set: keep the last epoch
         scheduler.step(score)
-        logs = {"epoch": float(epoch), **{k: v / n_steps for k, v in sums.items()}, "val_dice": val_dice, "lr": optimizer.param_groups[0]["lr"]}
+        means = context.mean({k: v / n_steps for k, v in sums.items()})  # each rank's losses cover its slice
+        logs = {"epoch": float(epoch), **means, "val_dice": val_dice, "lr": optimizer.param_groups[0]["lr"]}
         history.append(logs)
         if logger is not None:
             logger.log_epoch(epoch, logs)
-        if score > best_dice:
+        improved = score > best_dice
+        if improved:
             best_epoch, best_dice = epoch, score
+        if not context.is_main:
+            context.barrier()  # wait until rank 0 has written this epoch's state
+            continue
+        if improved:
             save_model_checkpoint(best_scratch, method.student, config, epoch=epoch, val_dice=val_dice)
         save_atomic(
             {
@@ -306,9 +367,12 @@ def _fit(
             state_path,
         )
         tqdm.write(f"{desc} epoch {epoch + 1}/{config.epochs}: loss {logs['loss']:.4f}, val dice {val_dice:.4f}")
+        context.barrier()
 
-    copy_file(best_scratch, best_path)
-    # The output is written: the resume state has done its job (it is hundreds of MB).
-    for path in (state_path, best_scratch):
-        path.unlink(missing_ok=True)
+    if context.is_main:
+        copy_file(best_scratch, best_path)
+        # The output is written: the resume state has done its job (it is hundreds of MB).
+        for path in (state_path, best_scratch):
+            path.unlink(missing_ok=True)
+    context.barrier()
     return FitResult(best_epoch=best_epoch, best_val_dice=float(history[best_epoch]["val_dice"]), history=history)

@@ -103,6 +103,10 @@ class TrainingMethod(nn.Module):
         """
         raise NotImplementedError
 
+    def forward(self, labeled: Batch, unlabeled: Batch | None, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
+        """:meth:`loss`: the entry point ``DistributedDataParallel`` calls to sync gradients."""
+        return self.loss(labeled, unlabeled, progress)
+
     def after_optimizer_step(self) -> None:
         """Called after every optimizer step (EMA updates go here)."""
 
