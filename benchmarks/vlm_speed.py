@@ -3,7 +3,7 @@
 Usage::
 
     PYTHONPATH=src nice python benchmarks/vlm_speed.py \
-        [--images ../shared/data/BUS-BRA/images] [--count 3] [--threads 1 0]
+        [--images ../shared/data/BUS-BRA/images] [--count 3] [--threads 1 0] [--device cuda]
 
 Builds Grounding DINO-T (the shipped ``GroundingDINO_SwinT_OGC.py`` config, with a
 BERT-base-sized text encoder) and SAM ViT-B with random weights, which cost exactly
@@ -83,19 +83,25 @@ def load_images(folder: Path, count: int) -> list[np.ndarray]:
     return [np.asarray(Image.open(p).convert("L")) for p in paths[::step][:count]]
 
 
-def time_one(labeler: GroundedSamLabeler, image: np.ndarray) -> tuple[float, float, float]:
+def _now(device: str) -> float:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()  # GPU work is asynchronous: time what it finished
+    return time.perf_counter()
+
+
+def time_one(labeler: GroundedSamLabeler, image: np.ndarray, device: str = "cpu") -> tuple[float, float, float]:
     """Seconds for (label, detector, SAM image embedding) of one image."""
     opts = labeler.options
-    start = time.perf_counter()
+    start = _now(device)
     label = labeler.label(image)
-    total = time.perf_counter() - start
+    total = _now(device) - start
     assert label.reason != "no_box", "thresholds are 0: every image must reach SAM"
-    start = time.perf_counter()
+    start = _now(device)
     labeler.detector.detect([image], opts.prompts, opts.box_threshold, opts.text_threshold)
-    detector = time.perf_counter() - start
-    start = time.perf_counter()
+    detector = _now(device) - start
+    start = _now(device)
     labeler.segmenter.embed([image])
-    sam = time.perf_counter() - start
+    sam = _now(device) - start
     return total, detector, sam
 
 
@@ -104,6 +110,7 @@ def main() -> None:
     parser.add_argument("--images", type=Path, default=Path("../shared/data/BUS-BRA/images"))
     parser.add_argument("--count", type=int, default=3, help="images timed per thread setting")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 0], help="0 = all cores")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (the GPU check uses cuda)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     images = load_images(args.images, args.count)
@@ -120,7 +127,7 @@ def main() -> None:
             verify_checksums=False,  # random weights, not the official files
             box_threshold=0.0,
             text_threshold=0.0,
-            device="cpu",
+            device=args.device,
         )
         labeler = GroundedSamLabeler(options)
         print(f"built, saved and loaded both models in {time.perf_counter() - start:.1f} s")
@@ -128,8 +135,8 @@ def main() -> None:
     for threads in args.threads:
         n = threads or os.cpu_count() or 1
         torch.set_num_threads(n)
-        time_one(labeler, images[0])  # warm-up (allocator, lazy inits)
-        times = [time_one(labeler, image) for image in images]
+        time_one(labeler, images[0], args.device)  # warm-up (allocator, lazy inits)
+        times = [time_one(labeler, image, args.device) for image in images]
         total, detector, sam = (statistics.median(column) for column in zip(*times))
         print(
             f"threads={n}: median s/image  label {total:.2f}  "

@@ -53,6 +53,15 @@ class SegmentationDataset(Dataset):
             if masks is not None and self.masks is not None:
                 self.masks[n] = resize_mask(masks.mask(image_id), (size, size))
 
+    def to_device(self, device: torch.device) -> "SegmentationDataset":
+        """Keep a copy of the images (uint8) and masks on ``device``; :func:`as_batch` then
+        indexes there. For GPUs: a step no longer waits for a host-to-device copy (BUS-BRA at
+        224 px is ~94 MB). On the CPU it changes nothing."""
+        if device.type != "cpu":
+            self.device_images = torch.from_numpy(self.images).to(device)
+            self.device_masks = torch.from_numpy(self.masks).to(device) if self.masks is not None else None
+        return self
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -69,6 +78,13 @@ class SegmentationDataset(Dataset):
 def as_batch(dataset: SegmentationDataset, indices: Sequence[int]) -> dict[str, torch.Tensor]:
     """Stack items ``indices`` of an in-memory dataset into a batch (no DataLoader needed)."""
     idx = np.asarray(indices, dtype=np.int64)
+    device_images = getattr(dataset, "device_images", None)
+    if device_images is not None:  # held on the GPU (SegmentationDataset.to_device)
+        index = torch.from_numpy(idx).to(device_images.device)
+        batch = {"image": device_images[index].float().div_(255.0).unsqueeze(1), "index": index}
+        if dataset.device_masks is not None:
+            batch["mask"] = dataset.device_masks[index].float().unsqueeze(1)
+        return batch
     batch = {
         "image": torch.from_numpy(dataset.images[idx]).float().div_(255.0).unsqueeze(1),
         "index": torch.from_numpy(idx),

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The GPU check: one prepared script that fits in about 8 minutes on one GPU.
+#
+#   bash benchmarks/gpu_check.sh            # from the repository root, after `make install`
+#
+# 1. the CUDA-marked tests (bf16 autocast training of every method, datasets held on the GPU,
+#    a 2-rank NCCL launch when two GPUs are visible);
+# 2. training throughput of busseg's loop vs a bare PyTorch loop at the paper's size
+#    (ResNet-34 U-Net, 224 px, batch 8, bf16): images/s, peak GPU memory, loop/bare ratio;
+# 3. the same with 2 DDP ranks when more than one GPU is visible;
+# 4. the grounded_sam backend's seconds per image at full size (random weights, same compute);
+# 5. a short bf16 training run of the whole pipeline on BUS-BRA, when ../shared/data is there.
+# Figures go to $OUT (default benchmarks/results/gpu) as JSON and logs; paste them in the README.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+[ -x "$PY" ] || PY=python
+OUT=${OUT:-benchmarks/results/gpu}
+mkdir -p "$OUT"
+status=0
+step() { echo; echo "== $*"; }
+
+step "device"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/nvidia-smi.csv" || true
+"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpus', torch.cuda.device_count())" | tee "$OUT/torch.txt"
+GPUS=$("$PY" -c "import torch; print(torch.cuda.device_count())")
+
+step "1. CUDA-marked tests"
+timeout 180 "$PY" -m pytest -q -m cuda tests 2>&1 | tee "$OUT/tests.txt" || status=1
+
+step "2. throughput, 1 GPU (paper size, dual_teacher and supervised)"
+for method in supervised dual_teacher; do
+  timeout 120 "$PY" benchmarks/loop_overhead.py --device cuda --setting paper --method "$method" \
+    --steps 30 --reps 2 --threads 4 --json "$OUT/throughput_1gpu_$method.json" || status=1
+done
+
+if [ "${GPUS:-0}" -gt 1 ]; then
+  step "3. throughput, 2 DDP ranks"
+  timeout 120 "$PY" -m busseg.launch --nproc 2 --device cuda benchmarks/loop_overhead.py --ddp-only \
+    --device cuda --setting paper --method dual_teacher --steps 30 --reps 2 --threads 4 \
+    --json "$OUT/throughput_2gpu_dual_teacher.json" || status=1
+fi
+
+step "4. grounded_sam seconds per image (full size, random weights)"
+if [ -d ../shared/data/BUS-BRA/images ]; then
+  timeout 150 "$PY" benchmarks/vlm_speed.py --device cuda --count 5 --threads 4 2>&1 | tee "$OUT/vlm_speed.txt" || status=1
+else
+  echo "skipped: ../shared/data/BUS-BRA/images not found" | tee "$OUT/vlm_speed.txt"
+fi
+
+step "5. a short bf16 pipeline run on BUS-BRA"
+if [ -d ../shared/data/BUS-BRA ]; then
+  timeout 150 "$PY" benchmarks/pipeline_budget.py --params-file benchmarks/busbra.yaml \
+    --set runtime.device=cuda --set runtime.threads=4 --set datasets.busbra.limit=400 \
+    --set warmup.epochs=2 --set train.epochs=2 2>&1 | tee "$OUT/pipeline_busbra.txt" || status=1
+else
+  echo "skipped: ../shared/data/BUS-BRA not found" | tee "$OUT/pipeline_busbra.txt"
+fi
+exit $status
