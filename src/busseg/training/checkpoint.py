@@ -81,4 +81,5 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> Segmenta
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as exc:
         raise DataError(path, f"weights do not fit the stored model config: {exc}") from None
-    return model.to(device).eval()
+    # channels_last: the layout oneDNN's CPU convolutions (and tensor cores) are fastest in.
+    return model.to(device, memory_format=torch.channels_last).eval()
