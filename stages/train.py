@@ -82,6 +82,7 @@ def main() -> None:
         logger=logger,
         progress=progress,
         context=context,
+        compile_model=bool((params.get("runtime") or {}).get("compile", False)),
         desc=config.method,
     )
     destroy_process_group()

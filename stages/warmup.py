@@ -70,6 +70,7 @@ def main() -> None:
         logger=logger,
         progress=progress,
         context=context,
+        compile_model=bool((params.get("runtime") or {}).get("compile", False)),
         desc="warmup",
     )
     destroy_process_group()

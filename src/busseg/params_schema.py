@@ -85,6 +85,8 @@ class RuntimeParams:
     portable_kernels: bool = True
     # DDP ranks for the training stages (busseg.launch checks it against the cores / GPUs).
     nproc: int = 1
+    # torch.compile the student in warmup and train (GPU runs; off by default)
+    compile: bool = False
 
     def check(self) -> None:
         from busseg.runtime import resolve_threads

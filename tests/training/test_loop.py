@@ -194,3 +194,14 @@ def test_a_failed_copy_of_the_best_checkpoint_leaves_nothing_behind(
         fit(Supervised(build_model(tiny_model_config), CONFIG), tiny_data(tiny_prepared), CONFIG, device=torch.device("cpu"),
             seed=0, best_path=out / "static_teacher.pt", progress=False)
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_compiled_student_trains_and_keeps_checkpoint_keys(tiny_prepared: Path, tiny_model_config, tmp_path: Path) -> None:
+    config = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=4, lr=1e-3)
+    seed_everything(0)
+    fit(Supervised(build_model(tiny_model_config), config), tiny_data(tiny_prepared), config, device=torch.device("cpu"),
+        seed=0, best_path=tmp_path / "compiled.pt", progress=False, compile_model=True)
+    plain = build_model(tiny_model_config).state_dict()
+    assert set(read_checkpoint(tmp_path / "compiled.pt")["model"]) == set(plain)
+    assert load_model(tmp_path / "compiled.pt")(torch.rand(1, 1, 64, 64)).shape == (1, 1, 64, 64)
