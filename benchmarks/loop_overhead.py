@@ -76,6 +76,7 @@ def bare_loop(method, config: TrainConfig, data: TrainData, steps: int, device: 
     )
     labeled = [{k: v.to(device) for k, v in b.items()} for b in labeled]
     unlabeled = [{k: v.to(device) for k, v in b.items()} if b is not None else None for b in unlabeled]
+    method.to(memory_format=torch.channels_last)  # as fit() does
     optimizer = torch.optim.Adam(method.trainable_parameters(), lr=config.lr)
     method.train()
     synchronize(device)
