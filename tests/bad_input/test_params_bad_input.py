@@ -46,7 +46,7 @@ def split_args(tiny_prepared: Path) -> tuple[str, ...]:
 CASES = [
     ("pseudo.promts", edited("  prompts: [", "  promts: ["), "pseudo.promts"),
     ("top-level label_ration", edited("label_ratio: 0.1", "label_ration: 0.1"), "label_ration"),
-    ("runtime.thread", edited("  threads: 1 ", "  thread: 1 "), "runtime.thread"),
+    ("runtime.thread", edited("  threads: 2 ", "  thread: 2 "), "runtime.thread"),
     ("evaluate.treshold", edited("  threshold: 0.5", "  treshold: 0.5"), "evaluate.treshold"),
     ("warmup.method (set by the stage)", edited("warmup:\n", "warmup:\n  method: mean_teacher\n"), "warmup.method"),
     ("label_ratio abc", edited("label_ratio: 0.1", "label_ratio: abc"), "label_ratio"),
