@@ -29,3 +29,16 @@ def tiny_model_config():
     from busseg.models import ModelConfig
 
     return ModelConfig(encoder="resnet18", image_size=64, decoder_channels=(32, 16, 16, 8, 8))
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random U-Net checkpoint (64 px), built offline (``busseg predict`` tests)."""
+    from busseg.models import ModelConfig, build_model
+    from busseg.training.checkpoint import save_model_checkpoint
+    from busseg.training.config import TrainConfig
+
+    config = ModelConfig(encoder="resnet18", image_size=64, decoder_channels=(32, 16, 16, 8, 8))
+    path = tmp_path_factory.mktemp("model") / "student.pt"
+    save_model_checkpoint(path, build_model(config), TrainConfig(), epoch=0, val_dice=0.5)
+    return path

@@ -11,19 +11,6 @@ from PIL import Image
 from busseg.cli import MASK_SUFFIX, OVERLAY_SUFFIX, main, plan_jobs
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random U-Net checkpoint (64 px), built offline."""
-    from busseg.models import ModelConfig, build_model
-    from busseg.training.checkpoint import save_model_checkpoint
-    from busseg.training.config import TrainConfig
-
-    config = ModelConfig(encoder="resnet18", image_size=64, decoder_channels=(32, 16, 16, 8, 8))
-    path = tmp_path_factory.mktemp("model") / "student.pt"
-    save_model_checkpoint(path, build_model(config), TrainConfig(), epoch=0, val_dice=0.5)
-    return path
-
-
 def grey(path: Path, shape: tuple[int, int] = (40, 52), seed: int = 0) -> Path:
     """Write a random greyscale image (format from the suffix) and return its path."""
     path.parent.mkdir(parents=True, exist_ok=True)

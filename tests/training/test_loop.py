@@ -75,18 +75,23 @@ class InterruptAt:
             raise KeyboardInterrupt
 
 
-def test_resume_after_interruption_gives_the_same_model(tiny_prepared: Path, tiny_model_config, tmp_path: Path) -> None:
-    data = tiny_data(tiny_prepared)
+def interrupted_run_beside_a_full_one(data: TrainData, model_config, tmp_path: Path) -> Path:
+    """Train ``a.pt`` uninterrupted, then start ``b.pt`` and "kill" it after epoch 2; return its scratch."""
     cpu = torch.device("cpu")
-
     seed_everything(0)
-    fit(Supervised(build_model(tiny_model_config), CONFIG), data, CONFIG, device=cpu, seed=0, best_path=tmp_path / "a.pt", progress=False)
-
+    fit(Supervised(build_model(model_config), CONFIG), data, CONFIG, device=cpu, seed=0, best_path=tmp_path / "a.pt", progress=False)
     scratch = tmp_path / "scratch"
     seed_everything(0)
     with pytest.raises(KeyboardInterrupt):
-        fit(Supervised(build_model(tiny_model_config), CONFIG), data, CONFIG, device=cpu, seed=0, best_path=tmp_path / "b.pt",
+        fit(Supervised(build_model(model_config), CONFIG), data, CONFIG, device=cpu, seed=0, best_path=tmp_path / "b.pt",
             scratch_dir=scratch, logger=InterruptAt(1), progress=False)
+    return scratch
+
+
+def test_resume_after_interruption_gives_the_same_model(tiny_prepared: Path, tiny_model_config, tmp_path: Path) -> None:
+    data = tiny_data(tiny_prepared)
+    cpu = torch.device("cpu")
+    scratch = interrupted_run_beside_a_full_one(data, tiny_model_config, tmp_path)
     assert not (tmp_path / "b.pt").exists()  # no half-finished output
     seed_everything(123)  # a resumed run must not depend on fresh initialisation
     logger = InterruptAt(None)
@@ -154,14 +159,7 @@ def test_unusable_resume_state_is_discarded_with_a_warning(
     tiny_prepared: Path, tiny_model_config, tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str
 ) -> None:
     data, cpu = tiny_data(tiny_prepared), torch.device("cpu")
-    seed_everything(0)
-    fit(Supervised(build_model(tiny_model_config), CONFIG), data, CONFIG, device=cpu, seed=0, best_path=tmp_path / "a.pt", progress=False)
-
-    scratch = tmp_path / "scratch"
-    seed_everything(0)
-    with pytest.raises(KeyboardInterrupt):
-        fit(Supervised(build_model(tiny_model_config), CONFIG), data, CONFIG, device=cpu, seed=0, best_path=tmp_path / "b.pt",
-            scratch_dir=scratch, logger=InterruptAt(1), progress=False)
+    scratch = interrupted_run_beside_a_full_one(data, tiny_model_config, tmp_path)
     state = scratch / "last.pt"
     if damage == "garbage":
         state.write_bytes(b"\x00not a torch file")
