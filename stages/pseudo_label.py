@@ -14,7 +14,7 @@ import numpy as np
 from _params import load_params, main_guard, setup_runtime
 
 from busseg.data.prepared import PreparedDataset
-from busseg.pseudo.registry import build_labeler
+from busseg.pseudo.registry import TWO_PASS_BACKENDS, build_labeler
 from busseg.pseudo.run import (
     LabelCache,
     dice_vs_coverage,
@@ -49,8 +49,11 @@ def main() -> None:
         options.setdefault("device", str(device))
     index = PreparedDataset(args.prepared).index
     cache_root = scratch_dir(f"pseudo_label-{args.out.name}", options_key(backend, options))
-    cache = LabelCache(cache_root, "labels")
-    table, seconds = label_dataset(lambda: build_labeler(backend, options), args.prepared, index, args.out, cache, progress=progress)
+    two_pass = backend in TWO_PASS_BACKENDS
+    cache = LabelCache(cache_root, "analyses" if two_pass else "labels")
+    table, seconds = label_dataset(
+        lambda: build_labeler(backend, options), args.prepared, index, args.out, cache, two_pass=two_pass, progress=progress
+    )
     release(cache_root)  # the labels are written: per-image resume state is no longer needed
     scored = score_against_truth(args.prepared, index, args.out)
     summary = {"backend": backend, **quality_summary(scored)}

@@ -47,10 +47,14 @@ class PseudoParams:
     prompts: tuple[str, ...] = ("dark oval", "dark round", "dark lobulated")
     min_area_fraction: float = 0.01
     n_overlays: int = 12
-    # Read by warmup only: pseudo labels scoring below this do not train the static teacher.
+    # Read by warmup and refine: pseudo labels scoring below this do not train the static teacher.
     min_score: float = 0.0
+    # Read by refine: label-refinement rounds (0 = the warm-up's teacher unchanged).
+    refine_rounds: int = 1
 
     def check(self) -> None:
+        if self.refine_rounds < 0:
+            raise ConfigError("pseudo.refine_rounds", f"must be an integer >= 0, got {self.refine_rounds}")
         if not self.prompts:
             raise ConfigError("pseudo.prompts", "need at least one appearance description")
         check_range("pseudo.min_area_fraction", self.min_area_fraction, 0.0, 1.0)

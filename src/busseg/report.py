@@ -25,15 +25,20 @@ def _read_json_dir(folder: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def build_summary(eval_dir: str | Path, pseudo_dir: str | Path, datasets: list[str]) -> dict[str, dict[str, float]]:
+def build_summary(
+    eval_dir: str | Path, pseudo_dir: str | Path, datasets: list[str], refine_dir: str | Path | None = None
+) -> dict[str, dict[str, float]]:
     """Nested ``dataset -> metric`` (so ``dvc metrics diff`` prints ``synthetic.dice``).
 
-    Pseudo-label quality enters as ``pseudo_dice``, ``pseudo_coverage``, ...
+    Pseudo-label quality enters as ``pseudo_dice``, ``pseudo_coverage``, ...; with
+    ``refine_dir``, the train split's labels before and after the refinement rounds as
+    ``train_labels_dice`` and ``refined_labels_dice`` (the same images, so comparable).
     An empty ``datasets`` is an error: an empty table would look like a finished run.
     """
     if not datasets:
         raise ConfigError("datasets", "no dataset declared; add at least one entry (kind, root, options)")
     evals, pseudos = _read_json_dir(Path(eval_dir)), _read_json_dir(Path(pseudo_dir))
+    refines = _read_json_dir(Path(refine_dir)) if refine_dir is not None else {}
     summary: dict[str, dict[str, float]] = {}
     for name in datasets:
         if name not in evals:
@@ -42,6 +47,11 @@ def build_summary(eval_dir: str | Path, pseudo_dir: str | Path, datasets: list[s
         for key in PSEUDO_KEYS:
             if key in pseudos.get(name, {}):
                 row[f"pseudo_{key}"] = pseudos[name][key]
+        refined = refines.get(name, {})
+        last = refined.get(f"round_{refined.get('rounds', 0)}", {})
+        if "dice" in refined.get("round_0", {}) and "dice" in last:
+            row["train_labels_dice"] = refined["round_0"]["dice"]
+            row["refined_labels_dice"] = last["dice"]
         summary[name] = row
     return summary
 

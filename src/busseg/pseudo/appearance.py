@@ -17,20 +17,34 @@ Pipeline for one image:
 2. propose candidates: the connected components of a stack of grey-level
    thresholds (a small component tree, MSER-like), each opened with discs of a
    few radii to cut bridges into neighbouring dark tissue, plus their convex hulls;
-3. score every candidate with a linear model over few features: contrast against
+3. score every candidate with a linear model over how it looks: contrast against
    its surrounding ring, absolute darkness, fit to the prompts' shape words,
-   solidity, size, position (upper middle, not at the skin) and contact with the
-   image border (posterior shadows and deep dark bands reach the bottom or sides);
-4. keep the best candidate large enough to pass the area filter, smooth its
+   solidity and contact with the image border (posterior shadows and deep dark
+   bands reach the bottom or sides, skin and fat touch the top). This is the
+   *appearance* score; it knows nothing of where lesions sit in a frame;
+4. where and how large lesions are is a fact about a dataset's framing, not about
+   lesions, so it is not a constant: :meth:`AppearanceLabeler.fit_prior` estimates
+   it from the dataset's own most confident labels (position relative to the imaged
+   tissue, size relative to the tissue's area; a :class:`DatasetPrior`), and a
+   second pass re-ranks each image's best candidates with it;
+5. keep the best candidate large enough to pass the area filter, smooth its
    boundary at the original size, and apply the area filter of METHOD.md
    (foreground must exceed ``min_area_fraction`` of the image).
+
+Labeling a dataset is therefore two passes: :meth:`~AppearanceLabeler.analyse` each
+image (the costly part, cacheable per image), :meth:`~AppearanceLabeler.fit_prior` on
+all analyses, then :meth:`~AppearanceLabeler.decide` each image (cheap).
+:meth:`~AppearanceLabeler.label` labels a single image with the stored
+:data:`DEFAULT_PRIOR` instead. The weights come from ``benchmarks/fit_appearance.py``
+(leave-one-scanner-out on BUS-BRA; see the README).
 
 The label's score is a confidence in [0, 1], a monotone map of the best
 candidate's linear score: on BUS-BRA the most confident labels are the best ones.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -48,8 +62,6 @@ KNOWN_WORDS: tuple[str, ...] = tuple(sorted((*POLARITY_WORDS, *SHAPE_WORDS, *OBJ
 
 # Below this many pixels at the working resolution a component is speckle, not a lesion.
 _MIN_COMPONENT_PIXELS = 24
-# Typical height of a lesion centre (fraction of the image height) in BUS images.
-_TYPICAL_DEPTH = 0.33
 # Grey level at or below which border-touching pixels count as outside the field of view,
 # and the least area (fraction of the image) such a region must have.
 _BLACK_LEVEL = 3
@@ -63,8 +75,8 @@ class AppearanceOptions:
     ``prompts`` are appearance descriptions as in METHOD.md; each is a few of the
     words in :data:`KNOWN_WORDS`. ``min_area_fraction`` is the area filter.
     ``working_size`` is the long side (pixels) at which the analysis runs.
-    Candidates are ranked by the linear score of :data:`SCORE_WEIGHTS` (tuned on
-    BUS-BRA; see ``benchmarks/pseudo_quality.py``).
+    Candidates are ranked by the linear scores of :data:`APPEARANCE_WEIGHTS` and
+    :data:`SCORE_WEIGHTS` (fitted by ``benchmarks/fit_appearance.py``).
     """
 
     prompts: tuple[str, ...] = ("dark oval", "dark round", "dark lobulated")
@@ -85,32 +97,120 @@ class AppearanceOptions:
     bilateral_sigma: float = 20.0
     # Confidence: the label's score is sigmoid((z - confidence_centre) / confidence_scale)
     # of the best candidate's linear score z (see :data:`SCORE_WEIGHTS`).
-    confidence_centre: float = 4.0
-    confidence_scale: float = 1.5
+    confidence_centre: float = 29.645
+    confidence_scale: float = 7.192
+    # Dataset prior (see DatasetPrior): estimated from the dataset's own most confident
+    # `prior_fraction` of labels when at least `prior_min_images` images are labeled
+    # together; otherwise, and for single images, DEFAULT_PRIOR is used.
+    adapt_prior: bool = True
+    prior_fraction: float = 0.5
+    prior_min_images: int = 8
+    # Candidates per image kept after the appearance pass for the prior's re-ranking.
+    top_k: int = 24
 
 
-# Weights of the linear candidate score z = SCORE_BIAS + sum(weight * feature). Fitted
-# once on BUS-BRA (patients with an even case number) by maximising the expected Dice
-# of a per-image softmax over candidates; the features are those of
-# :meth:`AppearanceLabeler.describe`. The scale of z is arbitrary; only its order
-# within an image picks the lesion, its value across images is the confidence.
-SCORE_WEIGHTS: dict[str, float] = {
-    "contrast": 1.810,  # ring median minus inside mean, in units of the image's std
-    "t_contrast": 1.188,  # the same, in units of the pooled std of inside and ring
-    "shape": 3.994,  # fit to the prompts' shape words
-    "solidity": 3.115,
-    "aspect": 2.319,  # minor / major axis: rounder is likelier
-    "log_area": 0.145,
-    "log_area_sq": -0.123,  # with log_area: a size prior peaking near 2-3 % of the image
-    "centre_x": -7.587,  # |x - 0.5|
-    "depth": -17.156,  # (y - 0.33)^2, y in image heights: lesions sit in the upper middle
-    "border": -2.093,  # number of image sides touched
-    "top": -1.576,  # touching the top: skin and subcutaneous fat
-    "level": 1.156,  # threshold quantile
-    "darkness": 1.140,  # image median minus inside mean, in image std
-    "hull": 0.709,  # the convex-hull variant of a component
+# Features of a candidate that say how it looks, wherever it is (see AppearanceLabeler.describe).
+APPEARANCE_FEATURES: tuple[str, ...] = (
+    "contrast",  # ring median minus inside mean, in units of the image's std
+    "t_contrast",  # the same, in units of the pooled std of inside and ring
+    "darkness",  # image median minus inside mean, in image std
+    "shape",  # fit to the prompts' shape words
+    "solidity",
+    "aspect",  # minor / major axis
+    "level",  # threshold quantile
+    "hull",  # the convex-hull variant of a component
+    "border",  # number of tissue sides touched
+    "top",  # touching the top of the tissue: skin and subcutaneous fat
+    "log_size_rel",  # log of the area over the tissue's area: lesions are neither specks
+    "log_size_rel_sq",  # nor half the scan (a broad preference; the dataset prior adapts it)
+)
+# Derived features, recomputed from the stored ones when a first pass is read back.
+_DERIVED: dict[str, str] = {"log_size_rel_sq": "log_size_rel"}
+# Terms that compare a candidate with the dataset's lesions (DatasetPrior.terms).
+PRIOR_TERMS: tuple[str, ...] = ("prior_depth", "prior_x", "prior_size")
+
+# Weights of the linear scores z = bias + sum(weight * feature). Fitted by
+# `benchmarks/fit_appearance.py fit` on all of BUS-BRA by maximising the expected Dice of a
+# per-image softmax over candidates (its leave-one-scanner-out figures are in the README).
+# The scale of z is arbitrary; only its order within an image picks the lesion, its value
+# across images is the confidence. APPEARANCE_WEIGHTS rank candidates before the dataset
+# prior is known (first pass); SCORE_WEIGHTS, with the prior's terms, make the final choice.
+APPEARANCE_WEIGHTS: dict[str, float] = {
+    "contrast": 11.913, "t_contrast": 6.385, "darkness": 4.708, "shape": 1.079, "solidity": 2.066,
+    "aspect": 9.487, "level": 6.421, "hull": 5.605, "border": -17.822, "top": -0.001,
+    "log_size_rel": 0.821, "log_size_rel_sq": -0.694,
 }
-SCORE_BIAS = -3.997
+APPEARANCE_BIAS = 0.0  # a constant shift changes no choice; the confidence options absorb it
+SCORE_WEIGHTS: dict[str, float] = {
+    "contrast": 12.432, "t_contrast": 4.916, "darkness": 7.993, "shape": 2.585, "solidity": 1.58,
+    "aspect": 9.885, "level": 5.071, "hull": 5.407, "border": -10.66, "top": -1.817,
+    "log_size_rel": 0.676, "log_size_rel_sq": -0.657,
+    "prior_depth": 2.437, "prior_x": 2.587, "prior_size": 0.233,
+}
+SCORE_BIAS = 0.0
+
+
+@dataclass(frozen=True)
+class DatasetPrior:
+    """Where a dataset's lesions sit and how large they are, relative to the imaged tissue.
+
+    ``depth``: centre height in tissue heights from the tissue's top (the skin line);
+    ``offset_x``: ``|x - 0.5|`` of the centre in tissue widths; ``log_size``: log of the
+    area over the tissue's area. Each is a robust mean and spread (median and scaled MAD)
+    over the labels it was estimated from; ``source`` says which (``default``,
+    ``confident_labels``, ``ground_truth``) and ``n_images`` how many.
+    """
+
+    depth: float
+    depth_spread: float
+    offset_x: float
+    offset_x_spread: float
+    log_size: float
+    log_size_spread: float
+    source: str = "default"
+    n_images: int = 0
+
+    # A candidate further than this many spreads from the prior is penalised no further:
+    # one unusual lesion must stay findable when its appearance is unambiguous.
+    _CAP = 9.0
+    # Least spreads: a handful of similar confident labels must not make the prior a spike.
+    MIN_SPREADS = {"depth": 0.08, "offset_x": 0.06, "log_size": 0.4}
+
+    def terms(self, f: dict[str, float]) -> dict[str, float]:
+        """The prior's score terms of a candidate with features ``f`` (each in [-cap, 0])."""
+
+        def term(value: float, mean: float, spread: float) -> float:
+            return -min(((value - mean) / spread) ** 2, self._CAP)
+
+        return {
+            "prior_depth": term(f["depth_rel"], self.depth, self.depth_spread),
+            "prior_x": term(f["offset_x_rel"], self.offset_x, self.offset_x_spread),
+            "prior_size": term(f["log_size_rel"], self.log_size, self.log_size_spread),
+        }
+
+    @classmethod
+    def estimate(cls, depth: Sequence[float], offset_x: Sequence[float], log_size: Sequence[float], source: str) -> DatasetPrior:
+        """A prior from the positions and sizes of example lesions (median and 1.4826 MAD)."""
+
+        def robust(values: Sequence[float], floor: float) -> tuple[float, float]:
+            v = np.asarray(values, dtype=np.float64)
+            median = float(np.median(v))
+            return median, max(floor, 1.4826 * float(np.median(np.abs(v - median))))
+
+        d, x, s = (robust(v, cls.MIN_SPREADS[k]) for v, k in ((depth, "depth"), (offset_x, "offset_x"), (log_size, "log_size")))
+        return cls(d[0], d[1], x[0], x[1], s[0], s[1], source=source, n_images=len(depth))
+
+    def as_dict(self) -> dict[str, float | str | int]:
+        """JSON-ready values (rounded, so that the file is stable across platforms)."""
+        out: dict[str, float | str | int] = {}
+        for name in ("depth", "depth_spread", "offset_x", "offset_x_spread", "log_size", "log_size_spread"):
+            out[name] = round(float(getattr(self, name)), 6)
+        out.update(source=self.source, n_images=self.n_images)
+        return out
+
+
+# Used for single images (and datasets too small to estimate their own): fitted with the weights.
+DEFAULT_PRIOR = DatasetPrior(0.33681, 0.119125, 0.055081, 0.06, -2.586174, 0.807775)
 
 
 @dataclass
@@ -120,7 +220,7 @@ class Candidate:
     region: np.ndarray  # bool crop of the working image
     offset: tuple[int, int]  # (y, x) of the crop in the working image
     features: dict[str, float]
-    score: float = 0.0  # linear evidence z of :meth:`AppearanceLabeler.score`
+    score: float = 0.0  # linear evidence z (appearance score after the first pass)
 
     def full_mask(self, shape: tuple[int, int]) -> np.ndarray:
         """The region as a boolean mask of the working image's ``shape``."""
@@ -128,6 +228,58 @@ class Candidate:
         y, x = self.offset
         mask[y : y + self.region.shape[0], x : x + self.region.shape[1]] = self.region
         return mask
+
+
+@dataclass
+class ImageAnalysis:
+    """The first pass over one image: its best candidates by appearance, or why there are none.
+
+    ``shape`` is the image's, ``work_shape`` the working resolution's; ``reason`` is empty
+    when there are candidates. Serialisable to arrays (:meth:`to_arrays`) for the
+    per-image cache of the labeling stage.
+    """
+
+    shape: tuple[int, int]
+    work_shape: tuple[int, int]
+    candidates: list[Candidate] = field(default_factory=list)
+    reason: str = ""
+
+    # What is stored per candidate (the order of benchmarks/fit_appearance.py's columns too).
+    FEATURES: tuple[str, ...] = (
+        *(k for k in APPEARANCE_FEATURES if k not in _DERIVED), "log_area", "depth_rel", "offset_x_rel",
+    )
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Plain arrays (``np.savez``-ready, no pickle)."""
+        crops = [c.region for c in self.candidates]
+        return {
+            "shape": np.asarray(self.shape, dtype=np.int64),
+            "work_shape": np.asarray(self.work_shape, dtype=np.int64),
+            "reason": np.asarray(self.reason),
+            "features": np.asarray([[c.features[k] for k in self.FEATURES] for c in self.candidates], dtype=np.float64).reshape(-1, len(self.FEATURES)),
+            "scores": np.asarray([c.score for c in self.candidates], dtype=np.float64),
+            "offsets": np.asarray([c.offset for c in self.candidates], dtype=np.int64).reshape(-1, 2),
+            "crop_shapes": np.asarray([r.shape for r in crops], dtype=np.int64).reshape(-1, 2),
+            "bits": np.packbits(np.concatenate([r.ravel() for r in crops])) if crops else np.zeros(0, np.uint8),
+        }
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, np.ndarray]) -> ImageAnalysis:
+        """Inverse of :meth:`to_arrays`; raises ``KeyError``/``ValueError`` on a foreign file."""
+        sizes = [int(h) * int(w) for h, w in a["crop_shapes"]]
+        flat = np.unpackbits(a["bits"])[: sum(sizes)].astype(bool)
+        if flat.size != sum(sizes) or len(a["features"]) != len(sizes) or a["features"].shape[1] != len(cls.FEATURES):
+            raise ValueError("inconsistent cached analysis")
+        candidates, start = [], 0
+        for row, score, offset, (h, w), size in zip(a["features"], a["scores"], a["offsets"], a["crop_shapes"], sizes):
+            region = flat[start : start + size].reshape(int(h), int(w))
+            start += size
+            features = dict(zip(cls.FEATURES, (float(v) for v in row)))
+            features.update({k: features[base] ** 2 for k, base in _DERIVED.items()})
+            candidates.append(Candidate(region, (int(offset[0]), int(offset[1])), features, float(score)))
+        shape = (int(a["shape"][0]), int(a["shape"][1]))
+        work_shape = (int(a["work_shape"][0]), int(a["work_shape"][1]))
+        return cls(shape, work_shape, candidates, str(a["reason"]))
 
 
 @dataclass(frozen=True)
@@ -180,47 +332,104 @@ class AppearanceLabeler:
         self.prompt = parse_prompts(options.prompts)
 
     def label(self, image: np.ndarray) -> PseudoLabel:
-        """Pseudo label of one greyscale uint8 image ``(H, W)``; the mask has shape ``(H, W)``."""
+        """Pseudo label of one greyscale uint8 image ``(H, W)``; the mask has shape ``(H, W)``.
+
+        One image has no dataset to estimate a prior from: :data:`DEFAULT_PRIOR` stands
+        in (or none with ``adapt_prior: false``). Label a dataset with
+        :meth:`analyse`, :meth:`fit_prior` and :meth:`decide` to adapt to it.
+        """
+        return self.decide(self.analyse(image), DEFAULT_PRIOR if self.options.adapt_prior else None)
+
+    # -- the two passes -------------------------------------------------------------------
+
+    def analyse(self, image: np.ndarray) -> ImageAnalysis:
+        """First pass: the ``top_k`` candidates by appearance that could pass the area filter."""
         _check_image(image)
-        shape = image.shape
+        shape = (int(image.shape[0]), int(image.shape[1]))
         if min(shape) < 8:
-            return invalid_label(shape, "image_too_small")
-        work = self.preprocess(image)
+            return ImageAnalysis(shape, (0, 0), reason="image_too_small")
+        work, tissue = self.preprocess(image)
+        work_shape = (int(work.shape[0]), int(work.shape[1]))
         if float(work.std()) < 1e-3:
-            return invalid_label(shape, "no_contrast")
-        candidates = self.candidates(work)
+            return ImageAnalysis(shape, work_shape, reason="no_contrast")
+        candidates = self.candidates(work, tissue)
         if not candidates:
-            return invalid_label(shape, "no_candidate")
-        best = self.choose(candidates)
-        mask = self.refine(best, work, shape)
+            return ImageAnalysis(shape, work_shape, reason="no_candidate")
+        # A region the area filter would discard can never become a label, so it must not
+        # take the place of a slightly less likely but lesion-sized one. Only when no
+        # candidate is large enough is the best small one kept (and later filtered out).
+        margin = 1.1 * self.options.min_area_fraction  # refinement changes the area slightly
+        large = [c for c in candidates if np.exp(c.features["log_area"]) > margin]
+        pool = large or [max(candidates, key=lambda c: c.score)]
+        pool = sorted(pool, key=lambda c: -c.score)[: self.options.top_k]  # stable: ties keep their order
+        return ImageAnalysis(shape, work_shape, pool)
+
+    def load_analysis(self, arrays: dict[str, np.ndarray]) -> ImageAnalysis:
+        """A first pass read back from :meth:`ImageAnalysis.to_arrays` (the stage's cache)."""
+        return ImageAnalysis.from_arrays(arrays)
+
+    def fit_prior(self, analyses: Sequence[ImageAnalysis]) -> DatasetPrior | None:
+        """The dataset's prior from its most confident first-pass labels.
+
+        ``None`` with ``adapt_prior: false``; :data:`DEFAULT_PRIOR` when fewer than
+        ``prior_min_images`` images have a lesion-sized candidate.
+        """
+        o = self.options
+        if not o.adapt_prior:
+            return None
+        margin = 1.1 * o.min_area_fraction
+        best = [a.candidates[0] for a in analyses if a.candidates and np.exp(a.candidates[0].features["log_area"]) > margin]
+        if len(best) < o.prior_min_images:
+            return DEFAULT_PRIOR
+        best.sort(key=lambda c: -c.score)
+        kept = best[: max(o.prior_min_images, int(np.ceil(o.prior_fraction * len(best))))]
+        return DatasetPrior.estimate(
+            [c.features["depth_rel"] for c in kept],
+            [c.features["offset_x_rel"] for c in kept],
+            [c.features["log_size_rel"] for c in kept],
+            source="confident_labels",
+        )
+
+    def decide(self, analysis: ImageAnalysis, prior: DatasetPrior | None) -> PseudoLabel:
+        """Second pass: re-rank an image's candidates with ``prior`` and make its label."""
+        if analysis.reason:
+            return invalid_label(analysis.shape, analysis.reason)
+        scored = [(self.final_score(c.features, prior, c.score), c) for c in analysis.candidates]
+        z, best = max(scored, key=lambda item: item[0])  # first of equal scores: deterministic
+        mask = self.refine(best, analysis.work_shape, analysis.shape)
         if not mask.any():
-            return invalid_label(shape, "empty_after_refinement", self.confidence(best.score))
+            return invalid_label(analysis.shape, "empty_after_refinement", self.confidence(z))
         ys, xs = np.nonzero(mask)
         box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-        label = PseudoLabel(mask=mask, score=self.confidence(best.score), valid=True, box=box)
+        label = PseudoLabel(mask=mask, score=self.confidence(z), valid=True, box=box)
         return apply_area_filter(label, self.options.min_area_fraction)
 
     # -- stages ------------------------------------------------------------------------
 
-    def preprocess(self, image: np.ndarray) -> np.ndarray:
-        """Resize to the working size and reduce speckle; returns float32 in [0, 1], lesion dark."""
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Resize to the working size and reduce speckle.
+
+        Returns the working image (float32 in [0, 1], lesion dark) and the imaged tissue
+        (bool: everything but the black padding around the scan's field of view).
+        """
         o = self.options
         h, w = image.shape
         scale = o.working_size / max(h, w)
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        small = _neutralise_outside_field(cv2.resize(image, size, interpolation=cv2.INTER_AREA))
+        small, outside = _neutralise_outside_field(cv2.resize(image, size, interpolation=cv2.INTER_AREA))
         if self.prompt.polarity < 0:
             small = 255 - small
         small = cv2.medianBlur(small, _odd(o.median_size))
         small = cv2.bilateralFilter(small, 7, o.bilateral_sigma, 3.0)
-        return small.astype(np.float32) / 255.0
+        return small.astype(np.float32) / 255.0, ~outside
 
-    def candidates(self, work: np.ndarray) -> list[Candidate]:
-        """Dark connected components over thresholds x opening radii, each described and scored."""
+    def candidates(self, work: np.ndarray, tissue: np.ndarray | None = None) -> list[Candidate]:
+        """Dark connected components over thresholds x opening radii, each described and
+        given its appearance score. ``tissue`` (default: the whole image) is the imaged area."""
         o = self.options
         quantiles = np.linspace(o.min_level_quantile, o.max_level_quantile, o.n_levels)
         levels = np.quantile(work, quantiles)
-        context = _Context.of(work)
+        context = _Context.of(work, np.ones(work.shape, bool) if tissue is None else tissue)
         min_area = max(_MIN_COMPONENT_PIXELS, o.min_candidate_fraction * work.size)
         max_area = o.max_candidate_fraction * work.size
         seen: set[tuple[int, ...]] = set()
@@ -244,23 +453,12 @@ class AppearanceLabeler:
                     for mask, hull in variants:
                         features = self.describe(mask, (y, x), context)
                         features.update(level=float(quantiles[i]), hull=hull)
-                        out.append(Candidate(mask, (y, x), features, self.score(features)))
+                        out.append(Candidate(mask, (y, x), features, self.appearance_score(features)))
         return out
 
-    def choose(self, candidates: list[Candidate]) -> Candidate:
-        """The best-scoring candidate among those large enough to pass the area filter.
-
-        A region the area filter would discard can never become a label, so it must
-        not hide a slightly less likely but lesion-sized one. Only when no candidate
-        is large enough is the best small one returned (and then filtered out).
-        """
-        margin = 1.1 * self.options.min_area_fraction  # refinement changes the area slightly
-        large = [c for c in candidates if np.exp(c.features["log_area"]) > margin]
-        return max(large or candidates, key=lambda c: c.score)
-
-    def refine(self, best: Candidate, work: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    def refine(self, best: Candidate, work_shape: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
         """Smooth the chosen region's boundary and resize it to ``shape``."""
-        region = best.full_mask(work.shape).astype(np.float32)
+        region = best.full_mask(work_shape).astype(np.float32)
         soft = cv2.GaussianBlur(region, (0, 0), 1.5)
         big = cv2.resize(soft, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
         return big >= 0.5
@@ -271,7 +469,9 @@ class AppearanceLabeler:
         """Features of one candidate ``region`` (a bool crop at ``offset`` of the working image).
 
         ``level`` (threshold quantile) and ``hull`` (convex-hull variant) are added by
-        :meth:`candidates`; all grey-level features are in units of the image's std.
+        :meth:`candidates`; grey-level features are in units of the image's std; position
+        and size are relative to the imaged tissue's box and area, not to the frame, so
+        that they mean the same on a cropped scan and on a full screen capture.
         """
         work = context.work
         h, w = work.shape
@@ -293,9 +493,9 @@ class AppearanceLabeler:
         ellipse_fit, aspect = _ellipse_fit(region.astype(np.uint8))
         solidity = area / max(1, int(np.count_nonzero(_convex_hull(region))))
         ys, xs = np.nonzero(region)
-        cx, cy = (xs.mean() + x) / w, (ys.mean() + y) / h
-        sides = (x == 0, y == 0, x + bw == w, y + bh == h)
-        log_area = float(np.log(area / float(h * w)))
+        cx, cy = xs.mean() + x + 0.5, ys.mean() + y + 0.5
+        ty0, ty1, tx0, tx1 = context.tissue_box
+        sides = (x <= tx0, y <= ty0, x + bw >= tx1, y + bh >= ty1)
         features = {
             "contrast": (float(np.median(ring_values)) - inside) / context.spread,
             "t_contrast": (outside - inside) / spread,
@@ -303,19 +503,27 @@ class AppearanceLabeler:
             "solidity": solidity,
             "ellipse_fit": ellipse_fit,
             "aspect": aspect,
-            "log_area": log_area,
-            "log_area_sq": log_area**2,
-            "centre_x": abs(cx - 0.5),
-            "depth": (cy - _TYPICAL_DEPTH) ** 2,
+            "log_area": float(np.log(area / float(h * w))),  # of the frame: the area filter's unit
+            "depth_rel": (cy - ty0) / (ty1 - ty0),
+            "offset_x_rel": abs((cx - tx0) / (tx1 - tx0) - 0.5),
+            "log_size_rel": float(np.log(area / context.tissue_area)),
             "border": float(sum(sides)),
             "top": float(sides[1]),
         }
+        features["log_size_rel_sq"] = features["log_size_rel"] ** 2
         features["shape"] = self._shape_prior(features)
         return features
 
-    def score(self, f: dict[str, float]) -> float:
-        """Linear evidence ``z`` that a candidate with features ``f`` is the lesion (unbounded)."""
-        return SCORE_BIAS + sum(weight * f[name] for name, weight in SCORE_WEIGHTS.items())
+    def appearance_score(self, f: dict[str, float]) -> float:
+        """First-pass evidence that a candidate is the lesion, from how it looks (unbounded)."""
+        return APPEARANCE_BIAS + sum(weight * f[name] for name, weight in APPEARANCE_WEIGHTS.items())
+
+    def final_score(self, f: dict[str, float], prior: DatasetPrior | None, appearance: float | None = None) -> float:
+        """Evidence with the dataset prior's terms; without a prior, the appearance score."""
+        if prior is None:
+            return self.appearance_score(f) if appearance is None else appearance
+        terms = {**f, **prior.terms(f)}
+        return SCORE_BIAS + sum(weight * terms[name] for name, weight in SCORE_WEIGHTS.items())
 
     def confidence(self, z: float) -> float:
         """Map the best candidate's evidence ``z`` to a confidence in [0, 1]."""
@@ -344,10 +552,21 @@ class _Context:
     work: np.ndarray
     spread: float  # std of the working image
     median: float
+    tissue_box: tuple[float, float, float, float]  # y0, y1, x0, x1 of the imaged tissue (pixels)
+    tissue_area: float  # pixels
 
     @classmethod
-    def of(cls, work: np.ndarray) -> _Context:
-        return cls(work, float(work.std()) + 1e-6, float(np.median(work)))
+    def of(cls, work: np.ndarray, tissue: np.ndarray) -> _Context:
+        h, w = work.shape
+        ys, xs = np.nonzero(tissue)
+        if len(ys) < 0.05 * h * w:  # (almost) nothing imaged: fall back to the frame
+            box, area = (0.0, float(h), 0.0, float(w)), float(h * w)
+        else:
+            # Percentiles, not min/max: burned-in text outside the scan must not stretch the box.
+            y0, y1 = np.percentile(ys, [0.5, 99.5])
+            x0, x1 = np.percentile(xs, [0.5, 99.5])
+            box, area = (float(y0), float(y1) + 1.0, float(x0), float(x1) + 1.0), float(len(ys))
+        return cls(work, float(work.std()) + 1e-6, float(np.median(work)), box, area)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -371,16 +590,17 @@ def _ellipse_fit(region: np.ndarray) -> tuple[float, float]:
     return inter / max(union, 1), float(minor / max(major, 1e-6))
 
 
-def _neutralise_outside_field(small: np.ndarray) -> np.ndarray:
+def _neutralise_outside_field(small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Give black areas outside the scan's field of view the image's median grey.
 
     Pure black regions that touch the image border are padding around the scan
     (sector edges, letterboxing), not tissue; left black they would be the darkest,
-    highest-contrast "lesions" of the image.
+    highest-contrast "lesions" of the image. Returns the image and the outside mask.
     """
     black = (small <= _BLACK_LEVEL).astype(np.uint8)
+    outside = np.zeros(small.shape, dtype=bool)
     if not black.any() or black.all():
-        return small
+        return small, outside
     h, w = small.shape
     count, labels, stats, _ = cv2.connectedComponentsWithStats(black, connectivity=8)
     out = small.copy()
@@ -389,8 +609,9 @@ def _neutralise_outside_field(small: np.ndarray) -> np.ndarray:
         x, y, bw, bh, area = (int(v) for v in stats[index])
         on_border = x == 0 or y == 0 or x + bw == w or y + bh == h
         if on_border and area >= _MIN_OUTSIDE_FRACTION * h * w:
-            out[labels == index] = fill
-    return out
+            outside |= labels == index
+    out[outside] = fill
+    return out, outside
 
 
 def _convex_hull(region: np.ndarray) -> np.ndarray:
@@ -443,3 +664,9 @@ def _check_options(o: AppearanceOptions) -> None:
         raise ConfigError("median_size", "median_size must be >= 1 and bilateral_sigma > 0")
     if o.confidence_scale <= 0:
         raise ConfigError("confidence_scale", f"must be > 0, got {o.confidence_scale}")
+    if not 0.0 < o.prior_fraction <= 1.0:
+        raise ConfigError("prior_fraction", f"must be in (0, 1], got {o.prior_fraction}")
+    if o.prior_min_images < 1:
+        raise ConfigError("prior_min_images", f"must be at least 1, got {o.prior_min_images}")
+    if o.top_k < 1:
+        raise ConfigError("top_k", f"must be at least 1, got {o.top_k}")

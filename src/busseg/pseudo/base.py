@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -28,6 +28,27 @@ class PseudoLabeler(Protocol):
     """A training-free labeler: a greyscale uint8 image (H, W) in, a :class:`PseudoLabel` out."""
 
     def label(self, image: np.ndarray) -> PseudoLabel: ...
+
+
+@runtime_checkable
+class TwoPassLabeler(Protocol):
+    """A labeler that adapts to the dataset it labels (see :func:`busseg.pseudo.run.label_dataset`).
+
+    ``analyse`` is the costly per-image first pass (its result has ``to_arrays()`` and is
+    rebuilt by ``load_analysis``, for the per-image cache); ``fit_prior`` estimates what the
+    dataset's lesions look like from all first passes, without ground truth; ``decide``
+    makes one image's label from its first pass and that prior.
+    """
+
+    def label(self, image: np.ndarray) -> PseudoLabel: ...
+
+    def analyse(self, image: np.ndarray) -> Any: ...
+
+    def load_analysis(self, arrays: dict[str, np.ndarray]) -> Any: ...
+
+    def fit_prior(self, analyses: list[Any]) -> Any: ...
+
+    def decide(self, analysis: Any, prior: Any) -> PseudoLabel: ...
 
 
 def invalid_label(shape: tuple[int, int], reason: str, score: float = 0.0) -> PseudoLabel:

@@ -28,6 +28,9 @@ BACKENDS: dict[str, Callable[[Mapping[str, Any]], PseudoLabeler]] = {
 }
 
 
+TWO_PASS_BACKENDS = frozenset({"appearance"})
+"""Backends that adapt to the dataset (:class:`busseg.pseudo.base.TwoPassLabeler`)."""
+
 SHARED_KEYS = ("prompts", "min_area_fraction")
 """Options every backend receives from the ``pseudo`` section itself (``pseudo.prompts``)."""
 

@@ -5,11 +5,16 @@ scratch cache outside the DVC outputs, under a key made of the backend parameter
 the image's content hash. A rerun (after an interruption, or of an unchanged image with
 the same parameters) reads the cache instead of labeling again, and the models are only
 loaded when at least one image is missing from it.
+
+A two-pass backend (:class:`busseg.pseudo.base.TwoPassLabeler`, e.g. ``appearance``)
+adapts to the dataset: its per-image first pass is what the cache keeps, the dataset
+prior is estimated from all first passes, and the cheap second pass runs every time.
+The prior is written beside the labels (``prior.json``).
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +23,10 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from busseg.atomic import atomic_dir, atomic_path
+from busseg.atomic import atomic_dir, atomic_path, write_json
 from busseg.data.prepared import PreparedDataset, PseudoLabels
 from busseg.metrics import dice, iou
-from busseg.pseudo.base import PseudoLabel, PseudoLabeler
+from busseg.pseudo.base import PseudoLabel, PseudoLabeler, TwoPassLabeler
 from busseg.scratch import inputs_key
 from busseg.visualize import render_overlay
 
@@ -44,6 +49,22 @@ class LabelCache:
 
     def _path(self, image_hash: str) -> Path:
         return self.dir / f"{image_hash}.npz"
+
+    def get_arrays(self, image_hash: str) -> dict[str, np.ndarray] | None:
+        """The arrays stored for one image, or ``None`` (missing or unreadable)."""
+        path = self._path(image_hash)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {key: data[key] for key in data.files}
+        except (OSError, ValueError, KeyError):
+            return None  # a torn or foreign file: analyse the image again
+
+    def put_arrays(self, image_hash: str, arrays: Mapping[str, np.ndarray]) -> None:
+        """Store one image's arrays; the file appears whole or not at all."""
+        with atomic_path(self._path(image_hash)) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
 
     def get(self, image_hash: str, shape: tuple[int, int]) -> tuple[PseudoLabel, float] | None:
         path = self._path(image_hash)
@@ -74,6 +95,22 @@ class LabelCache:
             )
 
 
+def label_table(labels: Iterable[tuple[str, PseudoLabel]]) -> pd.DataFrame:
+    """The per-image table of :data:`busseg.pseudo.run.LABEL_COLUMNS`."""
+    rows = [
+        {
+            "id": sample_id,
+            "valid": bool(label.valid),
+            "score": round(float(label.score), 6),
+            "reason": label.reason,
+            "area_fraction": round(float(label.mask.mean()), 6),
+            "box": "" if label.box is None else " ".join(str(v) for v in label.box),
+        }
+        for sample_id, label in labels
+    ]
+    return pd.DataFrame(rows, columns=list(LABEL_COLUMNS))
+
+
 def label_dataset(
     make_labeler: Callable[[], PseudoLabeler],
     prepared_dir: str | Path,
@@ -81,50 +118,83 @@ def label_dataset(
     out_dir: str | Path,
     cache: LabelCache | None = None,
     *,
+    two_pass: bool = False,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, list[float]]:
     """Label every image of ``index``; write ``out_dir/masks/<id>.png`` and ``labels.csv``.
 
     Invalid labels are written as empty masks and marked ``valid = False`` with the
-    backend's reason. The output folder appears only when every image is done. Returns
+    backend's reason. With ``two_pass`` the labeler must be a :class:`TwoPassLabeler`
+    (the cache then holds first passes) and ``out_dir/prior.json`` records the dataset
+    prior it adapted. The output folder appears only when every image is done. Returns
     the label table and the seconds each image took (when first labeled), which belong
-    in metrics, not in the output.
+    in logs, not in the output.
     """
     prepared = PreparedDataset(prepared_dir)
-    labeler: PseudoLabeler | None = None
-    rows = []
-    seconds_per_image: list[float] = []
+    if two_pass:
+        labels_and_seconds, prior = _two_pass_labels(make_labeler, prepared, index, cache, progress)
+    else:
+        labels_and_seconds, prior = _one_pass_labels(make_labeler, prepared, index, cache, progress), None
     with atomic_dir(out_dir) as tmp:
         labels = PseudoLabels(tmp)
         labels.masks_dir.mkdir()
-        for record in tqdm(index.itertuples(index=False), total=len(index), desc="pseudo labels", disable=not progress):
-            image = prepared.image(record.id)
-            cached = cache.get(record.hash, image.shape) if cache is not None else None
-            if cached is not None:
-                label, seconds = cached
-            else:
-                if labeler is None:
-                    labeler = make_labeler()
-                start = time.perf_counter()
-                label = labeler.label(image)
-                seconds = time.perf_counter() - start
-                if cache is not None:
-                    cache.put(record.hash, label, seconds)
+        for record, (label, _) in zip(index.itertuples(index=False), labels_and_seconds):
             Image.fromarray(label.mask.astype(np.uint8) * 255).save(labels.mask_path(record.id))
-            rows.append(
-                {
-                    "id": record.id,
-                    "valid": bool(label.valid),
-                    "score": round(float(label.score), 6),
-                    "reason": label.reason,
-                    "area_fraction": round(float(label.mask.mean()), 6),
-                    "box": "" if label.box is None else " ".join(str(v) for v in label.box),
-                }
-            )
-            seconds_per_image.append(seconds)
-        table = pd.DataFrame(rows, columns=list(LABEL_COLUMNS))
+        table = label_table(zip(index["id"], (label for label, _ in labels_and_seconds)))
         table.to_csv(labels.table_path, index=False)
-    return table, seconds_per_image
+        if two_pass:
+            write_json(Path(tmp) / "prior.json", prior.as_dict() if prior is not None else {"source": "none"})
+    return table, [seconds for _, seconds in labels_and_seconds]
+
+
+def _one_pass_labels(
+    make_labeler: Callable[[], PseudoLabeler], prepared: PreparedDataset, index: pd.DataFrame, cache: LabelCache | None, progress: bool
+) -> list[tuple[PseudoLabel, float]]:
+    """Each image's label (from the cache where it has one) and the seconds it took."""
+    labeler: PseudoLabeler | None = None
+    out = []
+    for record in tqdm(index.itertuples(index=False), total=len(index), desc="pseudo labels", disable=not progress):
+        image = prepared.image(record.id)
+        cached = cache.get(record.hash, image.shape) if cache is not None else None
+        if cached is None:
+            if labeler is None:
+                labeler = make_labeler()
+            start = time.perf_counter()
+            label = labeler.label(image)
+            cached = label, time.perf_counter() - start
+            if cache is not None:
+                cache.put(record.hash, *cached)
+        out.append(cached)
+    return out
+
+
+def _two_pass_labels(
+    make_labeler: Callable[[], PseudoLabeler], prepared: PreparedDataset, index: pd.DataFrame, cache: LabelCache | None, progress: bool
+) -> tuple[list[tuple[PseudoLabel, float]], Any]:
+    """First pass per image (cached), the dataset prior, then every image's label."""
+    labeler = make_labeler()
+    if not isinstance(labeler, TwoPassLabeler):
+        raise TypeError(f"{type(labeler).__name__} has no analyse/fit_prior/decide: it cannot label in two passes")
+    analyses, seconds = [], []
+    for record in tqdm(index.itertuples(index=False), total=len(index), desc="pseudo labels", disable=not progress):
+        arrays = cache.get_arrays(record.hash) if cache is not None else None
+        analysis = None
+        if arrays is not None:
+            try:
+                analysis, took = labeler.load_analysis(arrays), float(arrays["seconds"])
+            except (KeyError, ValueError):
+                analysis = None  # written by another version: analyse again
+        if analysis is None:
+            image = prepared.image(record.id)
+            start = time.perf_counter()
+            analysis = labeler.analyse(image)
+            took = time.perf_counter() - start
+            if cache is not None:
+                cache.put_arrays(record.hash, {**analysis.to_arrays(), "seconds": np.float64(took)})
+        analyses.append(analysis)
+        seconds.append(took)
+    prior = labeler.fit_prior(analyses)
+    return [(labeler.decide(a, prior), s) for a, s in zip(analyses, seconds)], prior
 
 
 def score_against_truth(prepared_dir: str | Path, index: pd.DataFrame, out_dir: str | Path) -> pd.DataFrame:

@@ -1,0 +1,310 @@
+"""Fit the appearance backend's score weights, and measure how they transfer between scanners.
+
+The weights of ``busseg.pseudo.appearance`` (APPEARANCE_WEIGHTS, SCORE_WEIGHTS,
+DEFAULT_PRIOR) come from here. Two steps::
+
+    # 1. candidates and their features, with each candidate's Dice against the ground
+    #    truth at the working resolution (the ground truth is used here only):
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/fit_appearance.py extract \
+        --root ../shared/data/BUS-BRA --kind busbra --out .busseg/fit/busbra.npz --workers 2
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/fit_appearance.py extract \
+        --root ../shared/data/STU --kind stu --out .busseg/fit/stu.npz
+
+    # 2. leave-one-scanner-out on BUS-BRA (fit on three scanners, score the fourth),
+    #    then the final fit on all of BUS-BRA, scored on STU (never fitted on):
+    PYTHONPATH=src python benchmarks/fit_appearance.py fit \
+        --data .busseg/fit/busbra.npz --eval .busseg/fit/stu.npz
+
+Each BUS-BRA image's group is its scanner (``Device`` in ``bus_data.csv``). The fit
+maximises the expected Dice of a per-image softmax over the candidates that could
+pass the area filter, with an L2 penalty, in two steps as the labeler runs:
+the appearance weights alone (first pass), then, with every group's prior estimated
+from that group's own most confident first-pass choices (no ground truth, exactly as
+the labeler adapts to a new dataset), the final weights with the prior's terms.
+
+Figures are at the working resolution (the chosen candidate before boundary
+smoothing): a close, fast proxy of the labels' Dice. ``benchmarks/pseudo_quality.py
+--by-scanner`` measures the real labels at full resolution.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from busseg.pseudo.appearance import (
+    APPEARANCE_FEATURES,
+    PRIOR_TERMS,
+    AppearanceLabeler,
+    AppearanceOptions,
+    DatasetPrior,
+    ImageAnalysis,
+)
+from pseudo_quality import busbra_pairs, load_pair, stu_pairs
+
+FEATURES = ImageAnalysis.FEATURES
+_LABELER: AppearanceLabeler | None = None
+
+
+def _extract_one(item: tuple[str, str]) -> dict[str, np.ndarray]:
+    """All candidates of one image: features, Dice and centroid hit against the truth."""
+    global _LABELER
+    if _LABELER is None:
+        cv2.setNumThreads(1)
+        _LABELER = AppearanceLabeler(AppearanceOptions())
+    image, truth = load_pair(Path(item[0]), Path(item[1]))
+    start = time.process_time()
+    work, tissue = _LABELER.preprocess(image)
+    candidates = _LABELER.candidates(work, tissue) if float(work.std()) >= 1e-3 else []
+    seconds = time.process_time() - start
+    small = cv2.resize(truth.astype(np.float32), work.shape[::-1], interpolation=cv2.INTER_AREA) >= 0.5
+    rows, dices, hits = [], [], []
+    for c in candidates:
+        mask = c.full_mask(work.shape)
+        total = int(mask.sum()) + int(small.sum())
+        dices.append(2.0 * int((mask & small).sum()) / total if total else 0.0)
+        ys, xs = np.nonzero(mask)
+        hits.append(bool(small[int(round(ys.mean())), int(round(xs.mean()))]))
+        rows.append([c.features[k] for k in FEATURES])
+    return {
+        "features": np.asarray(rows, dtype=np.float32).reshape(-1, len(FEATURES)),
+        "dice": np.asarray(dices, dtype=np.float32),
+        "hit": np.asarray(hits, dtype=bool),
+        "seconds": np.float64(seconds),
+    }
+
+
+def busbra_devices(root: Path) -> dict[str, str]:
+    """Image id -> scanner name (the ``Device`` column without the probe frequency)."""
+    with open(root / "bus_data.csv", newline="") as handle:
+        return {row["ID"]: row["Device"].split("@")[0].strip() for row in csv.DictReader(handle)}
+
+
+def extract(args: argparse.Namespace) -> None:
+    pairs = busbra_pairs(args.root) if args.kind == "busbra" else stu_pairs(args.root)
+    pairs = pairs[:: args.step]
+    groups = busbra_devices(args.root) if args.kind == "busbra" else {}
+    ids = [p.stem for p, _ in pairs]
+    with Pool(args.workers) as pool:
+        results = pool.map(_extract_one, [(str(a), str(b)) for a, b in pairs], chunksize=8)
+    counts = np.asarray([len(r["dice"]) for r in results])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        args.out,
+        ids=np.asarray(ids),
+        groups=np.asarray([groups.get(i, args.kind) for i in ids]),
+        counts=counts,
+        features=np.concatenate([r["features"] for r in results]),
+        dice=np.concatenate([r["dice"] for r in results]),
+        hit=np.concatenate([r["hit"] for r in results]),
+        seconds=np.asarray([r["seconds"] for r in results]),
+        feature_names=np.asarray(FEATURES),
+    )
+    seconds = np.asarray([r["seconds"] for r in results])
+    print(f"{len(ids)} images, {counts.sum()} candidates, median {np.median(seconds):.3f} s/image (CPU) -> {args.out}")
+
+
+class Candidates:
+    """One extracted dataset as padded tensors: images x candidates x features."""
+
+    def __init__(self, path: Path, min_area_fraction: float = 0.01) -> None:
+        with np.load(path) as stored:  # read each array once: NpzFile decompresses on every access
+            data = {key: stored[key] for key in stored.files}
+        self.ids, self.groups = data["ids"], data["groups"]
+        counts = data["counts"]
+        names = list(data["feature_names"])
+        if missing := set(FEATURES) - set(names):
+            raise SystemExit(f"{path}: extracted without {sorted(missing)}; run extract again")
+        n, width = len(counts), max(1, int(counts.max()))
+        self.features = np.zeros((n, width, len(names)), np.float64)
+        self.dice = np.zeros((n, width))
+        self.hit = np.zeros((n, width), bool)
+        self.usable = np.zeros((n, width), bool)
+        start = 0
+        for i, count in enumerate(counts):
+            rows = slice(start, start + count)
+            self.features[i, :count] = data["features"][rows]
+            self.dice[i, :count] = data["dice"][rows]
+            self.hit[i, :count] = data["hit"][rows]
+            # Only a candidate that passes the area filter can become a label (AppearanceLabeler.analyse).
+            self.usable[i, :count] = np.exp(data["features"][rows, names.index("log_area")]) > 1.1 * min_area_fraction
+            start += count
+        self.names = names
+
+    def column(self, name: str) -> np.ndarray:
+        if name == "log_size_rel_sq":  # derived, as in ImageAnalysis.from_arrays
+            return self.column("log_size_rel") ** 2
+        return self.features[..., self.names.index(name)]
+
+    def subset(self, keep: np.ndarray) -> Candidates:
+        out = object.__new__(Candidates)
+        for key in ("ids", "groups", "features", "dice", "hit", "usable"):
+            setattr(out, key, getattr(self, key)[keep])
+        out.names = self.names
+        return out
+
+
+def appearance_matrix(c: Candidates) -> np.ndarray:
+    return np.stack([c.column(k) for k in APPEARANCE_FEATURES], axis=-1)
+
+
+def prior_matrix(c: Candidates, first_pass: np.ndarray, fraction: float, min_images: int) -> tuple[np.ndarray, dict[str, DatasetPrior]]:
+    """The prior's terms of every candidate, each group's prior estimated from its own
+    most confident first-pass choices (AppearanceLabeler.fit_prior, on arrays)."""
+    terms = np.zeros(c.dice.shape + (len(PRIOR_TERMS),))
+    priors = {}
+    best = np.where(c.usable, first_pass, -np.inf).argmax(axis=1)
+    best_score = first_pass[np.arange(len(best)), best]
+    has = c.usable.any(axis=1)
+    for group in np.unique(c.groups):
+        rows = np.nonzero((c.groups == group) & has)[0]
+        order = rows[np.argsort(-best_score[rows], kind="stable")]
+        kept = order[: max(min_images, int(np.ceil(fraction * len(rows))))]
+        pick = best[kept]
+        prior = DatasetPrior.estimate(
+            c.column("depth_rel")[kept, pick], c.column("offset_x_rel")[kept, pick], c.column("log_size_rel")[kept, pick], "confident_labels"
+        )
+        priors[str(group)] = prior
+        members = c.groups == group
+        for k, (name, mean, spread) in enumerate(
+            (
+                ("depth_rel", prior.depth, prior.depth_spread),
+                ("offset_x_rel", prior.offset_x, prior.offset_x_spread),
+                ("log_size_rel", prior.log_size, prior.log_size_spread),
+            )
+        ):
+            # DatasetPrior.terms on arrays (same order as PRIOR_TERMS).
+            terms[members, :, k] = -np.minimum(((c.column(name)[members] - mean) / spread) ** 2, DatasetPrior._CAP)
+    return terms, priors
+
+
+def fit_weights(x: np.ndarray, c: Candidates, l2: float, steps: int = 300) -> np.ndarray:
+    """Weights maximising the mean over images of sum(softmax(x @ w) * dice) - l2 |w|^2."""
+    torch.manual_seed(0)
+    xt = torch.tensor(x, dtype=torch.float64)
+    dice = torch.tensor(c.dice)
+    usable = torch.tensor(c.usable)
+    has = usable.any(dim=1)
+    xt, dice, usable = xt[has], dice[has], usable[has]
+    w = torch.zeros(x.shape[-1], dtype=torch.float64, requires_grad=True)
+    optimiser = torch.optim.LBFGS([w], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        z = (xt @ w).masked_fill(~usable, -1e9)
+        loss = -(torch.softmax(z, dim=1) * dice).sum(dim=1).mean() + l2 * (w**2).sum()
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    return w.detach().numpy()
+
+
+def choose(scores: np.ndarray, c: Candidates) -> np.ndarray:
+    return np.where(c.usable, scores, -np.inf).argmax(axis=1)
+
+
+def report(c: Candidates, scores: np.ndarray) -> dict[str, float]:
+    """Dice (no usable candidate = 0), top-50 % Dice by score, coverage, hit rate."""
+    pick = choose(scores, c)
+    rows = np.arange(len(pick))
+    has = c.usable.any(axis=1)
+    d = np.where(has, c.dice[rows, pick], 0.0)
+    conf = np.where(has, scores[rows, pick], -np.inf)
+    top = np.argsort(-conf, kind="stable")[: max(1, len(d) // 2)]
+    return {
+        "n": int(len(d)),
+        "dice": float(d.mean()),
+        "dice_top50": float(d[top].mean()),
+        "coverage": float(has.mean()),
+        "hit_rate": float(np.where(has, c.hit[rows, pick], False).mean()),
+    }
+
+
+def fit_both(train: Candidates, l2: float, fraction: float, min_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """First-pass (appearance) weights, then final weights with the prior's terms."""
+    xa = appearance_matrix(train)
+    wa = fit_weights(xa, train, l2)
+    terms, _ = prior_matrix(train, xa @ wa, fraction, min_images)
+    wb = fit_weights(np.concatenate([xa, terms], axis=-1), train, l2)
+    return wa, wb
+
+
+def score_with(c: Candidates, wa: np.ndarray, wb: np.ndarray, fraction: float, min_images: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """First-pass and final scores on ``c``, its groups' priors estimated from ``c`` itself."""
+    xa = appearance_matrix(c)
+    first = xa @ wa
+    terms, priors = prior_matrix(c, first, fraction, min_images)
+    return first, np.concatenate([xa, terms], axis=-1) @ wb, priors
+
+
+def fit(args: argparse.Namespace) -> None:
+    o = AppearanceOptions()
+    data = Candidates(args.data, o.min_area_fraction)
+    results = {}
+    print("leave-one-scanner-out (fit on the other scanners, prior from the held-out scanner's own confident labels)")
+    print(f"{'held-out scanner':<24} {'n':>5} {'appearance':>10} {'final':>7} {'top-50%':>8} {'coverage':>8} {'hit':>6}")
+    for group in np.unique(data.groups):
+        held = data.groups == group
+        wa, wb = fit_both(data.subset(~held), args.l2, o.prior_fraction, o.prior_min_images)
+        test = data.subset(held)
+        first, final, _ = score_with(test, wa, wb, o.prior_fraction, o.prior_min_images)
+        r_first, r_final = report(test, first), report(test, final)
+        results[str(group)] = {"appearance_only": r_first, "final": r_final}
+        print(f"{group:<24} {r_final['n']:>5} {r_first['dice']:>10.4f} {r_final['dice']:>7.4f} {r_final['dice_top50']:>8.4f} {r_final['coverage']:>8.3f} {r_final['hit_rate']:>6.3f}")
+    dices = [r["final"]["dice"] for r in results.values()]
+    print(f"mean over scanners: {np.mean(dices):.4f}, min {np.min(dices):.4f}")
+
+    wa, wb = fit_both(data, args.l2, o.prior_fraction, o.prior_min_images)
+    first, final, _ = score_with(data, wa, wb, o.prior_fraction, o.prior_min_images)
+    # The default prior (single images) and the confidence centre: from all of the fit data.
+    data_all = data.subset(np.ones(len(data.ids), bool))
+    data_all.groups = np.full(len(data.ids), "all")
+    _, priors = prior_matrix(data_all, first, o.prior_fraction, o.prior_min_images)
+    pick = choose(final, data)
+    has = data.usable.any(axis=1)
+    chosen = final[np.arange(len(pick)), pick][has]
+    centre = float(np.median(chosen))
+    # The inter-quartile range of the chosen scores maps to confidences of about 0.27 to 0.73.
+    scale = float(np.subtract(*np.percentile(chosen, [75, 25]))) / 2.0
+    print("\nfinal weights (all of BUS-BRA): paste into src/busseg/pseudo/appearance.py")
+    print("APPEARANCE_WEIGHTS =", json.dumps({k: round(float(v), 3) for k, v in zip(APPEARANCE_FEATURES, wa)}))
+    print("SCORE_WEIGHTS =", json.dumps({k: round(float(v), 3) for k, v in zip((*APPEARANCE_FEATURES, *PRIOR_TERMS), wb)}))
+    print("DEFAULT_PRIOR =", json.dumps(priors["all"].as_dict()))
+    print(f"confidence_centre = {centre:.3f}, confidence_scale = {scale:.3f} (median and IQR / 2 of the chosen scores)")
+    print(f"all of BUS-BRA (fitted on it): {report(data, final)}")
+    if args.eval is not None:
+        other = Candidates(args.eval, o.min_area_fraction)
+        first_o, final_o, priors_o = score_with(other, wa, wb, o.prior_fraction, o.prior_min_images)
+        print(f"{args.eval} (never fitted on): appearance only {report(other, first_o)['dice']:.4f}, final {report(other, final_o)}")
+    if args.out is not None:
+        args.out.write_text(json.dumps({"loso": results}, indent=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    e = sub.add_parser("extract", help="candidates, features and their Dice for one dataset")
+    e.add_argument("--root", type=Path, required=True)
+    e.add_argument("--kind", choices=("busbra", "stu"), required=True)
+    e.add_argument("--out", type=Path, required=True)
+    e.add_argument("--workers", type=int, default=1)
+    e.add_argument("--step", type=int, default=1, help="use every K-th image")
+    f = sub.add_parser("fit", help="leave-one-scanner-out, then the final fit")
+    f.add_argument("--data", type=Path, required=True)
+    f.add_argument("--eval", type=Path, default=None, help="a dataset never fitted on (e.g. STU)")
+    f.add_argument("--l2", type=float, default=1e-5)
+    f.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    extract(args) if args.command == "extract" else fit(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Label refinement: a warmed-up teacher re-labels the images its pseudo labels came from.
+
+The paper's title promises "label refinement". A network trained on many noisy labels
+averages their noise out, so its prediction is often a better label than the one it was
+trained on; re-training on those predictions is one round of self-training. The rules a
+refined label obeys are the first round's (:func:`busseg.pseudo.base.apply_area_filter`),
+and its confidence says how sure the teacher was about the lesion and its boundary.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from busseg.atomic import atomic_dir
+from busseg.data.prepared import PreparedDataset, PseudoLabels
+from busseg.inference import predict_keyed
+from busseg.models import SegmentationNet
+from busseg.pseudo.base import PseudoLabel, apply_area_filter, invalid_label
+from busseg.pseudo.run import label_table
+
+# The lesion's box is widened by this fraction of its size on every side when measuring
+# how certain the teacher is: the uncertain band sits at the boundary, just outside it too.
+_BOX_MARGIN = 0.25
+
+
+def label_from_probabilities(prob: np.ndarray, min_area_fraction: float, threshold: float = 0.5) -> PseudoLabel:
+    """A pseudo label from a teacher's probability map ``prob`` (H, W) in [0, 1].
+
+    The lesion is the largest connected component at ``threshold`` with its holes filled
+    (a BUS image shows one lesion; METHOD.md's labels are single regions too). The
+    confidence is the mean certainty ``|2p - 1|`` over the lesion's widened box, low when
+    the teacher hesitates about the boundary or about the lesion itself. Labels whose
+    area is <= ``min_area_fraction`` of the image are invalid (``area_below_min``); an
+    empty prediction is invalid (``teacher_empty``).
+    """
+    foreground = (prob >= threshold).astype(np.uint8)
+    count, components, stats, _ = cv2.connectedComponentsWithStats(foreground, connectivity=8)
+    if count <= 1:
+        return invalid_label(prob.shape, "teacher_empty")
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    region = (components == largest).astype(np.uint8)
+    contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    filled = np.zeros_like(region)
+    cv2.drawContours(filled, contours, -1, 1, -1)  # fills holes as well
+    mask = filled.astype(bool)
+    x, y, w, h = (int(v) for v in stats[largest, :4])
+    dx, dy = int(np.ceil(_BOX_MARGIN * w)), int(np.ceil(_BOX_MARGIN * h))
+    box_prob = prob[max(0, y - dy) : y + h + dy, max(0, x - dx) : x + w + dx]
+    confidence = float(np.abs(2.0 * box_prob.astype(np.float64) - 1.0).mean())
+    label = PseudoLabel(mask=mask, score=round(confidence, 6), valid=True, box=(x, y, x + w, y + h))
+    return apply_area_filter(label, min_area_fraction)
+
+
+def refine_labels(
+    teacher: SegmentationNet,
+    prepared: PreparedDataset,
+    ids: Sequence[str],
+    device: torch.device,
+    min_area_fraction: float,
+    batch_size: int = 16,
+) -> dict[str, PseudoLabel]:
+    """The teacher's label for each image of ``ids``, at the image's own size."""
+    items = ((sample_id, prepared.image(sample_id)) for sample_id in ids)
+    return {
+        sample_id: label_from_probabilities(prob, min_area_fraction)
+        for sample_id, _, prob in predict_keyed(teacher, items, device, batch_size)
+    }
+
+
+class InMemoryLabels:
+    """Refined labels as a mask source for :class:`busseg.data.dataset.SegmentationDataset`."""
+
+    def __init__(self, labels: Mapping[str, PseudoLabel]) -> None:
+        self.labels = dict(labels)
+
+    def mask(self, sample_id: str) -> np.ndarray:
+        return self.labels[sample_id].mask
+
+    def trainable(self, min_score: float) -> list[str]:
+        """Ids of valid labels scoring at least ``min_score`` (sorted, as for the first round)."""
+        return sorted(i for i, label in self.labels.items() if label.valid and label.score >= min_score)
+
+
+def write_labels(out_dir: str | Path, labels: Mapping[str, PseudoLabel]) -> None:
+    """Write labels in the first round's layout (``masks/<id>.png`` and ``labels.csv``), atomically."""
+    with atomic_dir(out_dir) as tmp:
+        folder = PseudoLabels(tmp)
+        folder.masks_dir.mkdir()
+        for sample_id, label in labels.items():
+            Image.fromarray(label.mask.astype(np.uint8) * 255).save(folder.mask_path(sample_id))
+        label_table(labels.items()).to_csv(folder.table_path, index=False)
+
+
+def read_labels(folder: PseudoLabels, ids: Sequence[str]) -> dict[str, PseudoLabel]:
+    """Stored labels of ``ids`` (the first round's, for instance) as :class:`PseudoLabel` objects."""
+    table = pd.read_csv(folder.table_path, keep_default_na=False, dtype={"id": str}).set_index("id")
+    out = {}
+    for sample_id in ids:
+        row = table.loc[sample_id]
+        box = tuple(int(v) for v in str(row["box"]).split()) if str(row["box"]) else None
+        out[sample_id] = PseudoLabel(folder.mask(sample_id), float(row["score"]), str(row["valid"]) == "True", str(row["reason"]), box)  # type: ignore[arg-type]
+    return out
+
+
+def label_quality(labels: Mapping[str, PseudoLabel], truth: PreparedDataset) -> dict[str, float]:
+    """Dice (invalid = 0), Dice of the most confident half, coverage and hit rate of ``labels``
+    against the ground truth, over images with a lesion. Used for metrics only."""
+    from busseg.metrics import dice
+
+    rows = []
+    for sample_id, label in labels.items():
+        gt = truth.mask(sample_id)
+        if not gt.any():
+            continue
+        hit = False
+        if label.valid and label.mask.any():
+            ys, xs = np.nonzero(label.mask)
+            hit = bool(gt[int(round(ys.mean())), int(round(xs.mean()))])
+        rows.append((dice(label.mask, gt) if label.valid else 0.0, label.score if label.valid else -1.0, label.valid, hit))
+    if not rows:
+        return {"n_lesion_images": 0}
+    d, score, valid, hit = (np.asarray(v) for v in zip(*rows))
+    top = np.argsort(-score, kind="stable")[: max(1, len(d) // 2)]
+    return {
+        "n_lesion_images": int(len(d)),
+        "dice": round(float(d.mean()), 6),
+        "dice_top50": round(float(d[top].mean()), 6),
+        "coverage": round(float(valid.mean()), 6),
+        "hit_rate": round(float(hit.mean()), 6),
+    }
+
+
+def iter_sorted(labels: Mapping[str, PseudoLabel]) -> Iterator[tuple[str, PseudoLabel]]:
+    """Labels in id order (outputs must not depend on dict order)."""
+    for sample_id in sorted(labels):
+        yield sample_id, labels[sample_id]
