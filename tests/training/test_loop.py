@@ -203,3 +203,58 @@ def test_compiled_student_trains_and_keeps_checkpoint_keys(tiny_prepared: Path, 
     plain = build_model(tiny_model_config).state_dict()
     assert set(read_checkpoint(tmp_path / "compiled.pt")["model"]) == set(plain)
     assert load_model(tmp_path / "compiled.pt")(torch.rand(1, 1, 64, 64)).shape == (1, 1, 64, 64)
+
+
+class BatchRecorder(Supervised):
+    """Supervised loss, but asks for unlabeled batches (``ssl``) and records each step's batch sizes."""
+
+    name = "recorder"
+
+    def __init__(self, model, config, ssl: bool) -> None:
+        self.ssl = ssl
+        super().__init__(model, config)
+        self.seen: list[tuple[int, int]] = []
+
+    def requirements(self, config, section="train"):  # type: ignore[override]
+        from busseg.training.methods import Requirements
+
+        return Requirements(unlabeled=self.ssl)
+
+    def loss(self, labeled, unlabeled, progress):
+        self.seen.append((labeled["image"].shape[0], 0 if unlabeled is None else unlabeled["image"].shape[0]))
+        return super().loss(labeled, unlabeled, progress)
+
+
+def test_ssl_steps_add_the_unlabeled_batch_to_a_full_labeled_batch(tiny_prepared: Path, tiny_model_config, tmp_path: Path) -> None:
+    config = TrainConfig(epochs=1, steps_per_epoch=None, batch_size=3, unlabeled_batch=5, lr=1e-3)
+    full = tiny_data(tiny_prepared)
+    dataset = PreparedDataset(tiny_prepared)
+    ids = sorted(read_index(tiny_prepared / "index.csv")["id"])
+    ssl_data = TrainData(labeled=SegmentationDataset(dataset, ids[:2], 64, masks=dataset),
+                         unlabeled=SegmentationDataset(dataset, ids[2:8], 64), val=full.val)
+    # Supervised loads no unlabeled images but is told the size of the train split.
+    sup_data = TrainData(labeled=ssl_data.labeled, val=full.val, n_train=8)
+    runs = {}
+    for ssl, data in ((True, ssl_data), (False, sup_data)):
+        method = BatchRecorder(build_model(tiny_model_config), config, ssl=ssl)
+        fit(method, data, config, device=torch.device("cpu"), seed=0, best_path=tmp_path / f"{ssl}.pt", progress=False)
+        runs[ssl] = method.seen
+    # ceil(8 train images / batch 3) = 3 optimizer steps for both methods.
+    assert runs[True] == [(3, 5)] * 3  # 3 labeled (2 images cycled) + 5 unlabeled on top
+    assert runs[False] == [(3, 0)] * 3
+
+
+def test_steps_per_epoch_counts_the_whole_train_split(tiny_prepared: Path) -> None:
+    data = tiny_data(tiny_prepared)
+    assert data.train_split_size() == 8
+    data.n_train = 30
+    assert steps_per_epoch(TrainConfig(batch_size=4), data.train_split_size()) == 8
+
+
+def test_ssl_method_without_unlabeled_batch_is_a_clear_error(tiny_prepared: Path, tiny_model_config, tmp_path: Path) -> None:
+    config = TrainConfig(epochs=1, steps_per_epoch=1, batch_size=2, unlabeled_batch=0)
+    data = tiny_data(tiny_prepared)
+    data.unlabeled = data.labeled
+    with pytest.raises(TrainingError, match="train.unlabeled_batch must be >= 1"):
+        fit(BatchRecorder(build_model(tiny_model_config), config, ssl=True), data, config, device=torch.device("cpu"),
+            seed=0, best_path=tmp_path / "x.pt", progress=False)
