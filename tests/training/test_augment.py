@@ -133,3 +133,22 @@ def test_train_config_check_rejects_an_unknown_augmentation() -> None:
     with pytest.raises(ConfigError, match="available: none, weak, strong") as info:
         TrainConfig(augment="heavy").check("warmup")
     assert info.value.key == "warmup.augment"
+
+
+def test_supervised_trains_on_the_weak_view_of_its_labeled_batch(tiny_model_config) -> None:
+    from busseg.losses import bce_dice_loss
+    from busseg.models import build_model
+    from busseg.training.config import TrainConfig
+    from busseg.training.methods import Supervised
+
+    torch.manual_seed(0)
+    method = Supervised(build_model(tiny_model_config), TrainConfig(augment="weak")).eval()
+    image, mask = square_batch(n=2, size=64)
+    method.begin_step(3)
+    loss, _ = method.loss({"image": image, "mask": mask}, None, 0.0)
+    theta = sample_affine(2, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = bce_dice_loss(method.student(warp(image, theta)), warp(mask, theta))
+        clean = bce_dice_loss(method.student(image), mask)
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)
+    assert float(loss.detach()) != pytest.approx(float(clean), rel=1e-4)
