@@ -5,7 +5,7 @@ Usage::
     python benchmarks/ssl_benchmark.py run   [--work /tmp/busseg-ssl] [--jobs 2] [--seeds 0 1 2]
                                              [--ratios 0.025 0.1] [--methods supervised mean_teacher bcp unimatch dual_teacher]
                                              [--no-ladder] [--set train.augment=strong ...] [--params benchmarks/ssl_busbra.yaml]
-                                             [--dry-run]
+                                             [--dataset busbra] [--dry-run] [--sequential]
     python benchmarks/ssl_benchmark.py table [--work /tmp/busseg-ssl] [--dataset busbra]
 
 ``run`` clones this repository into ``--work``, merges the benchmark parameters
@@ -15,7 +15,9 @@ pseudo labels and the static teacher of that seed land in DVC's run cache), queu
 others with ``dvc exp run --queue``, runs them ``--jobs`` at a time (two workers on the two
 cores; each run uses one thread) and prints the table. ``--set KEY=VALUE`` adds an override to
 every experiment (for example the same ``train.augment`` for every method, which keeps the
-comparison fair). ``--dry-run`` prints the plan and the commands and runs nothing.
+comparison fair). ``--dry-run`` prints the plan and the commands and runs nothing;
+``--sequential`` runs the experiments one after the other without DVC's queue (the smoke
+run of ``benchmarks/ssl_smoke.yaml``: a tiny synthetic set, minutes, not a result).
 
 The plan: every method of ``--methods`` at every ratio of ``--ratios``, ``supervised`` at
 100 % (the upper bound), and, unless ``--no-ladder``, the dual-teacher ablation ladder at the
@@ -192,7 +194,8 @@ def prepare_clone(work: Path, params_file: Path, busbra_root: Path, dry_run: boo
     subprocess.run(["git", "clone", "-q", str(REPO), str(work)], check=True)
     params = yaml.safe_load((work / "params.yaml").read_text())
     bench = yaml.safe_load(params_file.read_text())
-    bench["datasets"]["busbra"]["root"] = str(busbra_root)  # absolute: queued runs happen in temp copies
+    if "busbra" in bench["datasets"]:
+        bench["datasets"]["busbra"]["root"] = str(busbra_root)  # absolute: queued runs happen in temp copies
     for key, value in bench.items():
         if isinstance(value, dict) and key != "datasets":
             params.setdefault(key, {}).update(value)
@@ -216,6 +219,12 @@ def run(args: argparse.Namespace) -> None:
     prepare_clone(args.work, args.params, args.busbra_root.resolve(), args.dry_run)
     # The first one runs in the workspace: it fills the run cache with the shared stages.
     sh(experiments[0].command(queue=False), args.work, args.dry_run)
+    if args.sequential:  # one after the other, no queue workers (small smoke runs)
+        for experiment in experiments[1:]:
+            sh(experiment.command(queue=False), args.work, args.dry_run)
+        if not args.dry_run:
+            print(table(exp_show(args.work), experiments, args.dataset))
+        return
     for experiment in experiments[1:]:
         sh(experiment.command(), args.work, args.dry_run)
     sh(["dvc", "queue", "start", "-j", str(args.jobs)], args.work, args.dry_run)
@@ -248,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     run_parser.add_argument("--params", type=Path, default=REPO / "benchmarks" / "ssl_busbra.yaml")
     run_parser.add_argument("--busbra-root", type=Path, default=REPO / ".." / "shared" / "data" / "BUS-BRA")
     run_parser.add_argument("--dry-run", action="store_true")
+    run_parser.add_argument("--sequential", action="store_true", help="run the experiments one by one, without dvc's queue")
     args = parser.parse_args(argv)
     if args.command == "run":
         run(args)
