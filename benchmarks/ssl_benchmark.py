@@ -185,7 +185,7 @@ def sh(cmd: list[str], cwd: Path, dry_run: bool) -> None:
 
 def prepare_clone(work: Path, params_file: Path, busbra_root: Path, dry_run: bool) -> None:
     """Clone this repository into ``work`` and merge ``params_file`` into its params.yaml (committed)."""
-    print(f"+ git clone {REPO} {work}; merge {params_file} into params.yaml (datasets.busbra.root={busbra_root})")
+    print(f"+ git clone {REPO} {work}; merge {params_file} into params.yaml (a busbra entry's root: {busbra_root})")
     if dry_run:
         return
     import yaml

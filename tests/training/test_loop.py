@@ -258,3 +258,37 @@ def test_ssl_method_without_unlabeled_batch_is_a_clear_error(tiny_prepared: Path
     with pytest.raises(TrainingError, match="train.unlabeled_batch must be >= 1"):
         fit(BatchRecorder(build_model(tiny_model_config), config, ssl=True), data, config, device=torch.device("cpu"),
             seed=0, best_path=tmp_path / "x.pt", progress=False)
+
+
+def test_augmented_run_resumes_to_the_same_model(tiny_prepared: Path, tiny_model_config, tmp_path: Path) -> None:
+    # Every step's augmentation comes from a seed keyed by (seed, step, rank), not from a
+    # generator state that an interruption would lose.
+    config = TrainConfig(epochs=3, steps_per_epoch=2, batch_size=4, lr=1e-3, augment="weak")
+    data, cpu = tiny_data(tiny_prepared), torch.device("cpu")
+    seed_everything(0)
+    fit(Supervised(build_model(tiny_model_config), config), data, config, device=cpu, seed=0, best_path=tmp_path / "a.pt", progress=False)
+    scratch = tmp_path / "scratch"
+    seed_everything(0)
+    with pytest.raises(KeyboardInterrupt):
+        fit(Supervised(build_model(tiny_model_config), config), data, config, device=cpu, seed=0, best_path=tmp_path / "b.pt",
+            scratch_dir=scratch, logger=InterruptAt(1), progress=False)  # killed in epoch 2, resumes after epoch 1
+    seed_everything(1)
+    fit(Supervised(build_model(tiny_model_config), config), data, config, device=cpu, seed=0, best_path=tmp_path / "b.pt",
+        scratch_dir=scratch, progress=False)
+    a, b = read_checkpoint(tmp_path / "a.pt"), read_checkpoint(tmp_path / "b.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    # And the augmentation did something: the clean run ends elsewhere.
+    seed_everything(0)
+    clean = TrainConfig(epochs=3, steps_per_epoch=2, batch_size=4, lr=1e-3)
+    fit(Supervised(build_model(tiny_model_config), clean), data, clean, device=cpu, seed=0, best_path=tmp_path / "c.pt", progress=False)
+    c = read_checkpoint(tmp_path / "c.pt")
+    assert any(not torch.equal(a["model"][k], c["model"][k]) for k in a["model"] if a["model"][k].is_floating_point())
+
+
+def test_step_seeds_differ_across_steps_ranks_and_runs() -> None:
+    from busseg.training.loop import step_seed
+
+    seeds = {step_seed(s, k, r) for s in range(3) for k in range(50) for r in range(2)}
+    assert len(seeds) == 300 and all(0 <= x < 2**63 for x in seeds)
+    assert step_seed(0, 5, 1) == step_seed(0, 5, 1)

@@ -206,7 +206,7 @@ class EMATeacherMethod(TrainingMethod):
     ``method.train()`` says, so its batch-norm uses the averaged running statistics. It is
     updated after every optimizer step. The student runs once per step on the labeled and
     unlabeled images together (one concatenated batch: cheaper than two calls, and
-    batch-norm sees the paper's 4 + 4 batch).
+    batch-norm sees the whole labeled + unlabeled batch, 8 + 4 by default).
     """
 
     def __init__(
