@@ -152,3 +152,15 @@ def test_supervised_trains_on_the_weak_view_of_its_labeled_batch(tiny_model_conf
         clean = bce_dice_loss(method.student(image), mask)
     assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)
     assert float(loss.detach()) != pytest.approx(float(clean), rel=1e-4)
+
+
+def test_shards_of_a_global_batch_get_the_one_process_parameters() -> None:
+    image, mask = square_batch(n=4)
+    augmenter = Augmenter("strong")
+    whole = augmenter.student_view(image, torch.Generator().manual_seed(9))
+    for rank in (0, 1):
+        part = augmenter.student_view(image[2 * rank : 2 * rank + 2], torch.Generator().manual_seed(9), shard=(rank, 2))
+        torch.testing.assert_close(part.theta, whole.theta[2 * rank : 2 * rank + 2])
+        torch.testing.assert_close(part.images, whole.images[2 * rank : 2 * rank + 2])
+    boxes = cutmix_boxes(4, 32, 32, torch.Generator().manual_seed(1))
+    assert torch.equal(cutmix_boxes(2, 32, 32, torch.Generator().manual_seed(1), shard=(1, 2)), boxes[2:])

@@ -22,9 +22,10 @@ Two views, each with its own random parameters per image:
 Why not kornia.augmentation or torchvision.transforms.v2: both draw their random
 parameters from torch's global generator (torchvision v2 also draws one parameter set per
 call, i.e. per batch, not per image). This project's runs are reproducible and resumable
-because every step's randomness comes from a seed keyed by (seed, epoch, step, rank) (see
+because every step's randomness comes from a seed keyed by (seed, optimizer step) (see
 :meth:`busseg.training.methods.base.TrainingMethod.begin_step`); an explicit
-``torch.Generator`` gives that directly. The geometric part is one ``affine_grid`` +
+``torch.Generator`` gives that directly, and drawing the parameters of the global batch on
+every DDP rank (each using its slice) keeps N ranks equal to one process. The geometric part is one ``affine_grid`` +
 ``grid_sample`` call (the same primitive kornia's ``warp_affine`` uses); the intensity part is a
 few tensor operations.
 """
@@ -39,6 +40,9 @@ from torch import Tensor
 
 from busseg.errors import ConfigError
 from busseg.training.config import AUGMENT_MODES
+
+Shard = tuple[int, int]
+"""``(rank, world_size)`` of a DDP run: random parameters are drawn for the global batch and sliced."""
 
 
 def check_mode(mode: str, key: str = "train.augment") -> None:
@@ -77,12 +81,18 @@ def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> Ten
     return low + (high - low) * torch.rand(n, generator=generator)
 
 
-def sample_affine(n: int, generator: torch.Generator, spec: AugmentSpec = AugmentSpec()) -> Tensor:
+def sample_affine(n: int, generator: torch.Generator, spec: AugmentSpec = AugmentSpec(), shard: Shard = (0, 1)) -> Tensor:
     """``n`` random sampling matrices (n, 2, 3) for :func:`warp` (float32, on the CPU).
 
     Each matrix maps output coordinates (normalised to [-1, 1]) to the input coordinates
-    to sample: flip, rotation, scale and translation of the weak view.
+    to sample: flip, rotation, scale and translation of the weak view. With ``shard =
+    (rank, world_size)`` the matrices of the whole global batch (``n * world_size``) are
+    drawn and this rank's slice is returned: every rank draws the same numbers, so N ranks
+    augment each image exactly as one process would (the loop seeds every rank alike).
     """
+    rank, world = shard
+    if world > 1:
+        return sample_affine(n * world, generator, spec)[rank * n : (rank + 1) * n]
     flip = torch.where(torch.rand(n, generator=generator) < spec.flip_p, -1.0, 1.0)
     angle = _uniform(n, -spec.rotation, spec.rotation, generator) * math.pi / 180.0
     # Sampling with 1/s zooms the content by s.
@@ -138,27 +148,32 @@ def _gaussian_blur(x: Tensor, sigma: Tensor) -> Tensor:
     return y.view_as(x).to(x.dtype)
 
 
-def intensity(x: Tensor, generator: torch.Generator, spec: AugmentSpec = AugmentSpec()) -> Tensor:
+def intensity(
+    x: Tensor, generator: torch.Generator, spec: AugmentSpec = AugmentSpec(), shard: Shard = (0, 1)
+) -> Tensor:
     """The strong view's intensity changes of images ``x`` (B, 1, H, W) in [0, 1]; the result is in [0, 1].
 
     Per image: gamma, contrast around the image mean, brightness, multiplicative noise, and
     (with probability ``blur_p``) a Gaussian blur. Random numbers come from ``generator``
-    (CPU) and are moved to ``x``'s device.
+    (CPU) and are moved to ``x``'s device; with ``shard`` they are drawn for the global batch
+    and this rank's slice is used (see :func:`sample_affine`).
     """
     if x.dim() != 4 or x.shape[1] != 1:
         raise ValueError(f"expected greyscale images (B, 1, H, W), got {tuple(x.shape)}")
     n, device = x.shape[0], x.device
+    rank, world = shard
+    mine = slice(rank * n, (rank + 1) * n)
 
     def per_image(low: float, high: float) -> Tensor:
-        return _uniform(n, low, high, generator).to(device).view(n, 1, 1, 1)
+        return _uniform(n * world, low, high, generator)[mine].to(device).view(n, 1, 1, 1)
 
     gamma = per_image(*spec.gamma)
     contrast = per_image(*spec.contrast)
     brightness = per_image(-spec.brightness, spec.brightness)
     speckle = per_image(0.0, spec.speckle)
-    noise = torch.randn(x.shape, generator=generator).to(device)
-    blur = torch.rand(n, generator=generator) < spec.blur_p
-    sigma = _uniform(n, *spec.blur_sigma, generator)
+    noise = torch.randn((n * world, *x.shape[1:]), generator=generator)[mine].to(device)
+    blur = (torch.rand(n * world, generator=generator) < spec.blur_p)[mine]
+    sigma = _uniform(n * world, *spec.blur_sigma, generator)[mine]
     y = x.float().clamp(0.0, 1.0) ** gamma
     mean = y.mean(dim=(1, 2, 3), keepdim=True)
     y = ((y - mean) * contrast + mean + brightness).clamp(0.0, 1.0)
@@ -170,13 +185,22 @@ def intensity(x: Tensor, generator: torch.Generator, spec: AugmentSpec = Augment
 
 
 def cutmix_boxes(
-    n: int, height: int, width: int, generator: torch.Generator, p: float = 0.5, area: tuple[float, float] = (0.02, 0.4)
+    n: int,
+    height: int,
+    width: int,
+    generator: torch.Generator,
+    p: float = 0.5,
+    area: tuple[float, float] = (0.02, 0.4),
+    shard: Shard = (0, 1),
 ) -> Tensor:
     """Boolean (n, 1, H, W) CutMix masks: with probability ``p`` one random box per image (else empty).
 
     UniMatch's recipe: box area a uniform fraction in ``area`` of the image, aspect ratio in
-    [0.3, 1/0.3], placed uniformly so that it fits.
+    [0.3, 1/0.3], placed uniformly so that it fits. ``shard``: as :func:`sample_affine`.
     """
+    rank, world = shard
+    if world > 1:
+        return cutmix_boxes(n * world, height, width, generator, p, area)[rank * n : (rank + 1) * n]
     masks = torch.zeros(n, 1, height, width, dtype=torch.bool)
     use = torch.rand(n, generator=generator) < p
     fraction = _uniform(n, *area, generator)
@@ -230,19 +254,22 @@ class Augmenter:
     def enabled(self) -> bool:
         return self.mode != "none"
 
-    def labeled(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
+    def labeled(self, batch: dict[str, Tensor], generator: torch.Generator, shard: Shard = (0, 1)) -> dict[str, Tensor]:
         """A labeled batch in the weak view (image and mask warped alike); unchanged under ``none``."""
         if not self.enabled:
             return batch
-        theta = sample_affine(batch["image"].shape[0], generator, self.spec)
+        theta = sample_affine(batch["image"].shape[0], generator, self.spec, shard)
         return {**batch, "image": warp(batch["image"], theta), "mask": warp(batch["mask"], theta)}
 
-    def student_view(self, images: Tensor, generator: torch.Generator, strong: bool | None = None) -> View:
+    def student_view(
+        self, images: Tensor, generator: torch.Generator, strong: bool | None = None, shard: Shard = (0, 1)
+    ) -> View:
         """The student's view of unlabeled ``images``: weak or strong as configured (``strong`` overrides)."""
         if not self.enabled:
             return View(images)
-        theta = sample_affine(images.shape[0], generator, self.spec)
+        theta = sample_affine(images.shape[0], generator, self.spec, shard)
         view = warp(images, theta)
-        if self.mode == "strong" if strong is None else strong:
-            view = intensity(view, generator, self.spec)
+        use_intensity = self.mode == "strong" if strong is None else strong
+        if use_intensity:
+            view = intensity(view, generator, self.spec, shard)
         return View(view, theta)

@@ -111,9 +111,9 @@ def steps_per_epoch(config: TrainConfig, n_train: int) -> int:
     return max(1, math.ceil(n_train / config.batch_size))
 
 
-def step_seed(seed: int, step: int, rank: int = 0) -> int:
-    """The seed of one step's randomness (augmentation) on one rank; distinct for every triple."""
-    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
+def step_seed(seed: int, step: int) -> int:
+    """The seed of one optimizer step's randomness (augmentation), distinct for every (seed, step)."""
+    return int(np.random.SeedSequence([seed, step]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 def validate(model: torch.nn.Module, dataset: SegmentationDataset, device: torch.device) -> float:
@@ -359,8 +359,9 @@ def _fit(
                 if unlabeled_stream is not None
                 else None
             )
-            # One seed per (run, step, rank): augmentation is reproducible and resumable.
-            method.begin_step(step_seed(seed, epoch * n_steps + step, context.rank))
+            # One seed per (run, step), the same on every rank (each uses its slice of the global
+            # batch's random parameters): augmentation is reproducible, resumable, rank-independent.
+            method.begin_step(step_seed(seed, epoch * n_steps + step), context.rank, context.world_size)
             try:
                 loss, parts = train_step(
                     method, optimizer, labeled, unlabeled, (epoch * n_steps + step) / total_steps, device=device, amp=config.amp,

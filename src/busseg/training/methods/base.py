@@ -92,13 +92,21 @@ class TrainingMethod(nn.Module):
             )
         return Requirements()
 
-    def begin_step(self, seed: int) -> None:
-        """Seed the randomness of the next step (augmentation, masks); the loop calls it before each step.
+    def begin_step(self, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        """Seed the randomness of the next step (augmentation, boxes); the loop calls it before each step.
 
-        The loop derives ``seed`` from (run seed, epoch, step, rank), so a resumed run draws the
-        same views as an uninterrupted one and DDP ranks draw different ones.
+        The loop derives ``seed`` from (run seed, global step), so a resumed run draws the same
+        views as an uninterrupted one. Every DDP rank gets the same seed and its ``(rank,
+        world_size)``: random parameters are drawn for the global batch and each rank uses its
+        slice (:attr:`shard`), so N ranks augment like one process.
         """
         self._generator = torch.Generator().manual_seed(seed)
+        self._shard = (rank, world_size)
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        """``(rank, world_size)`` of this step (``(0, 1)`` outside DDP)."""
+        return getattr(self, "_shard", (0, 1))
 
     @property
     def generator(self) -> torch.Generator:
@@ -238,8 +246,11 @@ class EMATeacherMethod(TrainingMethod):
 
     def views(self, labeled: Batch, unlabeled: Batch) -> tuple[Batch, View]:
         """This step's labeled batch (weak view under ``train.augment``) and the student's view of the unlabeled one."""
-        generator = self.generator
-        return self.augment.labeled(labeled, generator), self.augment.student_view(unlabeled["image"], generator)
+        generator, shard = self.generator, self.shard
+        return (
+            self.augment.labeled(labeled, generator, shard),
+            self.augment.student_view(unlabeled["image"], generator, shard=shard),
+        )
 
     def student_outputs(self, labeled: Batch, unlabeled: Batch) -> tuple[Tensor, Tensor, Tensor]:
         """One student pass over labeled + unlabeled images.

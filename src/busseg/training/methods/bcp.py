@@ -18,7 +18,8 @@ this is left out). BCP's pre-training stage (copy-paste among labeled images, wh
 start the self-training) is not reproduced: every method here starts from the same
 initialisation under the same step budget. With ``train.augment`` the unlabeled images are
 pasted in the student's view and the pseudo label is warped with them (pixels from outside
-the image are left out).
+the image are left out). Under DDP every rank pastes the same box (one seed per step) and
+pairs images within its slice of the batch.
 
 Its section (``train.<knob>``): ``ema_decay`` (the teacher), ``lambda_u`` (weight of the
 mixes whose outside is unlabeled, against those whose outside is labeled; BCP: 1) and

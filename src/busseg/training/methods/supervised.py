@@ -16,7 +16,7 @@ class Supervised(TrainingMethod):
     name = "supervised"
 
     def loss(self, labeled: Batch, unlabeled: Batch | None, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
-        labeled = self.augment.labeled(labeled, self.generator)
+        labeled = self.augment.labeled(labeled, self.generator, self.shard)
         loss = bce_dice_loss(self.student(labeled["image"]), labeled["mask"])
         return loss, {"loss_s": float(loss.detach())}
 

@@ -19,8 +19,9 @@ geometry, so the pseudo label needs no warping; pixels that the weak affine brou
 from outside the image are left out.
 
 Differences from the paper: the CutMix partner is another image of the same unlabeled
-batch (UniMatch draws a second unlabeled batch), and there is no colour jitter or
-grey-scale conversion (greyscale ultrasound; see :mod:`busseg.training.augment`).
+batch (UniMatch draws a second unlabeled batch; under DDP, of the rank's slice), and there
+is no colour jitter or grey-scale conversion (greyscale ultrasound; see
+:mod:`busseg.training.augment`).
 """
 from __future__ import annotations
 
@@ -84,17 +85,17 @@ class UniMatch(TrainingMethod):
 
         Returns the view, its pseudo label and its mask of kept pixels (both mixed like the image).
         """
-        generator = self.generator
-        strong = intensity(weak, generator, self.augment.spec)
-        box = cutmix_boxes(weak.shape[0], *weak.shape[-2:], generator).to(weak.device)
+        generator, shard = self.generator, self.shard
+        strong = intensity(weak, generator, self.augment.spec, shard)
+        box = cutmix_boxes(weak.shape[0], *weak.shape[-2:], generator, shard=shard).to(weak.device)
         mixed = torch.where(box, strong.roll(1, dims=0), strong)
         return mixed, torch.where(box, pseudo.roll(1, dims=0), pseudo), torch.where(box, keep.roll(1, dims=0), keep)
 
     def loss(self, labeled: Batch, unlabeled: Batch | None, progress: float) -> tuple[Tensor, dict[str, float]]:
         unlabeled = require_unlabeled(self.name, unlabeled)
-        generator = self.generator
-        labeled = self.augment.labeled(labeled, generator)
-        weak = self.augment.student_view(unlabeled["image"], generator, strong=False)
+        generator, shard = self.generator, self.shard
+        labeled = self.augment.labeled(labeled, generator, shard)
+        weak = self.augment.student_view(unlabeled["image"], generator, strong=False, shard=shard)
         n_l = labeled["image"].shape[0]
         logits, logits_fp = self.student.forward_feature_perturbation(
             torch.cat([labeled["image"], weak.images]), n_l, self.options.unimatch_dropout
