@@ -134,3 +134,25 @@ def test_augmented_student_learns_from_the_aligned_teacher_target(model_config: 
     # A different step seed gives a different view (the perturbation is not frozen).
     method.begin_step(12)
     assert not torch.equal(method.views(labeled, unlabeled)[1].images, view.images)
+
+
+def test_mean_teacher_confidence_mask(model_config: ModelConfig) -> None:
+    method = MeanTeacher(make_net(model_config, 0), replace(CONFIG, method="mean_teacher", confidence_threshold=0.55))
+    method.eval()
+    with torch.no_grad():  # a teacher that is not (yet) the student's copy
+        for p in method.ema_teacher.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    labeled, unlabeled = batches()
+    x_u = unlabeled["image"]
+    with torch.no_grad():
+        target = torch.sigmoid(method.ema_teacher(x_u))
+    # A threshold that splits the pixels in two halves, whatever this random teacher predicts.
+    threshold = float(torch.maximum(target, 1 - target).median())
+    method.options = replace(method.options, confidence_threshold=threshold)
+    _, parts = method.loss(labeled, unlabeled, progress=0.5)
+    with torch.no_grad():
+        keep = torch.maximum(target, 1 - target) >= threshold
+        assert 0 < int(keep.sum()) < keep.numel()
+        squared = (torch.sigmoid(method.student(x_u)) - target) ** 2
+    assert parts["loss_u"] == pytest.approx(float((squared * keep).sum() / keep.sum()), rel=1e-4)
+    assert parts["loss_u"] != pytest.approx(float(squared.mean()), rel=1e-3)
