@@ -68,7 +68,7 @@ def build(method_name: str, model_config: ModelConfig, config: TrainConfig, devi
 def bare_loop(method, config: TrainConfig, data: TrainData, steps: int, device: torch.device) -> float:
     """Seconds per step of the plain PyTorch loop on pre-stacked batches."""
     uses_unlabeled = method.needs.unlabeled
-    n_labeled = config.batch_size - (config.unlabeled_batch if uses_unlabeled else 0)
+    n_labeled = config.batch_size  # the unlabeled batch comes on top (busseg.training.loop)
     labeled = [as_batch(data.labeled, i) for i in index_batches(len(data.labeled), n_labeled, steps, seed=0)]
     unlabeled = (
         [as_batch(data.unlabeled, i) for i in index_batches(len(data.unlabeled), config.unlabeled_batch, steps, seed=1)]

@@ -8,11 +8,12 @@ Usage::
 One step is :func:`busseg.training.loop.train_step`, the function
 :func:`~busseg.training.loop.fit` runs per batch (``method.loss``, ``zero_grad``,
 ``backward``, ``Adam.step`` and ``method.after_optimizer_step``), timed as is.
-Compared, at the same batch of 8 images:
+Compared, at the same labeled batch of 8 images (the loop adds the unlabeled batch on top):
 
 * ``supervised``: 8 labeled images;
-* ``mean_teacher``: 4 labeled + 4 unlabeled, EMA teacher;
-* ``dual_teacher``: 4 + 4, static + EMA teachers, UEWF, AURCL (the paper's full method).
+* ``mean_teacher``: 8 labeled + 4 unlabeled, EMA teacher;
+* ``dual_teacher``: 8 + 4, static + EMA teachers, UEWF, AURCL (the paper's full method);
+* every other registered method (``bcp``, ``unimatch``, ...) with its own batches.
 
 Settings: ``default`` (params.yaml: resnet18, 128 px) and ``paper`` (resnet34, 224 px).
 Methods are timed round-robin (one step of each per repetition), so load from other
@@ -89,7 +90,7 @@ def make_step(name: str, model_config: ModelConfig, config: TrainConfig, device:
     method.train()
     optimizer = torch.optim.Adam(method.trainable_parameters(), lr=config.lr)
     n_unlabeled = config.unlabeled_batch if needs.unlabeled else 0
-    labeled, unlabeled = make_batches(model_config.image_size, config.batch_size - n_unlabeled, n_unlabeled, device, memory_format)
+    labeled, unlabeled = make_batches(model_config.image_size, config.batch_size, n_unlabeled, device, memory_format)
 
     def step() -> None:
         train_step(method, optimizer, labeled, unlabeled, 0.5, device=device, amp=config.amp)
@@ -124,7 +125,7 @@ def dual_teacher_breakdown(model_config: ModelConfig, config: TrainConfig, args:
     static = freeze(build_model(model_config).to(memory_format=memory_format))
     method = DualTeacher(build_model(model_config).to(memory_format=memory_format), config, static_teacher=static).to(device)
     method.train()
-    labeled, unlabeled = make_batches(model_config.image_size, config.batch_size - config.unlabeled_batch, config.unlabeled_batch, device, memory_format)
+    labeled, unlabeled = make_batches(model_config.image_size, config.batch_size, config.unlabeled_batch, device, memory_format)
     x_u = unlabeled["image"]  # type: ignore[index]
     p = teacher_probabilities(static, x_u)
 
@@ -137,7 +138,7 @@ def dual_teacher_breakdown(model_config: ModelConfig, config: TrainConfig, args:
         method.aurcl(features, p).backward()  # type: ignore[misc]
 
     parts = {
-        "student fwd+bwd (8)": student_forward_backward,
+        "student fwd+bwd (12)": student_forward_backward,
         "static teacher fwd (4)": lambda: teacher_probabilities(static, x_u),
         "EMA teacher fwd (4)": lambda: teacher_probabilities(method.ema_teacher, x_u),  # type: ignore[arg-type]
         "UEWF": lambda: uewf(p, p.flip(-1), kernel=config.uewf_kernel),
@@ -163,7 +164,7 @@ def main() -> None:
     for setting in args.settings:
         model_config = SETTINGS[setting]
         costs = step_costs(model_config, config, args, device, memory_format)
-        print(f"\n{setting}: {model_config.encoder}, {model_config.image_size} px, batch 8 (SSL: 4 labeled + 4 unlabeled)")
+        print(f"\n{setting}: {model_config.encoder}, {model_config.image_size} px, batch 8 (SSL: 8 labeled + 4 unlabeled)")
         for name, seconds in costs.items():
             print(f"  {name:<13} {1000 * seconds:9.1f} ms/step  {seconds / costs['supervised']:5.2f}x supervised")
         if args.breakdown:

@@ -49,14 +49,13 @@ def main() -> None:
     size = model_config.image_size
     prepared = PreparedDataset(args.prepared)
     labeled_ids = read_id_list(args.splits / "labeled.txt")
+    unlabeled_ids = read_id_list(args.splits / "unlabeled.txt")
     data = TrainData(
         labeled=SegmentationDataset(prepared, labeled_ids, size, masks=prepared, progress=progress),
-        unlabeled=(
-            SegmentationDataset(prepared, read_id_list(args.splits / "unlabeled.txt"), size, progress=progress)
-            if needs.unlabeled
-            else None
-        ),
+        unlabeled=SegmentationDataset(prepared, unlabeled_ids, size, progress=progress) if needs.unlabeled else None,
         val=SegmentationDataset(prepared, read_id_list(args.splits / "val.txt"), size, masks=prepared),
+        # Counted for every method (supervised too): one step budget per label ratio.
+        n_train=len(labeled_ids) + len(unlabeled_ids),
     )
     static_teacher = freeze(load_model(args.static_teacher)) if needs.static_teacher else None
     if static_teacher is not None and static_teacher.config != model_config:

@@ -26,9 +26,11 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available()
 CUDA = torch.device("cuda")
 
 
-@pytest.mark.parametrize("method_name", ["supervised", "mean_teacher", "dual_teacher"])
-def test_fit_with_bf16_autocast_on_cuda(tiny_prepared: Path, tiny_model_config, tmp_path: Path, method_name: str) -> None:
-    config = TrainConfig(method=method_name, epochs=2, steps_per_epoch=3, batch_size=4, unlabeled_batch=2, amp=True)
+@pytest.mark.parametrize("augment", ["none", "strong"])
+@pytest.mark.parametrize("method_name", ["supervised", "mean_teacher", "dual_teacher", "bcp", "unimatch"])
+def test_fit_with_bf16_autocast_on_cuda(tiny_prepared: Path, tiny_model_config, tmp_path: Path, method_name: str, augment: str) -> None:
+    config = TrainConfig(method=method_name, epochs=2, steps_per_epoch=3, batch_size=4, unlabeled_batch=2, amp=True,
+                         augment=augment, aurcl_variant="prototype" if augment == "strong" else "paper")
     data = tiny_data(tiny_prepared)
     if method_name != "supervised":
         data.unlabeled = data.labeled

@@ -63,3 +63,24 @@ def bce_dice_loss(
     _check_pair(logits, target)
     bce = F.binary_cross_entropy_with_logits(logits.float(), target.float())
     return bce_weight * bce + dice_weight * _soft_dice_loss(logits, target, eps)
+
+
+def masked_bce_dice_loss(logits: Tensor, target: Tensor, weight: Tensor, eps: float = 1.0) -> Tensor:
+    """:func:`bce_dice_loss` over the pixels that ``weight`` keeps (per-pixel weights in [0, 1]).
+
+    ``weight`` has the shape of ``logits`` (bool or float). BCE is the weighted mean over
+    the batch's pixels; Dice is computed per image on ``p * w`` and ``t * w`` and averaged
+    over the batch. Pixels of weight 0 get no gradient; with every weight 0 the loss is 0.
+    Used for unlabeled losses that leave out unconfident pixels or pixels a geometric
+    augmentation moved in from outside the image, and for BCP's region-weighted mixes.
+    """
+    _check_pair(logits, target)
+    if weight.shape != logits.shape:
+        raise ValueError(f"weight must have the shape of logits {tuple(logits.shape)}, got {tuple(weight.shape)}")
+    w = weight.float()
+    bce = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
+    bce = (bce * w).sum() / w.sum().clamp_min(1e-6)
+    probs = torch.sigmoid(logits.float()).flatten(1) * w.flatten(1)
+    t = target.float().flatten(1) * w.flatten(1)
+    dice = (2.0 * (probs * t).sum(dim=1) + eps) / (probs.sum(dim=1) + t.sum(dim=1) + eps)
+    return bce + (1.0 - dice).mean()

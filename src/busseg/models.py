@@ -58,6 +58,26 @@ class SegmentationNet(nn.Module):
         decoded = self.net.decoder(features)
         return self.net.segmentation_head(decoded), decoded
 
+    def forward_feature_perturbation(self, x: torch.Tensor, first_perturbed: int, dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """UniMatch's feature-perturbation pass: one encoder pass, two decodings.
+
+        Returns the logits of every image of ``x`` and, for the images from index
+        ``first_perturbed`` on, the logits decoded from their encoder features after
+        channel dropout (``F.dropout2d`` with probability ``dropout``, always on: it is a
+        perturbation, not a regulariser). The encoder runs once; the decoder runs on the
+        clean and the perturbed features together, as in UniMatch's ``_decode`` of the
+        concatenation. The first feature map (the input itself, which smp's U-Net decoder
+        does not use) is not perturbed.
+        """
+        x = (x - self.MEAN) / self.STD
+        features = self.net.encoder(x)
+        # The first map only gives the decoder its output size: repeated, not perturbed.
+        both = [torch.cat([features[0], features[0][first_perturbed:]])] + [
+            torch.cat([f, torch.nn.functional.dropout2d(f[first_perturbed:], dropout, training=True)]) for f in features[1:]
+        ]
+        logits = self.net.segmentation_head(self.net.decoder(both))
+        return logits[: x.shape[0]], logits[x.shape[0] :]
+
 
 def build_smp_model(config: ModelConfig) -> nn.Module:
     """Build the smp network, turning smp's errors into ones that name the parameter."""

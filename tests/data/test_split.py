@@ -122,3 +122,49 @@ def test_bad_fractions_and_empty_index() -> None:
         split_dataset(make_index().iloc[:0], SplitConfig(), seed=0)
     with pytest.raises(DataError, match="train split is empty"):
         choose_labeled(make_index(), [], 0.1, seed=0)
+
+
+def strata_index(sizes: list[int]) -> pd.DataFrame:
+    """One image per patient; stratum k (source s<k>, benign) holds ``sizes[k]`` images."""
+    rows = [
+        {"id": f"s{k}_{i:04d}", "label": "benign", "source": f"s{k}", "group": f"s{k}_{i:04d}", "hash": f"s{k}_{i}"}
+        for k, size in enumerate(sizes)
+        for i in range(size)
+    ]
+    return pd.DataFrame(rows)
+
+
+RATIOS = (0.025, 0.05, 0.1, 1.0)
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [[300], [210, 90], [120, 110, 70], [150, 61, 47, 23, 19], [7, 5, 3], [97, 89, 83, 79, 73, 71, 67]],
+    ids=["1-stratum", "2-strata", "3-strata", "5-strata", "3-small", "7-strata"],
+)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_labeled_sets_are_nested_across_label_ratios(sizes: list[int], seed: int) -> None:
+    index = strata_index(sizes)
+    train = sorted(index["id"])
+    stratum = index.set_index("id")["source"]
+    previous: set[str] = set()
+    for ratio in RATIOS:
+        labeled = set(choose_labeled(index, train, ratio, seed=seed))
+        assert len(labeled) == n_labeled_for(ratio, len(train))
+        assert previous <= labeled, f"the {ratio} labeled set does not contain the smaller one"
+        # Still stratified: each stratum within one image of its exact share.
+        for k, size in enumerate(sizes):
+            exact = len(labeled) * size / len(train)
+            assert abs(sum(stratum[i] == f"s{k}" for i in labeled) - exact) < 1.0 + 1e-9
+        previous = labeled
+
+
+def test_nesting_holds_for_every_labeled_count() -> None:
+    # Stronger than the four ratios: every n_labeled from 1 to n_train (the apportionment is house-monotone).
+    index = strata_index([40, 33, 17, 9, 1])
+    train = sorted(index["id"])
+    previous: set[str] = set()
+    for n in range(1, len(train) + 1):
+        labeled = set(choose_labeled(index, train, n / len(train), seed=3))
+        assert len(labeled) == n and previous <= labeled
+        previous = labeled

@@ -271,3 +271,72 @@ def test_module_rejects_bad_parameters(kwargs, name):
 def test_functional_rejects_bad_inputs(features, probs, match):
     with pytest.raises(ValueError, match=match):
         aurcl_loss(features, probs)
+
+
+# --- the prototype variant (train.aurcl_variant: prototype) -------------------------------
+
+def _lesion_scene(size: int = 32, batch: int = 2):
+    """A disc lesion: teacher target, and student probabilities uncertain on a ring at its boundary."""
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    radius = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2).sqrt()
+    target = (radius < size / 4).float().expand(batch, 1, size, size).clone()
+    # Confident inside and outside, 0.5 near the boundary (the student's uncertain band).
+    probs = torch.sigmoid((size / 4 - radius) * 0.8).expand(batch, 1, size, size).clone()
+    return yy, xx, target, probs
+
+
+def test_prototype_loss_rewards_class_features_and_not_positional_ones():
+    from busseg.ssl import prototype_contrast_loss
+
+    torch.manual_seed(0)
+    yy, xx, target, probs = _lesion_scene()
+    b, dim = target.shape[0], 16
+    # Ideal features: one direction for foreground, another for background (plus a little noise).
+    fg, bg = torch.randn(dim), torch.randn(dim)
+    ideal = torch.where(target.bool(), fg[None, :, None, None], bg[None, :, None, None]) + 0.05 * torch.randn(b, dim, 32, 32)
+    # Positional features: sinusoids of the pixel position (what the paper's variant rewards).
+    freqs = torch.arange(1, dim // 4 + 1).float()
+    positional = torch.cat([f(yy[None] * w / 5) for w in freqs for f in (torch.sin, torch.cos)]
+                           + [f(xx[None] * w / 5) for w in freqs for f in (torch.sin, torch.cos)])
+    positional = positional[None].expand(b, dim, 32, 32)
+    random = torch.randn(b, dim, 32, 32)
+    losses = {name: float(prototype_contrast_loss(f, probs, target)) for name, f in
+              (("ideal", ideal), ("positional", positional), ("random", random))}
+    assert losses["ideal"] < 0.05
+    assert losses["positional"] > 0.3 and losses["random"] > 0.3
+    assert losses["ideal"] < losses["positional"] and losses["ideal"] < losses["random"]
+    # The paper's variant ranks them the other way round (METHOD.md's measured flaw).
+    paper = {name: float(aurcl_loss(f, probs, grid=8)) for name, f in (("ideal", ideal), ("positional", positional))}
+    assert paper["positional"] < paper["ideal"]
+
+
+def test_prototype_loss_is_zero_without_a_prototype_or_anchor_and_keeps_a_graph():
+    from busseg.ssl import prototype_contrast_loss
+
+    _, _, target, probs = _lesion_scene()
+    features = torch.randn(2, 8, 32, 32, requires_grad=True)
+    loss = prototype_contrast_loss(features, probs, torch.zeros_like(target))  # no foreground prototype
+    assert float(loss.detach()) == 0.0
+    loss.backward()
+    assert features.grad is not None and float(features.grad.abs().sum()) == 0.0
+
+
+def test_prototype_module_trains_features_towards_the_classes():
+    from busseg.ssl import PrototypeAURCLLoss
+
+    torch.manual_seed(0)
+    _, _, target, probs = _lesion_scene()
+    criterion = PrototypeAURCLLoss(in_channels=4, proj_dim=8)
+    # Confident pixels carry some class signal (as the supervised loss gives them); the uncertain
+    # boundary pixels start with none beyond it and must be pulled to their class.
+    signal = torch.where(target.bool(), 1.0, -1.0) * torch.tensor([1.0, -1.0, 0.5, 0.0]).view(1, 4, 1, 1)
+    features = (torch.randn(2, 4, 32, 32) + 0.5 * signal).requires_grad_(True)
+    optimizer = torch.optim.Adam([features, *criterion.parameters()], lr=0.05)
+    first = None
+    for _ in range(80):
+        loss = criterion(features, probs, target)
+        first = float(loss.detach()) if first is None else first
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert float(loss.detach()) < 0.5 * first

@@ -203,3 +203,92 @@ def test_compiled_student_trains_and_keeps_checkpoint_keys(tiny_prepared: Path, 
     plain = build_model(tiny_model_config).state_dict()
     assert set(read_checkpoint(tmp_path / "compiled.pt")["model"]) == set(plain)
     assert load_model(tmp_path / "compiled.pt")(torch.rand(1, 1, 64, 64)).shape == (1, 1, 64, 64)
+
+
+class BatchRecorder(Supervised):
+    """Supervised loss, but asks for unlabeled batches (``ssl``) and records each step's batch sizes."""
+
+    name = "recorder"
+
+    def __init__(self, model, config, ssl: bool) -> None:
+        self.ssl = ssl
+        super().__init__(model, config)
+        self.seen: list[tuple[int, int]] = []
+
+    def requirements(self, config, section="train"):  # type: ignore[override]
+        from busseg.training.methods import Requirements
+
+        return Requirements(unlabeled=self.ssl)
+
+    def loss(self, labeled, unlabeled, progress):
+        self.seen.append((labeled["image"].shape[0], 0 if unlabeled is None else unlabeled["image"].shape[0]))
+        return super().loss(labeled, unlabeled, progress)
+
+
+def test_ssl_steps_add_the_unlabeled_batch_to_a_full_labeled_batch(tiny_prepared: Path, tiny_model_config, tmp_path: Path) -> None:
+    config = TrainConfig(epochs=1, steps_per_epoch=None, batch_size=3, unlabeled_batch=5, lr=1e-3)
+    full = tiny_data(tiny_prepared)
+    dataset = PreparedDataset(tiny_prepared)
+    ids = sorted(read_index(tiny_prepared / "index.csv")["id"])
+    ssl_data = TrainData(labeled=SegmentationDataset(dataset, ids[:2], 64, masks=dataset),
+                         unlabeled=SegmentationDataset(dataset, ids[2:8], 64), val=full.val)
+    # Supervised loads no unlabeled images but is told the size of the train split.
+    sup_data = TrainData(labeled=ssl_data.labeled, val=full.val, n_train=8)
+    runs = {}
+    for ssl, data in ((True, ssl_data), (False, sup_data)):
+        method = BatchRecorder(build_model(tiny_model_config), config, ssl=ssl)
+        fit(method, data, config, device=torch.device("cpu"), seed=0, best_path=tmp_path / f"{ssl}.pt", progress=False)
+        runs[ssl] = method.seen
+    # ceil(8 train images / batch 3) = 3 optimizer steps for both methods.
+    assert runs[True] == [(3, 5)] * 3  # 3 labeled (2 images cycled) + 5 unlabeled on top
+    assert runs[False] == [(3, 0)] * 3
+
+
+def test_steps_per_epoch_counts_the_whole_train_split(tiny_prepared: Path) -> None:
+    data = tiny_data(tiny_prepared)
+    assert data.train_split_size() == 8
+    data.n_train = 30
+    assert steps_per_epoch(TrainConfig(batch_size=4), data.train_split_size()) == 8
+
+
+def test_ssl_method_without_unlabeled_batch_is_a_clear_error(tiny_prepared: Path, tiny_model_config, tmp_path: Path) -> None:
+    config = TrainConfig(epochs=1, steps_per_epoch=1, batch_size=2, unlabeled_batch=0)
+    data = tiny_data(tiny_prepared)
+    data.unlabeled = data.labeled
+    with pytest.raises(TrainingError, match="train.unlabeled_batch must be >= 1"):
+        fit(BatchRecorder(build_model(tiny_model_config), config, ssl=True), data, config, device=torch.device("cpu"),
+            seed=0, best_path=tmp_path / "x.pt", progress=False)
+
+
+def test_augmented_run_resumes_to_the_same_model(tiny_prepared: Path, tiny_model_config, tmp_path: Path) -> None:
+    # Every step's augmentation comes from a seed keyed by (seed, step, rank), not from a
+    # generator state that an interruption would lose.
+    config = TrainConfig(epochs=3, steps_per_epoch=2, batch_size=4, lr=1e-3, augment="weak")
+    data, cpu = tiny_data(tiny_prepared), torch.device("cpu")
+    seed_everything(0)
+    fit(Supervised(build_model(tiny_model_config), config), data, config, device=cpu, seed=0, best_path=tmp_path / "a.pt", progress=False)
+    scratch = tmp_path / "scratch"
+    seed_everything(0)
+    with pytest.raises(KeyboardInterrupt):
+        fit(Supervised(build_model(tiny_model_config), config), data, config, device=cpu, seed=0, best_path=tmp_path / "b.pt",
+            scratch_dir=scratch, logger=InterruptAt(1), progress=False)  # killed in epoch 2, resumes after epoch 1
+    seed_everything(1)
+    fit(Supervised(build_model(tiny_model_config), config), data, config, device=cpu, seed=0, best_path=tmp_path / "b.pt",
+        scratch_dir=scratch, progress=False)
+    a, b = read_checkpoint(tmp_path / "a.pt"), read_checkpoint(tmp_path / "b.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    # And the augmentation did something: the clean run ends elsewhere.
+    seed_everything(0)
+    clean = TrainConfig(epochs=3, steps_per_epoch=2, batch_size=4, lr=1e-3)
+    fit(Supervised(build_model(tiny_model_config), clean), data, clean, device=cpu, seed=0, best_path=tmp_path / "c.pt", progress=False)
+    c = read_checkpoint(tmp_path / "c.pt")
+    assert any(not torch.equal(a["model"][k], c["model"][k]) for k in a["model"] if a["model"][k].is_floating_point())
+
+
+def test_step_seeds_differ_across_steps_and_runs() -> None:
+    from busseg.training.loop import step_seed
+
+    seeds = {step_seed(s, k) for s in range(3) for k in range(100)}
+    assert len(seeds) == 300 and all(0 <= x < 2**63 for x in seeds)
+    assert step_seed(0, 5) == step_seed(0, 5)

@@ -23,6 +23,9 @@ CONFIGS = {
     "supervised": TrainConfig(epochs=3, steps_per_epoch=2, batch_size=4, lr=1e-3),
     # An EMA teacher and an unlabeled half-batch: 2 + 2 images per step, 1 + 1 per rank.
     "mean_teacher": TrainConfig(method="mean_teacher", epochs=3, steps_per_epoch=2, batch_size=4, unlabeled_batch=2, lr=1e-3),
+    # Random views: every rank draws the global batch's parameters and takes its slice.
+    "mean_teacher_strong": TrainConfig(method="mean_teacher", epochs=3, steps_per_epoch=2, batch_size=4, unlabeled_batch=2,
+                                       lr=1e-3, augment="strong"),
 }
 MODEL = ModelConfig(encoder="resnet18", image_size=64, decoder_channels=(32, 16, 16, 8, 8))
 
@@ -45,10 +48,10 @@ class Recorder:
 def train(method_name: str, prepared: Path, out: Path, context: DistContext, interrupt_after: int | None = None) -> list[dict]:
     config = CONFIGS[method_name]
     data = tiny_data(prepared)
-    if method_name != "supervised":
+    if config.method != "supervised":
         data.unlabeled, data.labeled = data.labeled, data.labeled  # any images serve as unlabeled ones
     seed_everything(0)
-    method = get_method(method_name)(build_model(MODEL), config)
+    method = get_method(config.method)(build_model(MODEL), config)
     recorder = Recorder(interrupt_after)
     fit(method, data, config, device=torch.device("cpu"), seed=0, best_path=out / "best.pt", scratch_dir=out / "scratch",
         logger=recorder, progress=False, context=context)
@@ -70,7 +73,7 @@ def run_ranks(world: int, method_name: str, prepared: Path, out: Path, init: Pat
                        nprocs=world, start_method="spawn")
 
 
-@pytest.mark.parametrize("method_name", ["supervised", "mean_teacher"])
+@pytest.mark.parametrize("method_name", ["supervised", "mean_teacher", "mean_teacher_strong"])
 def test_two_ranks_follow_the_one_process_loss_history(tiny_prepared: Path, tmp_path: Path, method_name: str) -> None:
     single = train(method_name, tiny_prepared, tmp_path / "one", DistContext())
     run_ranks(2, method_name, tiny_prepared, tmp_path / "two", tmp_path / "init")

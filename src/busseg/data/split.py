@@ -108,8 +108,32 @@ def n_labeled_for(label_ratio: float, n_train: int) -> int:
     return max(1, int(round(label_ratio * n_train)))
 
 
+def stratum_quotas(sizes: dict[str, int], n_labeled: int) -> dict[str, int]:
+    """How many of ``n_labeled`` images each stratum gives, by sequential apportionment.
+
+    The k-th pick goes to the stratum furthest below its exact share ``k * size / total``
+    (ties by name). Every stratum stays within one image of its exact share, and the
+    quotas never decrease as ``n_labeled`` grows (house monotonicity), which largest
+    remainder does not guarantee with three or more strata (the Alabama paradox): that is
+    what keeps the labeled sets of increasing label ratios nested.
+    """
+    total = sum(sizes.values())
+    names = sorted(sizes)
+    quota = {s: 0 for s in names}
+    for k in range(1, n_labeled + 1):
+        best = max(names, key=lambda s: (k * sizes[s] / total - quota[s], -names.index(s)))
+        quota[best] += 1
+    return quota
+
+
 def choose_labeled(index: pd.DataFrame, train_ids: list[str], label_ratio: float, seed: int) -> list[str]:
-    """Draw the labeled subset of ``train_ids``, stratified by class (largest remainder)."""
+    """Draw the labeled subset of ``train_ids``, stratified by class (and source).
+
+    Nested across label ratios at one seed: each stratum's members are taken in one seeded
+    order that does not depend on ``label_ratio``, and the per-stratum counts never shrink
+    as the ratio grows (:func:`stratum_quotas`), so the 2.5 % set is inside the 5 % set,
+    and so on, whatever the number of strata.
+    """
     if not train_ids:
         raise DataError("train.txt", "the train split is empty; the dataset is too small for the split fractions")
     n_labeled = n_labeled_for(label_ratio, len(train_ids))
@@ -118,15 +142,12 @@ def choose_labeled(index: pd.DataFrame, train_ids: list[str], label_ratio: float
     for image_id, stratum in zip(frame.index, _stratum_of(frame)):
         strata[stratum].append(image_id)
     names = sorted(strata)
-    exact = {s: n_labeled * len(strata[s]) / len(train_ids) for s in names}
-    quota = {s: int(np.floor(exact[s])) for s in names}
-    leftovers = sorted(names, key=lambda s: (-(exact[s] - quota[s]), s))
-    for s in leftovers[: n_labeled - sum(quota.values())]:
-        quota[s] += 1
+    quota = stratum_quotas({s: len(strata[s]) for s in names}, n_labeled)
     rng = np.random.default_rng(seed + 1)
     chosen: list[str] = []
     for s in names:
         members = strata[s]
+        # One permutation per stratum, drawn whatever the quota: a prefix of it is taken.
         picks = rng.permutation(len(members))[: quota[s]]
         chosen.extend(members[i] for i in picks)
     return sorted(chosen)

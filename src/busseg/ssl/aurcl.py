@@ -288,3 +288,93 @@ class AURCLLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"ratio={self.ratio}, tau_fix={self.tau_fix}, grid={self.grid}, temperature={self.temperature}"
+
+
+AURCL_VARIANTS = ("paper", "prototype")
+"""Values of ``train.aurcl_variant``: METHOD.md's reading of the paper, or :class:`PrototypeAURCLLoss`."""
+
+
+def prototype_contrast_loss(
+    proj_features: Tensor,
+    probs: Tensor,
+    target: Tensor,
+    ratio: float = 0.1,
+    tau_fix: float = 0.2,
+    temperature: float = 0.1,
+) -> Tensor:
+    """Uncertain pixels against foreground / background prototypes of confident pixels.
+
+    The non-degenerate AURCL variant (METHOD.md "MEASURED FLAW"): pixels are split by the
+    student's uncertainty exactly as in the paper's variant (:func:`select_uncertain` on
+    ``probs``); the *confident* (unselected) pixels of the batch give two prototypes, the
+    mean projected feature of those the teacher ``target`` calls foreground (> 0.5) and of
+    those it calls background, L2 normalised and detached (a stop-gradient, like a memory
+    bank: the anchors move towards the classes, the classes are not dragged towards them).
+    Each uncertain pixel is an anchor whose positive is the prototype of its own class under
+    ``target`` and whose only negative is the opposite class's prototype (no negatives from
+    the same class, so position within an image cannot lower the loss); InfoNCE on cosine
+    similarities over ``temperature``, averaged over the anchors of the batch.
+
+    Args:
+        proj_features: projected features (B, D, h, w); L2 normalised here.
+        probs: the student's probabilities (B, 1, H, W), detached and resized to (h, w).
+        target: the teacher's (fused) soft target (B, 1, H, W) in [0, 1], same handling.
+        ratio, tau_fix: the uncertain-pixel selection (as the paper's variant).
+        temperature: InfoNCE temperature.
+
+    Returns:
+        A float32 scalar; exactly 0 (connected to ``proj_features``) when there is no anchor
+        or one of the two prototypes has no confident pixel.
+    """
+    _check_inputs(proj_features, probs)
+    _check_inputs(proj_features, target)
+    _check_hyperparameters(ratio, tau_fix, 1, temperature)
+    with _no_autocast(proj_features):
+        features = F.normalize(proj_features.float(), dim=1)
+        size = features.shape[-2:]
+        p = probs.detach().float()
+        t = target.detach().float()
+        if p.shape[-2:] != size:
+            p = F.interpolate(p, size=size, mode="bilinear", align_corners=False)
+        if t.shape[-2:] != size:
+            t = F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+        selected = select_uncertain(p, ratio, tau_fix)[:, 0]  # (B, h, w)
+        foreground = t[:, 0] > 0.5
+        pixels = features.permute(0, 2, 3, 1)  # (B, h, w, D)
+        fg_conf, bg_conf = ~selected & foreground, ~selected & ~foreground
+        if not (bool(selected.any()) and bool(fg_conf.any()) and bool(bg_conf.any())):
+            return _zero_connected_to(proj_features)
+        prototypes = torch.stack([pixels[bg_conf].mean(dim=0), pixels[fg_conf].mean(dim=0)])
+        prototypes = F.normalize(prototypes, dim=-1).detach()  # (2, D): background, foreground
+        anchors = pixels[selected]  # (N, D)
+        logits = anchors @ prototypes.T / temperature  # (N, 2)
+        return F.cross_entropy(logits, foreground[selected].long())
+
+
+class PrototypeAURCLLoss(nn.Module):
+    """:func:`prototype_contrast_loss` with a 1x1-conv projection head (``train.aurcl_variant: prototype``).
+
+    ``forward(features, probs, target)``: decoder ``features`` (B, C, h, w), the student's
+    probabilities and the teacher's aligned soft target (both (B, 1, H, W)).
+    """
+
+    def __init__(
+        self, in_channels: int, proj_dim: int = 64, ratio: float = 0.1, tau_fix: float = 0.2, temperature: float = 0.1
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("proj_dim", proj_dim)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        _check_hyperparameters(ratio, tau_fix, 1, temperature)
+        self.projection = nn.Conv2d(in_channels, proj_dim, kernel_size=1)
+        self.ratio, self.tau_fix, self.temperature = ratio, tau_fix, temperature
+
+    def forward(self, features: Tensor, probs: Tensor, target: Tensor) -> Tensor:
+        """The loss; connected to the projection head even when it is 0 (DDP's unused-parameter check)."""
+        with _no_autocast(features):
+            projected = self.projection(features.float())
+        loss = prototype_contrast_loss(projected, probs, target, self.ratio, self.tau_fix, self.temperature)
+        return loss + _zero_connected_to(*self.projection.parameters())
+
+    def extra_repr(self) -> str:
+        return f"ratio={self.ratio}, tau_fix={self.tau_fix}, temperature={self.temperature}"

@@ -62,7 +62,7 @@ def patch_smooth(x: Tensor, kernel: int) -> Tensor:
     return upsampled[..., :height, :width]
 
 
-def uewf(p_a: Tensor, p_b: Tensor, kernel: int = 14, eps: float = 1e-6) -> Tensor:
+def uewf(p_a: Tensor, p_b: Tensor, kernel: int = 14, eps: float = 1e-6, weight_a: float = 1.0) -> Tensor:
     """Fuse two teachers' foreground probabilities into a soft target (METHOD.md, UEWF).
 
     ``E_s = patch_smooth(binary_entropy(p))``, ``w = 1 / (E_s + eps)`` per teacher, and
@@ -73,6 +73,9 @@ def uewf(p_a: Tensor, p_b: Tensor, kernel: int = 14, eps: float = 1e-6) -> Tenso
         p_b: probabilities of teacher B (the EMA teacher), same shape.
         kernel: patch size k for entropy smoothing; 1 means pixel-wise.
         eps: stabiliser in the logs, in the weights and in the normaliser.
+        weight_a: extra factor on teacher A's weight ``w_a`` (1: METHOD.md's UEWF; towards 0
+            the static teacher fades out, see ``train.static_anneal``; 0: the target is ``p_b``
+            up to ``eps``).
 
     Returns:
         The fused soft target, float32, shape (B, 1, H, W), values in [0, 1]. Not
@@ -88,7 +91,9 @@ def uewf(p_a: Tensor, p_b: Tensor, kernel: int = 14, eps: float = 1e-6) -> Tenso
     _check_probabilities(p_a, "p_a")
     _check_probabilities(p_b, "p_b")
     _check_kernel(kernel)
+    if not 0.0 <= weight_a <= 1.0:
+        raise ValueError(f"weight_a must be in [0, 1], got {weight_a}")
     p_a, p_b = p_a.float(), p_b.float()
-    w_a = 1.0 / (patch_smooth(binary_entropy(p_a, eps), kernel) + eps)
+    w_a = weight_a / (patch_smooth(binary_entropy(p_a, eps), kernel) + eps)
     w_b = 1.0 / (patch_smooth(binary_entropy(p_b, eps), kernel) + eps)
     return (w_a * p_a + w_b * p_b) / (w_a + w_b + eps)

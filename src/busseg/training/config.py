@@ -10,6 +10,9 @@ from busseg.errors import ConfigError
 
 S = TypeVar("S")
 
+AUGMENT_MODES = ("none", "weak", "strong")
+"""Values of ``train.augment`` / ``warmup.augment`` (see :mod:`busseg.training.augment`)."""
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -19,9 +22,12 @@ class TrainConfig:
     short and stable:
 
     * the loop's, which every method shares (checked by :meth:`check`). One budget for
-      every method: ``epochs`` x ``steps_per_epoch`` optimizer steps on batches of
-      ``batch_size`` images (methods with unlabeled data fill ``unlabeled_batch`` of them
-      with unlabeled images). ``steps_per_epoch: null`` means one pass over the train split;
+      every method: ``epochs`` x ``steps_per_epoch`` optimizer steps, each on a full batch
+      of ``batch_size`` labeled images, to which methods with unlabeled data add a batch of
+      ``unlabeled_batch`` unlabeled images (so they see as many labeled images as
+      ``supervised``). ``steps_per_epoch: null`` means ``ceil(n_train / batch_size)`` with
+      ``n_train`` the whole train split (labeled + unlabeled pool) for every method, so all
+      methods at one label ratio take the same number of optimizer steps;
     * each method's knobs, which only that method reads, through its own section
       (:meth:`section`: a dataclass in the method's module documents and checks them, e.g.
       :class:`busseg.training.methods.dual_teacher.DualTeacherConfig`). The values here are
@@ -64,6 +70,23 @@ class TrainConfig:
     aurcl_grid: int = 8
     aurcl_temperature: float = 0.1
     aurcl_proj_dim: int = 64
+    # Perturbation (busseg.training.augment): none | weak | strong. Labeled batches get the
+    # weak view; the student's view of unlabeled images the weak or strong one; teachers
+    # always see the clean image and their target is warped into the student's view.
+    augment: str = "none"
+    # mean_teacher, dual_teacher: leave pixels whose teacher target is less confident than
+    # this (max(p, 1 - p) < threshold) out of the unlabeled loss; 0 = every pixel counts.
+    confidence_threshold: float = 0.0
+    # dual_teacher: the static teacher's fusion weight decays linearly from 1 to 0 over this
+    # fraction of the run (0 = constant weight 1, the paper's setting).
+    static_anneal: float = 0.0
+    # dual_teacher: AURCL as METHOD.md reads the paper (paper) or against class prototypes (prototype)
+    aurcl_variant: str = "paper"
+    # bcp: weight of the unlabeled image's region in each mixed image (BCP's u_weight)
+    bcp_u_weight: float = 0.5
+    # unimatch: confidence threshold of the pseudo labels and dropout of the feature perturbation
+    unimatch_threshold: float = 0.95
+    unimatch_dropout: float = 0.5
 
     def check(self, section: str = "train") -> None:
         """Range checks of the loop's keys, with errors that name ``section.key``.
@@ -78,6 +101,10 @@ class TrainConfig:
         if self.unlabeled_batch < 0:
             raise ConfigError(f"{section}.unlabeled_batch", f"must be >= 0, got {self.unlabeled_batch}")
         check_range(f"{section}.lr", self.lr, 0.0, 10.0, low_open=True)
+        if self.augment not in AUGMENT_MODES:
+            raise ConfigError(
+                f"{section}.augment", f"unknown augmentation '{self.augment}'; available: {', '.join(AUGMENT_MODES)}"
+            )
         check_range(f"{section}.plateau_factor", self.plateau_factor, 0.0, 1.0, low_open=True)
 
     def section(self, cls: type[S], section: str = "train") -> S:

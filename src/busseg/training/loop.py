@@ -1,8 +1,12 @@
 """The training loop: one readable function, shared by the warm-up and every method.
 
-Budget: ``epochs`` x ``steps_per_epoch`` optimizer steps. Each step draws
-``batch_size - unlabeled_batch`` labeled images (the small labeled set is cycled) and,
-for methods that use them, ``unlabeled_batch`` unlabeled images. After each epoch the
+Budget: ``epochs`` x ``steps_per_epoch`` optimizer steps, the same for every method at
+one label ratio (``steps_per_epoch: null`` is one pass over the whole train split, labeled
++ unlabeled pool, at ``batch_size`` images a step, whatever the method). Each step draws a
+full batch of ``batch_size`` labeled images (the small labeled set is cycled) and, for
+methods that use them, ``unlabeled_batch`` unlabeled images *on top* (as FixMatch and
+UniMatch do), so a semi-supervised run sees exactly the labeled presentations of a
+supervised one and only adds the unlabeled images. After each epoch the
 student is validated (mean Dice on the validation split), ReduceLROnPlateau steps on
 that Dice, the best checkpoint is kept, and the whole state goes to a scratch folder
 so that an interrupted run resumes from its last finished epoch.
@@ -56,6 +60,17 @@ class TrainData:
     labeled: SegmentationDataset
     unlabeled: SegmentationDataset | None = None
     val: SegmentationDataset | None = None
+    #: Images of the train split (labeled + unlabeled pool): ``steps_per_epoch: null`` is one
+    #: pass over them. A stage that trains ``supervised`` loads no unlabeled images but
+    #: must still count them, so that every method at a label ratio gets the same number of
+    #: optimizer steps. None: ``len(labeled) + len(unlabeled)``.
+    n_train: int | None = None
+
+    def train_split_size(self) -> int:
+        """:attr:`n_train`, or the labeled plus the unlabeled images when it is not set."""
+        if self.n_train is not None:
+            return self.n_train
+        return len(self.labeled) + (len(self.unlabeled) if self.unlabeled is not None else 0)
 
 
 @dataclass
@@ -84,11 +99,21 @@ def index_batches(n: int, batch: int, steps: int, seed: int, rank: int = 0, worl
         yield np.asarray(chosen[rank * batch : (rank + 1) * batch], dtype=np.int64)
 
 
-def steps_per_epoch(config: TrainConfig, n_pool: int) -> int:
-    """Steps per epoch: the configured value, or one pass over ``n_pool`` images."""
+def steps_per_epoch(config: TrainConfig, n_train: int) -> int:
+    """Steps per epoch: ``train.steps_per_epoch``, or when null ``ceil(n_train / batch_size)``.
+
+    ``n_train`` is the size of the whole train split (labeled + unlabeled pool), for every
+    method: the budget is optimizer steps, identical for ``supervised`` and the
+    semi-supervised methods at one label ratio (:attr:`TrainData.n_train`).
+    """
     if config.steps_per_epoch is not None:
         return config.steps_per_epoch
-    return max(1, math.ceil(n_pool / config.batch_size))
+    return max(1, math.ceil(n_train / config.batch_size))
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The seed of one optimizer step's randomness (augmentation), distinct for every (seed, step)."""
+    return int(np.random.SeedSequence([seed, step]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 def validate(model: torch.nn.Module, dataset: SegmentationDataset, device: torch.device) -> float:
@@ -190,10 +215,10 @@ def fit(
             f"method '{config.method}' needs unlabeled images but there are none "
             "(label_ratio 1.0 leaves none: use train.method=supervised for the upper bound)"
         )
-    if method.needs.unlabeled and not 0 < config.unlabeled_batch < config.batch_size:
+    if method.needs.unlabeled and config.unlabeled_batch < 1:
         raise TrainingError(
-            f"method '{config.method}' mixes labeled and unlabeled images in each batch: "
-            f"train.unlabeled_batch must be in (0, batch_size={config.batch_size}), got {config.unlabeled_batch}"
+            f"method '{config.method}' adds a batch of unlabeled images to each labeled batch: "
+            f"train.unlabeled_batch must be >= 1, got {config.unlabeled_batch}"
         )
     if len(data.labeled) == 0:
         raise TrainingError("there are no labeled images to train on; raise label_ratio or check the split")
@@ -292,9 +317,9 @@ def _fit(
         optimizer, mode="max", factor=config.plateau_factor, patience=config.plateau_patience
     )
     uses_unlabeled = method.needs.unlabeled
-    n_labeled_per_step = config.batch_size - (config.unlabeled_batch if uses_unlabeled else 0)
-    pool = len(data.labeled) + (len(data.unlabeled) if uses_unlabeled and data.unlabeled is not None else 0)
-    n_steps = steps_per_epoch(config, pool)
+    # A full labeled batch every step; the unlabeled batch comes on top (module docstring).
+    n_labeled_per_step = config.batch_size
+    n_steps = steps_per_epoch(config, data.train_split_size())
     total_steps = config.epochs * n_steps
 
     state_path, best_scratch = scratch / "last.pt", scratch / "best.pt"
@@ -334,6 +359,9 @@ def _fit(
                 if unlabeled_stream is not None
                 else None
             )
+            # One seed per (run, step), the same on every rank (each uses its slice of the global
+            # batch's random parameters): augmentation is reproducible, resumable, rank-independent.
+            method.begin_step(step_seed(seed, epoch * n_steps + step), context.rank, context.world_size)
             try:
                 loss, parts = train_step(
                     method, optimizer, labeled, unlabeled, (epoch * n_steps + step) / total_steps, device=device, amp=config.amp,

@@ -9,6 +9,9 @@ the available ones when asked for an unknown name:
 ``mean_teacher``  EMA teacher, consistency loss (:mod:`~busseg.training.methods.mean_teacher`)
 ``dual_teacher``  the paper: static + EMA teachers, UEWF, AURCL
                   (:mod:`~busseg.training.methods.dual_teacher`)
+``bcp``           bidirectional copy-paste, EMA teacher (:mod:`~busseg.training.methods.bcp`)
+``unimatch``      weak-to-strong consistency, two strong views with CutMix, feature
+                  perturbation (:mod:`~busseg.training.methods.unimatch`)
 ================  ==============================================================
 
 What every method shares (the base class, :class:`Requirements`, the EMA-teacher base)
@@ -21,11 +24,13 @@ section dataclass when it has knobs (fields added to
 from __future__ import annotations
 
 from busseg.errors import ConfigError
-from busseg.training.methods import dual_teacher, mean_teacher, supervised
+from busseg.training.methods import bcp, dual_teacher, mean_teacher, supervised, unimatch
 from busseg.training.methods.base import Batch, EMATeacherMethod, Requirements, TrainingMethod
+from busseg.training.methods.bcp import BCP, BCPConfig
 from busseg.training.methods.dual_teacher import DualTeacher, DualTeacherConfig
 from busseg.training.methods.mean_teacher import MeanTeacher, MeanTeacherConfig
 from busseg.training.methods.supervised import Supervised
+from busseg.training.methods.unimatch import UniMatch, UniMatchConfig
 
 
 def _merge(*registries: dict[str, type[TrainingMethod]]) -> dict[str, type[TrainingMethod]]:
@@ -38,7 +43,9 @@ def _merge(*registries: dict[str, type[TrainingMethod]]) -> dict[str, type[Train
     return dict(sorted(merged.items()))
 
 
-METHODS: dict[str, type[TrainingMethod]] = _merge(supervised.methods, mean_teacher.methods, dual_teacher.methods)
+METHODS: dict[str, type[TrainingMethod]] = _merge(
+    supervised.methods, mean_teacher.methods, dual_teacher.methods, bcp.methods, unimatch.methods
+)
 """Class of each training method, by ``train.method`` name."""
 
 
@@ -50,7 +57,9 @@ def get_method(name: str) -> type[TrainingMethod]:
 
 
 __all__ = [
+    "BCP",
     "METHODS",
+    "BCPConfig",
     "Batch",
     "DualTeacher",
     "DualTeacherConfig",
@@ -60,5 +69,7 @@ __all__ = [
     "Requirements",
     "Supervised",
     "TrainingMethod",
+    "UniMatch",
+    "UniMatchConfig",
     "get_method",
 ]

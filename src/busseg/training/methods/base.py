@@ -28,6 +28,7 @@ from busseg.config import check_range
 from busseg.errors import ConfigError, TrainingError
 from busseg.models import SegmentationNet
 from busseg.ssl import ema_update, make_ema_teacher
+from busseg.training.augment import Augmenter, View
 from busseg.training.config import TrainConfig
 
 Batch = dict[str, torch.Tensor]
@@ -72,6 +73,9 @@ class TrainingMethod(nn.Module):
         self.needs = self.requirements(config, section)
         # Kept in a plain attribute list so it is not a sub-module: never optimised, never saved.
         self._static: list[SegmentationNet] = [static_teacher] if static_teacher is not None else []
+        #: ``train.augment``: the views of this method's batches (busseg.training.augment)
+        self.augment = Augmenter(config.augment, key=f"{section}.augment")
+        self._generator: torch.Generator | None = None
 
     @classmethod
     def requirements(cls, config: TrainConfig, section: str = "train") -> Requirements:
@@ -87,6 +91,29 @@ class TrainingMethod(nn.Module):
                 "use train.method=dual_teacher with use_static_teacher",
             )
         return Requirements()
+
+    def begin_step(self, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        """Seed the randomness of the next step (augmentation, boxes); the loop calls it before each step.
+
+        The loop derives ``seed`` from (run seed, global step), so a resumed run draws the same
+        views as an uninterrupted one. Every DDP rank gets the same seed and its ``(rank,
+        world_size)``: random parameters are drawn for the global batch and each rank uses its
+        slice (:attr:`shard`), so N ranks augment like one process.
+        """
+        self._generator = torch.Generator().manual_seed(seed)
+        self._shard = (rank, world_size)
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        """``(rank, world_size)`` of this step (``(0, 1)`` outside DDP)."""
+        return getattr(self, "_shard", (0, 1))
+
+    @property
+    def generator(self) -> torch.Generator:
+        """The CPU generator of this step's random numbers (seeded 0 when no step was begun)."""
+        if self._generator is None:
+            self._generator = torch.Generator().manual_seed(0)
+        return self._generator
 
     @property
     def static_teacher(self) -> SegmentationNet | None:
@@ -157,6 +184,21 @@ def teacher_probabilities(teacher: nn.Module, images: Tensor) -> Tensor:
     return torch.sigmoid(teacher(images).float())
 
 
+def confident(target: Tensor, threshold: float) -> Tensor:
+    """Boolean mask of the pixels whose soft target is at least ``threshold`` confident.
+
+    A pixel counts when ``max(t, 1 - t) >= threshold``: pixels in the uncertain band
+    ``(1 - threshold, threshold)`` are left out; any threshold <= 0.5 keeps every pixel.
+    """
+    return torch.maximum(target, 1.0 - target) >= threshold
+
+
+def check_unit_interval(section: object, *keys: str) -> None:
+    """Raise :class:`ConfigError` (bare key) for the first of ``keys`` outside [0, 1]."""
+    for key in keys:
+        check_range(key, getattr(section, key), 0.0, 1.0)
+
+
 def require_unlabeled(name: str, unlabeled: Batch | None) -> Batch:
     """``unlabeled``, or a :class:`TrainingError` when a semi-supervised step got none."""
     if unlabeled is None or unlabeled["image"].shape[0] == 0:
@@ -172,7 +214,7 @@ class EMATeacherMethod(TrainingMethod):
     ``method.train()`` says, so its batch-norm uses the averaged running statistics. It is
     updated after every optimizer step. The student runs once per step on the labeled and
     unlabeled images together (one concatenated batch: cheaper than two calls, and
-    batch-norm sees the paper's 4 + 4 batch).
+    batch-norm sees the whole labeled + unlabeled batch, 8 + 4 by default).
     """
 
     def __init__(
@@ -201,6 +243,14 @@ class EMATeacherMethod(TrainingMethod):
         """Move the EMA teacher towards the student (parameters and batch-norm statistics)."""
         if self.ema_teacher is not None:
             ema_update(self.ema_teacher, self.student, self.ema_decay)
+
+    def views(self, labeled: Batch, unlabeled: Batch) -> tuple[Batch, View]:
+        """This step's labeled batch (weak view under ``train.augment``) and the student's view of the unlabeled one."""
+        generator, shard = self.generator, self.shard
+        return (
+            self.augment.labeled(labeled, generator, shard),
+            self.augment.student_view(unlabeled["image"], generator, shard=shard),
+        )
 
     def student_outputs(self, labeled: Batch, unlabeled: Batch) -> tuple[Tensor, Tensor, Tensor]:
         """One student pass over labeled + unlabeled images.

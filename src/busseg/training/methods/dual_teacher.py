@@ -20,10 +20,11 @@ from torch import Tensor
 
 from busseg.config import check_range
 from busseg.errors import ConfigError, TrainingError
-from busseg.losses import bce_dice_loss
+from busseg.losses import bce_dice_loss, masked_bce_dice_loss
 from busseg.models import SegmentationNet
-from busseg.ssl import AURCLLoss, freeze, uewf
+from busseg.ssl import AURCL_VARIANTS, AURCLLoss, PrototypeAURCLLoss, freeze, uewf
 from busseg.training.config import TrainConfig
+from busseg.training.methods.mean_teacher import sigmoid_rampup
 from busseg.training.methods.base import (
     Batch,
     EMATeacherConfig,
@@ -31,6 +32,8 @@ from busseg.training.methods.base import (
     Requirements,
     check_non_negative,
     check_positive_int,
+    check_unit_interval,
+    confident,
     require_unlabeled,
     teacher_probabilities,
 )
@@ -51,7 +54,14 @@ class DualTeacherConfig(EMATeacherConfig):
       teacher's weights instead of random initialisation (the paper does not say; needs
       ``use_static_teacher``);
     * ``aurcl_ratio`` (0, 1], ``aurcl_tau_fix`` [0, 1], ``aurcl_grid`` >= 1,
-      ``aurcl_temperature`` (0, 100], ``aurcl_proj_dim`` >= 1: AURCL (METHOD.md DECISIONS).
+      ``aurcl_temperature`` (0, 100], ``aurcl_proj_dim`` >= 1: AURCL (METHOD.md DECISIONS);
+      ``aurcl_variant``: ``paper`` (METHOD.md's reading, patch views) or ``prototype``
+      (uncertain pixels against confident fg/bg prototypes, :class:`busseg.ssl.PrototypeAURCLLoss`);
+    * ``rampup_epochs`` >= 0: sigmoid ramp-up of lambda_u (0: full weight from step 0, the paper);
+    * ``confidence_threshold`` in [0, 1]: target pixels with ``max(y, 1 - y)`` below it are
+      left out of L_u (0: every pixel);
+    * ``static_anneal`` in [0, 1]: the static teacher's fusion weight falls linearly from 1 to
+      0 over this fraction of the run, then the EMA teacher alone gives the target (0: constant).
     """
 
     lambda_c: float
@@ -66,10 +76,23 @@ class DualTeacherConfig(EMATeacherConfig):
     aurcl_grid: int
     aurcl_temperature: float
     aurcl_proj_dim: int
+    aurcl_variant: str
+    rampup_epochs: float
+    confidence_threshold: float
+    static_anneal: float
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_non_negative(self, "lambda_c")
+        check_non_negative(self, "lambda_c", "rampup_epochs")
+        check_unit_interval(self, "confidence_threshold", "static_anneal")
+        if self.aurcl_variant not in AURCL_VARIANTS:
+            raise ConfigError(
+                "aurcl_variant", f"unknown variant '{self.aurcl_variant}'; available: {', '.join(AURCL_VARIANTS)}"
+            )
+        if self.static_anneal > 0 and not (self.use_static_teacher and self.use_ema_teacher):
+            raise ConfigError(
+                "static_anneal", "fades the static teacher out in favour of the EMA teacher: needs both teachers on"
+            )
         check_positive_int(self, "uewf_kernel", "aurcl_grid", "aurcl_proj_dim")
         check_range("aurcl_ratio", self.aurcl_ratio, 0.0, 1.0, low_open=True)
         check_range("aurcl_tau_fix", self.aurcl_tau_fix, 0.0, 1.0)
@@ -123,8 +146,9 @@ class DualTeacher(EMATeacherMethod):
             section=section,
         )
         self.options = options
-        self.aurcl: AURCLLoss | None = (
-            AURCLLoss(
+        self.aurcl: AURCLLoss | PrototypeAURCLLoss | None = None
+        if options.use_aurcl and options.aurcl_variant == "paper":
+            self.aurcl = AURCLLoss(
                 in_channels=student.feature_channels,
                 proj_dim=options.aurcl_proj_dim,
                 ratio=options.aurcl_ratio,
@@ -132,9 +156,14 @@ class DualTeacher(EMATeacherMethod):
                 grid=options.aurcl_grid,
                 temperature=options.aurcl_temperature,
             )
-            if options.use_aurcl
-            else None
-        )
+        elif options.use_aurcl:
+            self.aurcl = PrototypeAURCLLoss(
+                in_channels=student.feature_channels,
+                proj_dim=options.aurcl_proj_dim,
+                ratio=options.aurcl_ratio,
+                tau_fix=options.aurcl_tau_fix,
+                temperature=options.aurcl_temperature,
+            )
 
     @classmethod
     def requirements(cls, config: TrainConfig, section: str = "train") -> Requirements:
@@ -144,37 +173,66 @@ class DualTeacher(EMATeacherMethod):
             unlabeled=True, static_teacher=options.use_static_teacher, init_from_static=options.init_from_static
         )
 
-    def fused_target(self, p_a: Tensor | None, p_b: Tensor | None) -> Tensor:
+    def static_weight(self, progress: float) -> float:
+        """The static teacher's fusion weight at ``progress``: 1, or falling linearly to 0 (``static_anneal``)."""
+        if self.options.static_anneal <= 0:
+            return 1.0
+        return max(0.0, 1.0 - progress / self.options.static_anneal)
+
+    def unlabeled_weight(self, progress: float) -> float:
+        """``lambda_u`` times the sigmoid ramp-up over ``rampup_epochs`` (mean_teacher's schedule)."""
+        return self.options.lambda_u * sigmoid_rampup(progress, self.config.epochs, self.options.rampup_epochs)
+
+    def fused_target(self, p_a: Tensor | None, p_b: Tensor | None, static_weight: float = 1.0) -> Tensor:
         """The soft target ``y_F`` from the static (``p_a``) and EMA (``p_b``) teachers' probabilities.
 
-        UEWF (``train.uewf_kernel``) when ``train.use_uewf``, else the plain average; a
-        switched-off teacher is passed as None and the other one's probabilities are the target.
+        UEWF (``train.uewf_kernel``) when ``train.use_uewf``, else the average; the static
+        teacher's weight is multiplied by ``static_weight`` (1: METHOD.md). A switched-off
+        teacher is passed as None and the other one's probabilities are the target.
         """
         if p_a is None or p_b is None:
             if p_a is None and p_b is None:
                 raise ValueError("fused_target needs at least one teacher's probabilities")
             return (p_a if p_b is None else p_b).float()  # type: ignore[union-attr]
         if self.options.use_uewf:
-            return uewf(p_a, p_b, kernel=self.options.uewf_kernel)
-        return 0.5 * (p_a.float() + p_b.float())
+            return uewf(p_a, p_b, kernel=self.options.uewf_kernel, weight_a=static_weight)
+        if static_weight == 1.0:
+            return 0.5 * (p_a.float() + p_b.float())
+        return (static_weight * p_a.float() + p_b.float()) / (1.0 + static_weight)
 
-    def teacher_target(self, images: Tensor) -> Tensor:
-        """Fused soft target of the switched-on teachers for unlabeled ``images``."""
+    def teacher_target(self, images: Tensor, progress: float = 0.0) -> Tensor:
+        """Fused soft target of the switched-on teachers for unlabeled ``images`` (clean, unaugmented)."""
         static = self.static_teacher
+        weight = self.static_weight(progress)
+        if weight == 0.0 and self.ema_teacher is not None:
+            static = None  # annealed out: skip its forward pass
         p_a = teacher_probabilities(static, images) if static is not None else None
         p_b = teacher_probabilities(self.ema_teacher, images) if self.ema_teacher is not None else None
-        return self.fused_target(p_a, p_b)
+        return self.fused_target(p_a, p_b, weight)
 
     def loss(self, labeled: Batch, unlabeled: Batch | None, progress: float) -> tuple[Tensor, dict[str, float]]:
         unlabeled = require_unlabeled(self.name, unlabeled)
-        logits_l, logits_u, features_u = self.student_outputs(labeled, unlabeled)
+        labeled, view = self.views(labeled, unlabeled)
+        logits_l, logits_u, features_u = self.student_outputs(labeled, {"image": view.images})
         loss_s = bce_dice_loss(logits_l, labeled["mask"])
-        loss_u = bce_dice_loss(logits_u, self.teacher_target(unlabeled["image"]))
-        total = loss_s + self.options.lambda_u * loss_u
-        parts = {"loss_s": float(loss_s.detach()), "loss_u": float(loss_u.detach())}
+        # Teachers see the clean image; the target is warped into the student's view.
+        target = view.align(self.teacher_target(unlabeled["image"], progress))
+        threshold = self.options.confidence_threshold
+        if view.theta is None and threshold <= 0.5:
+            loss_u = bce_dice_loss(logits_u, target)  # every pixel counts (METHOD.md)
+        else:
+            keep = view.valid & confident(target, threshold)
+            loss_u = masked_bce_dice_loss(logits_u, target, keep)
+        weight_u = self.unlabeled_weight(progress)
+        total = loss_s + weight_u * loss_u
+        parts = {"loss_s": float(loss_s.detach()), "loss_u": float(loss_u.detach()), "weight_u": weight_u}
         if self.aurcl is not None:
             # AURCL detaches the probabilities itself: its gradient reaches the features only.
-            loss_c = self.aurcl(features_u, torch.sigmoid(logits_u.float()))
+            probs_u = torch.sigmoid(logits_u.float())
+            if isinstance(self.aurcl, PrototypeAURCLLoss):
+                loss_c = self.aurcl(features_u, probs_u, target)
+            else:
+                loss_c = self.aurcl(features_u, probs_u)
             total = total + self.options.lambda_c * loss_c
             parts["loss_c"] = float(loss_c.detach())
         return total, parts

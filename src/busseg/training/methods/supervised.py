@@ -1,6 +1,7 @@
 """``supervised``: labeled images only, BCE + Dice. With ``label_ratio: 1.0`` it is the upper
 bound; the warm-up stage trains the static teacher with it on pseudo labels. No knobs of
-its own (the loop's ``train.*`` keys are all it reads)."""
+its own (the loop's ``train.*`` keys are all it reads; ``augment`` other than ``none`` trains on
+the weak view of each labeled batch)."""
 from __future__ import annotations
 
 import torch
@@ -15,6 +16,7 @@ class Supervised(TrainingMethod):
     name = "supervised"
 
     def loss(self, labeled: Batch, unlabeled: Batch | None, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
+        labeled = self.augment.labeled(labeled, self.generator, self.shard)
         loss = bce_dice_loss(self.student(labeled["image"]), labeled["mask"])
         return loss, {"loss_s": float(loss.detach())}
 

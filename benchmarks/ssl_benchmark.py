@@ -1,0 +1,270 @@
+"""The SSL experiment of issue 11: methods x label ratios x seeds on BUS-BRA, mean +- std.
+
+Usage::
+
+    python benchmarks/ssl_benchmark.py run   [--work /tmp/busseg-ssl] [--jobs 2] [--seeds 0 1 2]
+                                             [--ratios 0.025 0.1] [--methods supervised mean_teacher bcp unimatch dual_teacher]
+                                             [--no-ladder] [--set train.augment=strong ...] [--params benchmarks/ssl_busbra.yaml]
+                                             [--dataset busbra] [--dry-run] [--sequential]
+    python benchmarks/ssl_benchmark.py table [--work /tmp/busseg-ssl] [--dataset busbra]
+
+``run`` clones this repository into ``--work``, merges the benchmark parameters
+(``benchmarks/ssl_busbra.yaml``: one budget for every method, same encoder, image size and
+optimizer steps) into its params.yaml, runs the first experiment directly (so that prepare,
+pseudo labels and the static teacher of that seed land in DVC's run cache), queues the
+others with ``dvc exp run --queue``, runs them ``--jobs`` at a time (two workers on the two
+cores; each run uses one thread) and prints the table. ``--set KEY=VALUE`` adds an override to
+every experiment (for example the same ``train.augment`` for every method, which keeps the
+comparison fair). ``--dry-run`` prints the plan and the commands and runs nothing;
+``--sequential`` runs the experiments one after the other without DVC's queue (the smoke
+run of ``benchmarks/ssl_smoke.yaml``: a tiny synthetic set, minutes, not a result).
+
+The plan: every method of ``--methods`` at every ratio of ``--ratios``, ``supervised`` at
+100 % (the upper bound), and, unless ``--no-ladder``, the dual-teacher ablation ladder at the
+smallest ratio (static teacher only; + EMA teacher, plain average; + UEWF pixel-wise; +
+patch smoothing; + AURCL (the full method, = ``dual_teacher``); then the issue-11 rungs:
+the prototype AURCL; + strong augmentation; + confidence mask; + static-teacher anneal). Every
+experiment runs once per seed of ``--seeds``; ``seed`` also changes the split and the static
+teacher, so the spread covers the data draw too.
+
+``table`` reads ``dvc exp show --json`` in ``--work`` and prints one markdown row per
+experiment group: test Dice, IoU and HD95 as mean +- sample std over the seeds (n given).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_METHODS = ("supervised", "mean_teacher", "bcp", "unimatch", "dual_teacher")
+DEFAULT_RATIOS = (0.025, 0.1)
+DEFAULT_SEEDS = (0, 1, 2)
+METRICS = ("dice", "iou", "hd95")
+
+#: The ablation ladder at the smallest ratio: (group name, label, overrides), cumulative from
+#: "+ AURCL" on. ``dual_teacher`` itself is the "+ AURCL" rung.
+LADDER: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("lad-static", "static teacher only", {"train.use_ema_teacher": "false", "train.use_aurcl": "false"}),
+    ("lad-ema", "+ EMA teacher (plain average)", {"train.use_uewf": "false", "train.use_aurcl": "false"}),
+    ("lad-uewf-k1", "+ UEWF, pixel-wise", {"train.uewf_kernel": "1", "train.use_aurcl": "false"}),
+    ("lad-uewf", "+ patch smoothing (k = 14)", {"train.use_aurcl": "false"}),
+    ("lad-proto", "AURCL prototype variant", {"train.aurcl_variant": "prototype"}),
+    ("lad-aug", "+ strong augmentation", {"train.aurcl_variant": "prototype", "train.augment": "strong"}),
+    ("lad-conf", "+ confidence mask 0.8", {"train.aurcl_variant": "prototype", "train.augment": "strong",
+                                           "train.confidence_threshold": "0.8"}),
+    ("lad-anneal", "+ static teacher annealed over the run", {"train.aurcl_variant": "prototype", "train.augment": "strong",
+                                                             "train.confidence_threshold": "0.8", "train.static_anneal": "1.0"}),
+)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One queued run: ``name`` is unique, ``group`` is the name without the seed (a table row)."""
+
+    name: str
+    group: str
+    label: str
+    overrides: dict[str, str] = field(default_factory=dict)
+
+    def command(self, queue: bool = True) -> list[str]:
+        """The ``dvc exp run`` command line of this experiment."""
+        cmd = ["dvc", "exp", "run", *(["--queue"] if queue else []), "-n", self.name]
+        for key, value in self.overrides.items():
+            cmd += ["-S", f"{key}={value}"]
+        return cmd
+
+
+def ratio_tag(ratio: float) -> str:
+    """``0.025`` -> ``2.5``: the label ratio in percent, as used in experiment names."""
+    return f"{100 * ratio:g}"
+
+
+def plan(
+    methods: Iterable[str] = DEFAULT_METHODS,
+    ratios: Iterable[float] = DEFAULT_RATIOS,
+    seeds: Iterable[int] = DEFAULT_SEEDS,
+    ladder: bool = True,
+    extra: dict[str, str] | None = None,
+) -> list[Experiment]:
+    """Every experiment of the benchmark, seeds innermost so that a partial run covers groups evenly."""
+    ratios, seeds, extra = sorted(ratios), list(seeds), dict(extra or {})
+    groups: list[tuple[str, str, dict[str, str]]] = []
+    for ratio in ratios:
+        for method in methods:
+            groups.append((f"{method}-{ratio_tag(ratio)}", f"{method}, {ratio_tag(ratio)} %",
+                           {"label_ratio": str(ratio), "train.method": method}))
+    groups.append(("supervised-100", "supervised, 100 % (upper bound)", {"label_ratio": "1.0", "train.method": "supervised"}))
+    if ladder and ratios:
+        low = ratios[0]
+        for name, label, overrides in LADDER:
+            groups.append((f"{name}-{ratio_tag(low)}", f"{label}, {ratio_tag(low)} %",
+                           {"label_ratio": str(low), "train.method": "dual_teacher", **overrides}))
+    return [
+        Experiment(f"{group}-s{seed}", group, label, {**overrides, **extra, "seed": str(seed)})
+        for group, label, overrides in groups
+        for seed in seeds
+    ]
+
+
+def iter_experiments(show: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(name, data) of every named experiment in ``dvc exp show --json`` output, whatever its nesting."""
+    if isinstance(show, list):
+        for item in show:
+            yield from iter_experiments(item)
+    elif isinstance(show, dict):
+        if isinstance(show.get("name"), str) and isinstance(show.get("data"), dict):
+            yield show["name"], show["data"]
+        for value in show.values():
+            if isinstance(value, (list, dict)):
+                yield from iter_experiments(value)
+
+
+def experiment_metrics(data: dict[str, Any], dataset: str) -> dict[str, float] | None:
+    """Test metrics of ``dataset`` from one experiment's data (``metrics/summary.json``), or None."""
+    files = data.get("metrics") or {}
+    summary = (files.get("metrics/summary.json") or {}).get("data") or {}
+    values = summary.get(dataset)
+    if not isinstance(values, dict):
+        return None
+    return {m: float(values[m]) for m in METRICS if m in values}
+
+
+def mean_std(values: list[float]) -> str:
+    """``mean +- std`` (sample std; just the mean for one value)."""
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} +- {statistics.stdev(values):.3f}"
+
+
+def table(show: Any, experiments: list[Experiment], dataset: str = "busbra") -> str:
+    """Markdown table: one row per group of ``experiments`` with results, mean +- std over seeds."""
+    results: dict[str, dict[str, float]] = {}
+    for name, data in iter_experiments(show):
+        metrics = experiment_metrics(data, dataset)
+        if metrics:
+            results[name] = metrics
+    lines = ["| experiment | n seeds | Dice | IoU | HD95 (px) |", "|---|---|---|---|---|"]
+    seen: list[str] = []
+    for experiment in experiments:
+        if experiment.group in seen:
+            continue
+        seen.append(experiment.group)
+        runs = [results[e.name] for e in experiments if e.group == experiment.group and e.name in results]
+        if not runs:
+            lines.append(f"| {experiment.label} | 0 | - | - | - |")
+            continue
+        cells = [mean_std([r[m] for r in runs if m in r and math.isfinite(r[m])]) if any(m in r for r in runs) else "-"
+                 for m in METRICS]
+        lines.append(f"| {experiment.label} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def clone_env(work: Path) -> dict[str, str]:
+    """Environment of the runs: stages import busseg from the clone (the commit measured), dvc from this venv."""
+    env = dict(os.environ, PYTHONPATH=str(work / "src"), DVC_NO_ANALYTICS="1")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def sh(cmd: list[str], cwd: Path, dry_run: bool) -> None:
+    print("+", shlex.join(cmd), flush=True)
+    if not dry_run:
+        subprocess.run(cmd, cwd=cwd, check=True, env=clone_env(cwd))
+
+
+def prepare_clone(work: Path, params_file: Path, busbra_root: Path, dry_run: bool) -> None:
+    """Clone this repository into ``work`` and merge ``params_file`` into its params.yaml (committed)."""
+    print(f"+ git clone {REPO} {work}; merge {params_file} into params.yaml (a busbra entry's root: {busbra_root})")
+    if dry_run:
+        return
+    import yaml
+
+    subprocess.run(["rm", "-rf", str(work)], check=True)
+    subprocess.run(["git", "clone", "-q", str(REPO), str(work)], check=True)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    bench = yaml.safe_load(params_file.read_text())
+    if "busbra" in bench["datasets"]:
+        bench["datasets"]["busbra"]["root"] = str(busbra_root)  # absolute: queued runs happen in temp copies
+    for key, value in bench.items():
+        if isinstance(value, dict) and key != "datasets":
+            params.setdefault(key, {}).update(value)
+        else:
+            params[key] = value
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["git", "-c", "user.email=bench@busseg", "-c", "user.name=bench", "commit", "-qam",
+                    "SSL benchmark parameters"], cwd=work, check=True)
+
+
+def exp_show(work: Path) -> Any:
+    out = subprocess.run(["dvc", "exp", "show", "--json", "--no-pager"], cwd=work, check=True, capture_output=True, text=True,
+                         env=clone_env(work))
+    return json.loads(out.stdout)
+
+
+def run(args: argparse.Namespace) -> None:
+    extra = dict(item.split("=", 1) for item in args.set)
+    experiments = plan(args.methods, args.ratios, args.seeds, not args.no_ladder, extra)
+    print(f"{len(experiments)} experiments in {len({e.group for e in experiments})} groups, {args.jobs} at a time")
+    prepare_clone(args.work, args.params, args.busbra_root.resolve(), args.dry_run)
+    # The first one runs in the workspace: it fills the run cache with the shared stages.
+    sh(experiments[0].command(queue=False), args.work, args.dry_run)
+    if args.sequential:  # one after the other, no queue workers (small smoke runs)
+        for experiment in experiments[1:]:
+            sh(experiment.command(queue=False), args.work, args.dry_run)
+        if not args.dry_run:
+            print(table(exp_show(args.work), experiments, args.dataset))
+        return
+    for experiment in experiments[1:]:
+        sh(experiment.command(), args.work, args.dry_run)
+    sh(["dvc", "queue", "start", "-j", str(args.jobs)], args.work, args.dry_run)
+    if args.dry_run:
+        return
+    while True:
+        status = subprocess.run(["dvc", "queue", "status"], cwd=args.work, capture_output=True, text=True,
+                                env=clone_env(args.work)).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(60)
+    print(status)
+    print(table(exp_show(args.work), experiments, args.dataset))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("run", "table"):
+        p = sub.add_parser(name)
+        p.add_argument("--work", type=Path, default=Path("/tmp/busseg-ssl"))
+        p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
+        p.add_argument("--ratios", nargs="+", type=float, default=list(DEFAULT_RATIOS))
+        p.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS))
+        p.add_argument("--no-ladder", action="store_true")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every experiment")
+        p.add_argument("--dataset", default="busbra")
+    run_parser = sub.choices["run"]
+    run_parser.add_argument("--jobs", type=int, default=2)
+    run_parser.add_argument("--params", type=Path, default=REPO / "benchmarks" / "ssl_busbra.yaml")
+    run_parser.add_argument("--busbra-root", type=Path, default=REPO / ".." / "shared" / "data" / "BUS-BRA")
+    run_parser.add_argument("--dry-run", action="store_true")
+    run_parser.add_argument("--sequential", action="store_true", help="run the experiments one by one, without dvc's queue")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        run(args)
+    else:
+        extra = dict(item.split("=", 1) for item in args.set)
+        print(table(exp_show(args.work), plan(args.methods, args.ratios, args.seeds, not args.no_ladder, extra), args.dataset))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

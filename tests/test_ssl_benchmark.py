@@ -1,0 +1,62 @@
+"""benchmarks/ssl_benchmark.py: the experiment plan and the mean +- std table (no DVC run)."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "ssl_benchmark.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("ssl_benchmark", PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["ssl_benchmark"] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_plan_covers_methods_ratios_seeds_upper_bound_and_ladder(bench) -> None:
+    experiments = bench.plan(["supervised", "dual_teacher"], [0.1, 0.025], [0, 1], ladder=True, extra={"train.augment": "strong"})
+    names = [e.name for e in experiments]
+    assert len(names) == len(set(names))
+    groups = list(dict.fromkeys(e.group for e in experiments))
+    assert groups[:5] == ["supervised-2.5", "dual_teacher-2.5", "supervised-10", "dual_teacher-10", "supervised-100"]
+    assert len(groups) == 5 + len(bench.LADDER)
+    assert all(g.endswith("-2.5") for g in groups[5:])  # the ladder at the smallest ratio
+    first = experiments[0]
+    assert first.name == "supervised-2.5-s0"
+    assert first.command() == ["dvc", "exp", "run", "--queue", "-n", "supervised-2.5-s0", "-S", "label_ratio=0.025",
+                               "-S", "train.method=supervised", "-S", "train.augment=strong", "-S", "seed=0"]
+    assert all(e.overrides["seed"] in {"0", "1"} for e in experiments)
+    assert not bench.plan(["supervised"], [0.1], [0], ladder=False)[-1].group.startswith("lad")
+
+
+def test_ladder_overrides_are_valid_train_keys(bench) -> None:
+    import dataclasses
+
+    from busseg.training.config import TrainConfig
+
+    keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    for _, _, overrides in bench.LADDER:
+        assert {k.removeprefix("train.") for k in overrides} <= keys
+
+
+def test_table_gives_mean_and_std_over_seeds(bench) -> None:
+    experiments = bench.plan(["supervised"], [0.1], [0, 1, 2], ladder=False)
+
+    def exp(name: str, dice: float) -> dict:
+        return {"rev": "x", "name": name, "data": {"metrics": {"metrics/summary.json": {"data": {"busbra": {"dice": dice, "iou": dice - 0.1, "hd95": 10.0}}}}}}
+
+    # dvc 3 nests experiments under the baseline; the parser does not depend on the exact nesting.
+    show = [{"rev": "workspace", "data": {}, "experiments": [{"revs": [exp("supervised-10-s0", 0.7), exp("supervised-10-s1", 0.8),
+                                                                       exp("supervised-10-s2", 0.9)]},
+                                                            {"revs": [exp("supervised-100-s0", 0.85)]}]}]
+    text = bench.table(show, experiments, "busbra")
+    rows = text.splitlines()
+    assert rows[2] == "| supervised, 10 % | 3 | 0.800 +- 0.100 | 0.700 +- 0.100 | 10.000 +- 0.000 |"
+    assert rows[3] == "| supervised, 100 % (upper bound) | 1 | 0.850 | 0.750 | 10.000 |"
+    assert bench.table([], experiments).splitlines()[2].endswith("| 0 | - | - | - |")
