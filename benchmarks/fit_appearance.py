@@ -32,6 +32,7 @@ import argparse
 import csv
 import json
 import time
+from collections.abc import Callable
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -245,22 +246,36 @@ def score_with(c: Candidates, wa: np.ndarray, wb: np.ndarray, fraction: float, m
     return first, np.concatenate([xa, terms], axis=-1) @ wb, priors
 
 
+def leave_one_group_out(
+    data: Candidates, l2: float, fraction: float, min_images: int, fit_fn: Callable[..., tuple[np.ndarray, np.ndarray]] = None
+) -> dict[str, dict[str, dict[str, float]]]:
+    """For each group (scanner): fit on every other group, score on it (its prior from itself).
+
+    ``fit_fn`` (default :func:`fit_both`) receives only the other groups' candidates.
+    """
+    fit_fn = fit_fn or fit_both
+    results = {}
+    for group in np.unique(data.groups):
+        held = data.groups == group
+        wa, wb = fit_fn(data.subset(~held), l2, fraction, min_images)
+        test = data.subset(held)
+        first, final, _ = score_with(test, wa, wb, fraction, min_images)
+        results[str(group)] = {"appearance_only": report(test, first), "final": report(test, final)}
+    return results
+
+
 def fit(args: argparse.Namespace) -> None:
     o = AppearanceOptions()
     data = Candidates(args.data, o.min_area_fraction)
-    results = {}
     print("leave-one-scanner-out (fit on the other scanners, prior from the held-out scanner's own confident labels)")
     print(f"{'held-out scanner':<24} {'n':>5} {'appearance':>10} {'final':>7} {'top-50%':>8} {'coverage':>8} {'hit':>6}")
-    for group in np.unique(data.groups):
-        held = data.groups == group
-        wa, wb = fit_both(data.subset(~held), args.l2, o.prior_fraction, o.prior_min_images)
-        test = data.subset(held)
-        first, final, _ = score_with(test, wa, wb, o.prior_fraction, o.prior_min_images)
-        r_first, r_final = report(test, first), report(test, final)
-        results[str(group)] = {"appearance_only": r_first, "final": r_final}
+    results = leave_one_group_out(data, args.l2, o.prior_fraction, o.prior_min_images)
+    for group, r in results.items():
+        r_first, r_final = r["appearance_only"], r["final"]
         print(f"{group:<24} {r_final['n']:>5} {r_first['dice']:>10.4f} {r_final['dice']:>7.4f} {r_final['dice_top50']:>8.4f} {r_final['coverage']:>8.3f} {r_final['hit_rate']:>6.3f}")
     dices = [r["final"]["dice"] for r in results.values()]
-    print(f"mean over scanners: {np.mean(dices):.4f}, min {np.min(dices):.4f}")
+    pooled = sum(r["final"]["dice"] * r["final"]["n"] for r in results.values()) / sum(r["final"]["n"] for r in results.values())
+    print(f"pooled over images: {pooled:.4f}; mean over scanners: {np.mean(dices):.4f}, min {np.min(dices):.4f}")
 
     wa, wb = fit_both(data, args.l2, o.prior_fraction, o.prior_min_images)
     first, final, _ = score_with(data, wa, wb, o.prior_fraction, o.prior_min_images)

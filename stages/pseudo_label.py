@@ -2,11 +2,12 @@
 
     python stages/pseudo_label.py --prepared data/prepared/NAME --out data/pseudo/NAME \
         --metrics metrics/pseudo/NAME.json --curve reports/pseudo/NAME/dice_vs_coverage.csv \
-        --overlays reports/pseudo/NAME/overlays
+        --overlays reports/pseudo/NAME/overlays --calibration data/calibration/NAME.json
 """
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import numpy as np
 from _params import load_params, main_guard, setup_runtime
 
 from busseg.data.prepared import PreparedDataset
+from busseg.pseudo.appearance import DatasetPrior
 from busseg.pseudo.registry import TWO_PASS_BACKENDS, build_labeler
 from busseg.pseudo.run import (
     LabelCache,
@@ -35,6 +37,7 @@ def main() -> None:
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--curve", type=Path, required=True)
     parser.add_argument("--overlays", type=Path, required=True)
+    parser.add_argument("--calibration", type=Path, required=True, help="the calibrate stage's output")
     args = parser.parse_args()
     params = load_params()
     device, progress = setup_runtime(params)
@@ -50,9 +53,11 @@ def main() -> None:
     index = PreparedDataset(args.prepared).index
     cache_root = scratch_dir(f"pseudo_label-{args.out.name}", options_key(backend, options))
     two_pass = backend in TWO_PASS_BACKENDS
+    calibrated = json.loads(args.calibration.read_text()).get("prior")
+    prior = DatasetPrior.from_dict(calibrated) if calibrated is not None else None
     cache = LabelCache(cache_root, "analyses" if two_pass else "labels")
     table, seconds = label_dataset(
-        lambda: build_labeler(backend, options), args.prepared, index, args.out, cache, two_pass=two_pass, progress=progress
+        lambda: build_labeler(backend, options), args.prepared, index, args.out, cache, two_pass=two_pass, prior=prior, progress=progress
     )
     release(cache_root)  # the labels are written: per-image resume state is no longer needed
     scored = score_against_truth(args.prepared, index, args.out)

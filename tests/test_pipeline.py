@@ -97,7 +97,7 @@ def test_repro_runs_every_stage_and_writes_the_results(project: Path, first_repr
     import torch
 
     assert torch.load(project / "models/synthetic/student.pt", weights_only=True)["method"] == "dual_teacher"
-    stages = {"prepare", "split", "pseudo_label", "warmup", "train", "evaluate"}
+    stages = {"prepare", "split", "calibrate", "pseudo_label", "warmup", "refine", "train", "evaluate"}
     assert ran_stages(first_repro) == {f"{s}@synthetic" for s in stages} | {"cross_evaluate@synthetic-synthetic", "report"}
     summary = json.loads((project / "metrics/summary.json").read_text())
     assert set(summary) == {"synthetic"}
@@ -109,6 +109,10 @@ def test_repro_runs_every_stage_and_writes_the_results(project: Path, first_repr
     assert len(list((project / "reports/eval/synthetic/overlays").glob("*.png"))) == 2
     assert (project / "models/synthetic/student.pt").is_file()
     assert (project / "models/synthetic/static_teacher.pt").is_file()
+    assert (project / "models/synthetic/teacher.pt").is_file()  # after one refinement round
+    refined = json.loads((project / "metrics/refine/synthetic.json").read_text())
+    assert refined["rounds"] == 1 and 0.0 <= refined["round_1"]["dice"] <= 1.0
+    assert {"train_labels_dice", "refined_labels_dice"} <= set(summary["synthetic"])
     assert (project / "reports/train/synthetic/plots/metrics/val_dice.tsv").is_file()
     assert "synthetic" in (project / "reports/summary.md").read_text()
     assert json.loads((project / "metrics/prepare/synthetic.json").read_text())["n_images"] == 30
@@ -151,7 +155,8 @@ def test_a_second_machine_pulls_every_output_from_a_remote_and_recomputes_nothin
     run(["dvc", "pull"], clone)
     # Prepared data, pseudo labels, both teachers and the student are there; nothing re-runs.
     for path in ("data/prepared/synthetic/index.csv", "data/pseudo/synthetic/labels.csv",
-                 "models/synthetic/static_teacher.pt", "models/synthetic/student.pt"):
+                 "models/synthetic/static_teacher.pt", "models/synthetic/teacher.pt",
+                 "data/refined/synthetic/labels.csv", "models/synthetic/student.pt"):
         assert (clone / path).read_bytes() == (project / path).read_bytes(), path
     output = run(["dvc", "repro"], clone)
     assert ran_stages(output) == set(), output
@@ -161,7 +166,9 @@ def test_a_second_machine_pulls_every_output_from_a_remote_and_recomputes_nothin
 def test_label_ratio_change_reruns_only_split_train_evaluate_report(project: Path, first_repro: str) -> None:
     output = run(["dvc", "exp", "run", "-S", "label_ratio=0.5"], project)
     evaluation = {"evaluate@synthetic", "cross_evaluate@synthetic-synthetic"}
-    assert ran_stages(output) == {"split@synthetic", "train@synthetic", "report"} | evaluation
+    # calibrate reads the labeled split but, with pseudo.calibration: none, writes the same
+    # bytes: pseudo labels, warm-up and refinement stay cached.
+    assert ran_stages(output) == {"split@synthetic", "calibrate@synthetic", "train@synthetic", "report"} | evaluation
     labeled = (project / "data/splits/synthetic/labeled.txt").read_text().split()
     train = (project / "data/splits/synthetic/train.txt").read_text().split()
     assert len(labeled) == round(0.5 * len(train))
@@ -194,11 +201,22 @@ def test_pseudo_label_change_reruns_pseudo_label_and_everything_after(project: P
     assert {"train@synthetic", "evaluate@synthetic", "cross_evaluate@synthetic-synthetic"} <= ran
 
 
+def test_no_refinement_round_passes_the_warm_up_teacher_through(project: Path, first_repro: str) -> None:
+    output = run(["dvc", "exp", "run", "-S", "pseudo.refine_rounds=0"], project)
+    ran = ran_stages(output)
+    assert {"refine@synthetic", "train@synthetic"} <= ran
+    assert not ran & {"pseudo_label@synthetic", "warmup@synthetic", "split@synthetic"}
+    models = project / "models/synthetic"
+    assert (models / "teacher.pt").read_bytes() == (models / "static_teacher.pt").read_bytes()
+    assert json.loads((project / "metrics/refine/synthetic.json").read_text())["rounds"] == 0
+    run(["dvc", "exp", "run", "-S", "pseudo.refine_rounds=1"], project)
+
+
 @pytest.mark.parametrize("method", ["supervised", "mean_teacher"])
 def test_other_methods_run_through_dvc(project: Path, first_repro: str, method: str) -> None:
     output = run(["dvc", "exp", "run", "-S", f"train.method={method}"], project)
     ran = ran_stages(output)
-    assert "train@synthetic" in ran and not ran & {"prepare@synthetic", "pseudo_label@synthetic", "warmup@synthetic"}
+    assert "train@synthetic" in ran and not ran & {"prepare@synthetic", "pseudo_label@synthetic", "warmup@synthetic", "refine@synthetic"}
     checkpoint = __import__("torch").load(project / "models/synthetic/student.pt", weights_only=True)
     assert checkpoint["method"] == method
     assert ("loss_u" in (project / "reports/train/synthetic/metrics.json").read_text()) == (method != "supervised")
@@ -207,12 +225,12 @@ def test_other_methods_run_through_dvc(project: Path, first_repro: str, method: 
 def test_two_ddp_ranks_rerun_only_the_training_stages_and_write_one_checkpoint(project: Path, first_repro: str) -> None:
     output = run(["dvc", "exp", "run", "-S", "runtime.nproc=2"], project)
     ran = ran_stages(output)
-    # runtime.nproc is a parameter of warmup and train only: DDP changes their results by float
+    # runtime.nproc is a parameter of the training stages only: DDP changes their results by float
     # rounding (so they re-run), and nothing upstream.
-    assert {"warmup@synthetic", "train@synthetic"} <= ran
+    assert {"warmup@synthetic", "refine@synthetic", "train@synthetic"} <= ran
     assert not ran & {"prepare@synthetic", "split@synthetic", "pseudo_label@synthetic"}
     assert "error" not in output.lower()
-    assert sorted(p.name for p in (project / "models/synthetic").iterdir()) == ["static_teacher.pt", "student.pt"]
+    assert sorted(p.name for p in (project / "models/synthetic").iterdir()) == ["static_teacher.pt", "student.pt", "teacher.pt"]
     run(["dvc", "exp", "run", "-S", "runtime.nproc=1"], project)
 
 

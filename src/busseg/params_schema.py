@@ -51,8 +51,12 @@ class PseudoParams:
     min_score: float = 0.0
     # Read by refine: label-refinement rounds (0 = the warm-up's teacher unchanged).
     refine_rounds: int = 1
+    # Read by calibrate: none | labeled (few-shot calibration of the appearance prior).
+    calibration: str = "none"
 
     def check(self) -> None:
+        if self.calibration not in ("none", "labeled"):
+            raise ConfigError("pseudo.calibration", f"unknown calibration '{self.calibration}'; available: labeled, none")
         if self.refine_rounds < 0:
             raise ConfigError("pseudo.refine_rounds", f"must be an integer >= 0, got {self.refine_rounds}")
         if not self.prompts:

@@ -207,3 +207,130 @@ def test_object_nouns_are_accepted_without_a_shape_prior() -> None:
 
     parsed = parse_prompts(["dark spot", "dark oval nodule"])
     assert parsed.polarity == 1 and parsed.shapes == ("oval",)
+
+
+# -- two passes: the first pass per image, the dataset prior, the decision ------------------------
+
+
+def test_label_is_the_two_passes_with_the_default_prior() -> None:
+    from busseg.pseudo.appearance import DEFAULT_PRIOR
+
+    image, _ = lesion_image((150, 190), (90, 60), (30, 20), seed=2)
+    labeler = AppearanceLabeler()
+    direct = labeler.label(image)
+    two_pass = labeler.decide(labeler.analyse(image), DEFAULT_PRIOR)
+    assert np.array_equal(direct.mask, two_pass.mask) and direct.score == two_pass.score
+
+
+def test_a_first_pass_survives_the_round_trip_through_arrays() -> None:
+    from busseg.pseudo.appearance import DEFAULT_PRIOR, ImageAnalysis
+
+    image, _ = lesion_image((170, 150), (70, 90), (28, 22), seed=4)
+    labeler = AppearanceLabeler()
+    analysis = labeler.analyse(image)
+    assert 1 <= len(analysis.candidates) <= labeler.options.top_k
+    back = labeler.load_analysis(analysis.to_arrays())
+    assert back.shape == analysis.shape and back.work_shape == analysis.work_shape
+    for a, b in zip(analysis.candidates, back.candidates):
+        assert np.array_equal(a.region, b.region) and a.offset == b.offset and a.score == b.score
+        assert {k: a.features[k] for k in b.features} == pytest.approx(b.features)  # every feature the score reads
+    first, second = labeler.decide(analysis, DEFAULT_PRIOR), labeler.decide(back, DEFAULT_PRIOR)
+    assert np.array_equal(first.mask, second.mask) and first.score == pytest.approx(second.score)
+    with pytest.raises((KeyError, ValueError)):
+        ImageAnalysis.from_arrays({**analysis.to_arrays(), "features": np.zeros((1, 2))})
+
+
+def _dataset(depth: float, n: int) -> list[np.ndarray]:
+    """``n`` images of one framing: a lesion centred at ``depth`` (fraction of the height)."""
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        centre = (int(rng.integers(70, 90)), int(depth * 160 + rng.integers(-4, 5)))
+        out.append(lesion_image((160, 160), centre, (22, 15), seed=10 + i)[0])
+    return out
+
+
+def test_the_prior_is_estimated_from_the_dataset_itself() -> None:
+    labeler = AppearanceLabeler()
+    prior = labeler.fit_prior([labeler.analyse(image) for image in _dataset(0.7, 10)])
+    assert prior.source == "confident_labels" and prior.n_images >= 8
+    assert prior.depth == pytest.approx(0.7, abs=0.08)
+    assert prior.offset_x < 0.15
+    # Too few images to estimate from: the stored default; switched off: no prior at all.
+    from busseg.pseudo.appearance import DEFAULT_PRIOR
+
+    few = [labeler.analyse(image) for image in _dataset(0.7, 3)]
+    assert labeler.fit_prior(few) == DEFAULT_PRIOR
+    assert AppearanceLabeler(AppearanceOptions(adapt_prior=False)).fit_prior(few) is None
+
+
+def test_the_adapted_prior_picks_the_lesion_where_this_dataset_has_them() -> None:
+    """Two equally dark ellipses: deep (where this dataset's lesions are) and shallow. A
+    dataset whose confident labels are all deep moves the choice to the deep one."""
+    from busseg.pseudo.appearance import DatasetPrior
+
+    labeler = AppearanceLabeler()
+    mask_deep = ellipse_mask((160, 160), (80, 118), (20, 14))
+    mask_shallow = ellipse_mask((160, 160), (80, 45), (20, 14))
+    tissue = speckle((160, 160), 150.0, 1)
+    image = np.clip(np.where(mask_deep | mask_shallow, speckle((160, 160), 45.0, 2), tissue), 0, 255).astype(np.uint8)
+    analysis = labeler.analyse(image)
+    deep = DatasetPrior(0.74, 0.08, 0.0, 0.06, -3.5, 0.5, source="confident_labels")
+    shallow = DatasetPrior(0.28, 0.08, 0.0, 0.06, -3.5, 0.5, source="confident_labels")
+    assert dice(labeler.decide(analysis, deep).mask, mask_deep) > 0.8
+    assert dice(labeler.decide(analysis, shallow).mask, mask_shallow) > 0.8
+
+
+def test_position_and_size_are_relative_to_the_imaged_tissue() -> None:
+    """Black letterboxing around the same scan changes neither the label nor its features."""
+    image, truth = lesion_image((120, 160), (80, 50), (26, 18), seed=8)
+    padded = np.zeros((200, 260), dtype=np.uint8)
+    padded[40:160, 50:210] = np.maximum(image, 8)  # the scan itself holds no pure black
+    labeler = AppearanceLabeler()
+    a = labeler.analyse(np.maximum(image, 8)).candidates[0].features
+    b = labeler.analyse(padded).candidates[0].features
+    for name in ("depth_rel", "offset_x_rel"):
+        assert a[name] == pytest.approx(b[name], abs=0.05), name
+    assert a["log_size_rel"] == pytest.approx(b["log_size_rel"], abs=0.25)
+    label = labeler.label(padded)
+    assert label.valid and dice(label.mask[40:160, 50:210], truth) > 0.75
+
+
+@pytest.mark.parametrize(
+    ("image", "reason"),
+    [
+        (np.zeros((120, 150), np.uint8), "no_contrast"),  # fully black
+        (np.full((120, 150), 255, np.uint8), "no_contrast"),  # fully white
+        (np.zeros((1, 200), np.uint8) + 90, "image_too_small"),  # one pixel high
+        (np.arange(200, dtype=np.uint8).reshape(200, 1), "image_too_small"),  # one pixel wide
+        (np.tile(np.linspace(120, 200, 60, dtype=np.uint8), (60, 1)), None),  # a ramp: no dark region
+        (lesion_image((40, 40), (20, 20), (8, 6), seed=1)[0], None),  # smaller than the working size
+    ],
+)
+def test_bad_images_give_an_invalid_label_with_its_reason_or_a_label_never_a_crash(image, reason) -> None:
+    labeler = AppearanceLabeler()
+    for label in (labeler.label(image), labeler.decide(labeler.analyse(image), labeler.fit_prior([labeler.analyse(image)]))):
+        assert label.mask.shape == image.shape
+        if reason is not None:
+            assert not label.valid and label.reason == reason
+        assert label.valid or label.reason
+
+
+@pytest.mark.parametrize(("field", "value"), [("prior_fraction", 0.0), ("prior_min_images", 0), ("top_k", 0)])
+def test_bad_prior_options_raise_config_error(field, value) -> None:
+    with pytest.raises(ConfigError, match=field):
+        AppearanceLabeler(AppearanceOptions(**{field: value}))
+
+
+def test_few_shot_calibration_measures_the_prior_on_ground_truth() -> None:
+    pairs = [lesion_image((160, 160), (80, int(0.65 * 160)), (20, 14), seed=s) for s in range(4)]
+    prior = AppearanceLabeler().prior_from_masks(pairs)
+    assert prior.source == "ground_truth" and prior.n_images == 4
+    assert prior.depth == pytest.approx(0.65, abs=0.03)
+    assert prior.log_size == pytest.approx(np.log(pairs[0][1].mean()), abs=0.15)
+    empty = [(pairs[0][0], np.zeros((160, 160), bool))]
+    assert AppearanceLabeler().prior_from_masks(empty) is None
+    from busseg.pseudo.appearance import DatasetPrior
+
+    assert DatasetPrior.from_dict(prior.as_dict()) == DatasetPrior.from_dict(prior.as_dict())
+    assert DatasetPrior.from_dict(prior.as_dict()).depth == pytest.approx(prior.depth, abs=1e-6)

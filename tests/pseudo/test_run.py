@@ -116,3 +116,29 @@ def test_backend_errors_name_the_full_key(options: dict, key: str) -> None:
     with pytest.raises(ConfigError) as info:
         build_labeler("appearance", {"prompts": ["dark oval"], "min_area_fraction": 0.01, **options})
     assert info.value.key == key
+
+
+def test_two_pass_labeling_adapts_caches_first_passes_and_takes_a_calibrated_prior(tiny_prepared: Path, tmp_path: Path) -> None:
+    import json
+
+    from busseg.data.prepared import PreparedDataset
+    from busseg.pseudo.appearance import AppearanceLabeler, DatasetPrior
+
+    index = PreparedDataset(tiny_prepared).index
+    cache = LabelCache(tmp_path / "cache", options_key("appearance", {}))
+    table, _ = label_dataset(AppearanceLabeler, tiny_prepared, index, tmp_path / "out", cache, two_pass=True, progress=False)
+    adapted = json.loads((tmp_path / "out" / "prior.json").read_text())
+    assert adapted["source"] == "confident_labels" and adapted["n_images"] >= 8
+    assert len(list(cache.dir.glob("*.npz"))) == len(index)
+    # A second run reads every first pass from the cache: identical labels, no analysis.
+
+    class NoAnalysis(AppearanceLabeler):
+        def analyse(self, image):  # type: ignore[override]
+            raise AssertionError("analysed an image the cache holds")
+
+    again, _ = label_dataset(NoAnalysis, tiny_prepared, index, tmp_path / "again", cache, two_pass=True, progress=False)
+    assert again.equals(table)
+    # A calibrated prior replaces the estimated one and is what the folder records.
+    calibrated = DatasetPrior(0.9, 0.05, 0.4, 0.05, -1.0, 0.4, source="ground_truth", n_images=3)
+    label_dataset(AppearanceLabeler, tiny_prepared, index, tmp_path / "cal", cache, two_pass=True, prior=calibrated, progress=False)
+    assert json.loads((tmp_path / "cal" / "prior.json").read_text()) == calibrated.as_dict()

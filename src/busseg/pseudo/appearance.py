@@ -43,7 +43,7 @@ candidate's linear score: on BUS-BRA the most confident labels are the best ones
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -199,6 +199,12 @@ class DatasetPrior:
 
         d, x, s = (robust(v, cls.MIN_SPREADS[k]) for v, k in ((depth, "depth"), (offset_x, "offset_x"), (log_size, "log_size")))
         return cls(d[0], d[1], x[0], x[1], s[0], s[1], source=source, n_images=len(depth))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, float | str | int]) -> DatasetPrior:
+        """Inverse of :meth:`as_dict`."""
+        numbers = ("depth", "depth_spread", "offset_x", "offset_x_spread", "log_size", "log_size_spread")
+        return cls(*(float(values[k]) for k in numbers), source=str(values["source"]), n_images=int(values["n_images"]))
 
     def as_dict(self) -> dict[str, float | str | int]:
         """JSON-ready values (rounded, so that the file is stable across platforms)."""
@@ -390,6 +396,30 @@ class AppearanceLabeler:
             source="confident_labels",
         )
 
+    def prior_from_masks(self, pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> DatasetPrior | None:
+        """Few-shot calibration: the prior from ground-truth masks (the labeled split's).
+
+        ``pairs`` are (image, mask) of the same size; masks without a lesion are skipped.
+        ``None`` when none has a lesion. The prior is measured exactly as the first pass
+        measures candidates (at the working size, relative to the imaged tissue).
+        """
+        placements = []
+        for image, mask in pairs:
+            _check_image(image)
+            if min(image.shape) < 8:
+                continue
+            work, tissue = self.preprocess(image)
+            small = cv2.resize(mask.astype(np.float32), work.shape[::-1], interpolation=cv2.INTER_AREA) >= 0.5
+            if not small.any():
+                continue
+            ys, xs = np.nonzero(small)
+            placements.append(_Context.of(work, tissue).placement(xs.mean() + 0.5, ys.mean() + 0.5, float(len(ys))))
+        if not placements:
+            return None
+        return DatasetPrior.estimate(
+            *([p[k] for p in placements] for k in ("depth_rel", "offset_x_rel", "log_size_rel")), source="ground_truth"
+        )
+
     def decide(self, analysis: ImageAnalysis, prior: DatasetPrior | None) -> PseudoLabel:
         """Second pass: re-rank an image's candidates with ``prior`` and make its label."""
         if analysis.reason:
@@ -493,7 +523,6 @@ class AppearanceLabeler:
         ellipse_fit, aspect = _ellipse_fit(region.astype(np.uint8))
         solidity = area / max(1, int(np.count_nonzero(_convex_hull(region))))
         ys, xs = np.nonzero(region)
-        cx, cy = xs.mean() + x + 0.5, ys.mean() + y + 0.5
         ty0, ty1, tx0, tx1 = context.tissue_box
         sides = (x <= tx0, y <= ty0, x + bw >= tx1, y + bh >= ty1)
         features = {
@@ -504,9 +533,7 @@ class AppearanceLabeler:
             "ellipse_fit": ellipse_fit,
             "aspect": aspect,
             "log_area": float(np.log(area / float(h * w))),  # of the frame: the area filter's unit
-            "depth_rel": (cy - ty0) / (ty1 - ty0),
-            "offset_x_rel": abs((cx - tx0) / (tx1 - tx0) - 0.5),
-            "log_size_rel": float(np.log(area / context.tissue_area)),
+            **context.placement(xs.mean() + x + 0.5, ys.mean() + y + 0.5, area),
             "border": float(sum(sides)),
             "top": float(sides[1]),
         }
@@ -554,6 +581,15 @@ class _Context:
     median: float
     tissue_box: tuple[float, float, float, float]  # y0, y1, x0, x1 of the imaged tissue (pixels)
     tissue_area: float  # pixels
+
+    def placement(self, cx: float, cy: float, area: float) -> dict[str, float]:
+        """Where a region with centre ``(cx, cy)`` and ``area`` (pixels) sits in the tissue."""
+        ty0, ty1, tx0, tx1 = self.tissue_box
+        return {
+            "depth_rel": (cy - ty0) / (ty1 - ty0),
+            "offset_x_rel": abs((cx - tx0) / (tx1 - tx0) - 0.5),
+            "log_size_rel": float(np.log(area / self.tissue_area)),
+        }
 
     @classmethod
     def of(cls, work: np.ndarray, tissue: np.ndarray) -> _Context:

@@ -119,6 +119,7 @@ def label_dataset(
     cache: LabelCache | None = None,
     *,
     two_pass: bool = False,
+    prior: Any = None,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, list[float]]:
     """Label every image of ``index``; write ``out_dir/masks/<id>.png`` and ``labels.csv``.
@@ -126,13 +127,14 @@ def label_dataset(
     Invalid labels are written as empty masks and marked ``valid = False`` with the
     backend's reason. With ``two_pass`` the labeler must be a :class:`TwoPassLabeler`
     (the cache then holds first passes) and ``out_dir/prior.json`` records the dataset
-    prior it adapted. The output folder appears only when every image is done. Returns
+    prior it adapted, or ``prior`` when given (few-shot calibration: measured on ground
+    truth). The output folder appears only when every image is done. Returns
     the label table and the seconds each image took (when first labeled), which belong
     in logs, not in the output.
     """
     prepared = PreparedDataset(prepared_dir)
     if two_pass:
-        labels_and_seconds, prior = _two_pass_labels(make_labeler, prepared, index, cache, progress)
+        labels_and_seconds, prior = _two_pass_labels(make_labeler, prepared, index, cache, progress, prior)
     else:
         labels_and_seconds, prior = _one_pass_labels(make_labeler, prepared, index, cache, progress), None
     with atomic_dir(out_dir) as tmp:
@@ -169,9 +171,14 @@ def _one_pass_labels(
 
 
 def _two_pass_labels(
-    make_labeler: Callable[[], PseudoLabeler], prepared: PreparedDataset, index: pd.DataFrame, cache: LabelCache | None, progress: bool
+    make_labeler: Callable[[], PseudoLabeler],
+    prepared: PreparedDataset,
+    index: pd.DataFrame,
+    cache: LabelCache | None,
+    progress: bool,
+    prior: Any = None,
 ) -> tuple[list[tuple[PseudoLabel, float]], Any]:
-    """First pass per image (cached), the dataset prior, then every image's label."""
+    """First pass per image (cached), the dataset prior (unless given), then every image's label."""
     labeler = make_labeler()
     if not isinstance(labeler, TwoPassLabeler):
         raise TypeError(f"{type(labeler).__name__} has no analyse/fit_prior/decide: it cannot label in two passes")
@@ -193,7 +200,8 @@ def _two_pass_labels(
                 cache.put_arrays(record.hash, {**analysis.to_arrays(), "seconds": np.float64(took)})
         analyses.append(analysis)
         seconds.append(took)
-    prior = labeler.fit_prior(analyses)
+    if prior is None:
+        prior = labeler.fit_prior(analyses)
     return [(labeler.decide(a, prior), s) for a, s in zip(analyses, seconds)], prior
 
 

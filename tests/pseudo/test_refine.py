@@ -1,0 +1,103 @@
+"""Label refinement: a teacher's probability maps become labels under the first round's rules."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from busseg.data.prepared import PreparedDataset, PseudoLabels
+from busseg.imageio import resize_image, resize_mask
+from busseg.metrics import dice
+from busseg.models import ModelConfig
+from busseg.pseudo.base import PseudoLabel
+from busseg.pseudo.refine import InMemoryLabels, label_from_probabilities, label_quality, read_labels, refine_labels, write_labels
+
+
+def disc(shape: tuple[int, int], centre: tuple[int, int], radius: int) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2
+
+
+def test_the_largest_component_with_its_holes_filled_is_the_label() -> None:
+    prob = np.zeros((80, 80), np.float32)
+    prob[disc((80, 80), (40, 40), 15)] = 0.95
+    prob[disc((80, 80), (40, 40), 4)] = 0.2  # a hole
+    prob[disc((80, 80), (10, 70), 3)] = 0.9  # a speck elsewhere
+    label = label_from_probabilities(prob, min_area_fraction=0.01)
+    assert label.valid and label.mask[40, 40] and not label.mask[10, 70]
+    assert label.box == (25, 25, 56, 56)
+    assert 0.0 < label.score <= 1.0
+
+
+def test_a_hesitant_teacher_is_less_confident() -> None:
+    sure, unsure = np.zeros((64, 64), np.float32), np.full((64, 64), 0.35, np.float32)
+    sure[disc((64, 64), (32, 32), 12)] = 0.99
+    unsure[disc((64, 64), (32, 32), 12)] = 0.6
+    assert label_from_probabilities(sure, 0.01).score > label_from_probabilities(unsure, 0.01).score
+
+
+def test_empty_and_tiny_predictions_are_invalid_with_a_reason() -> None:
+    assert label_from_probabilities(np.zeros((50, 50), np.float32), 0.01).reason == "teacher_empty"
+    tiny = np.zeros((50, 50), np.float32)
+    tiny[disc((50, 50), (25, 25), 2)] = 0.9
+    label = label_from_probabilities(tiny, 0.01)
+    assert not label.valid and label.reason == "area_below_min" and not label.mask.any()
+
+
+class LookupTeacher(nn.Module):
+    """A 'teacher' that knows the truth of the images it was given (better than any labeler)."""
+
+    def __init__(self, prepared: PreparedDataset, size: int) -> None:
+        super().__init__()
+        self.config = ModelConfig(encoder="resnet18", image_size=size)
+        self.truth = {}
+        for sample_id in prepared.ids:
+            key = hashlib.md5(resize_image(prepared.image(sample_id), size).tobytes()).hexdigest()
+            self.truth[key] = torch.from_numpy(resize_mask(prepared.mask(sample_id), (size, size))).float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = []
+        for image in x[:, 0]:
+            pixels = (image * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
+            out.append(8.0 * (2.0 * self.truth[hashlib.md5(pixels.tobytes()).hexdigest()] - 1.0))
+        return torch.stack(out)[:, None]
+
+
+def shifted_labels(prepared: PreparedDataset, ids: list[str], shift: int) -> dict[str, PseudoLabel]:
+    """First-round labels that are the truth moved ``shift`` pixels right: worse than the teacher."""
+    out = {}
+    for sample_id in ids:
+        mask = np.roll(prepared.mask(sample_id), shift, axis=1)
+        out[sample_id] = PseudoLabel(mask, 0.5, bool(mask.any()), "" if mask.any() else "no_candidate")
+    return out
+
+
+def test_refined_labels_are_at_least_as_good_when_the_teacher_beats_the_labeler(tiny_prepared: Path) -> None:
+    prepared = PreparedDataset(tiny_prepared)
+    ids = [i for i in prepared.ids if prepared.mask(i).any()]
+    first = shifted_labels(prepared, ids, shift=6)
+    refined = refine_labels(LookupTeacher(prepared, 64), prepared, ids, torch.device("cpu"), min_area_fraction=0.005)
+    for sample_id in ids:
+        truth = prepared.mask(sample_id)
+        assert dice(refined[sample_id].mask, truth) >= dice(first[sample_id].mask, truth), sample_id
+    assert label_quality(refined, prepared)["dice"] > label_quality(first, prepared)["dice"]
+
+
+def test_written_labels_read_back_and_only_valid_confident_ones_train(tiny_prepared: Path, tmp_path: Path) -> None:
+    prepared = PreparedDataset(tiny_prepared)
+    ids = prepared.ids[:6]
+    labels = shifted_labels(prepared, ids, shift=2)
+    labels[ids[0]] = PseudoLabel(np.zeros_like(labels[ids[0]].mask), 0.9, False, "teacher_empty")
+    labels[ids[1]] = PseudoLabel(labels[ids[1]].mask, 0.1, labels[ids[1]].valid)
+    write_labels(tmp_path / "refined", labels)
+    back = read_labels(PseudoLabels(tmp_path / "refined"), ids)
+    for sample_id in ids:
+        assert np.array_equal(back[sample_id].mask, labels[sample_id].mask)
+        assert (back[sample_id].valid, back[sample_id].reason) == (labels[sample_id].valid, labels[sample_id].reason)
+    trainable = InMemoryLabels(back).trainable(min_score=0.3)
+    assert ids[0] not in trainable and ids[1] not in trainable
+    assert trainable == sorted(i for i in ids[2:] if labels[i].valid)
