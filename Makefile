@@ -24,8 +24,10 @@ $(STAMP): pyproject.toml requirements.lock
 repro: install
 	$(BIN)/dvc repro
 
+# Two workers (pytest-xdist) on the two-core machine; a test file stays on one worker, so the
+# end-to-end pipeline tests share their one built project (tests/test_pipeline.py).
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 verify: install
 	$(BIN)/python tools/verify_results.py lock

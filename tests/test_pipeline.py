@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 TINY = {
     "label_ratio": 0.25,
     "datasets": {"synthetic": {"kind": "synthetic", "root": "src/busseg/data/synthetic.py", "count": 30, "size": 64, "seed": 0}},
-    "pseudo": {"n_overlays": 2},
+    "pseudo": {"n_overlays": 2, "refine_rounds": 1},  # the refinement round runs end to end
     "model": {"image_size": 64},
     "warmup": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 4},
     "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 4, "unlabeled_batch": 2},

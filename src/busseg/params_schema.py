@@ -50,7 +50,7 @@ class PseudoParams:
     # Read by warmup and refine: pseudo labels scoring below this do not train the static teacher.
     min_score: float = 0.0
     # Read by refine: label-refinement rounds (0 = the warm-up's teacher unchanged).
-    refine_rounds: int = 1
+    refine_rounds: int = 0
     # Read by calibrate: none | labeled (few-shot calibration of the appearance prior).
     calibration: str = "none"
 

@@ -79,7 +79,7 @@ def test_bad_params_fail_the_split_stage_with_one_error_line(tmp_path: Path, tin
 @pytest.mark.parametrize("datasets", [{}, None])
 def test_no_dataset_fails_the_report_stage(tmp_path: Path, datasets: object) -> None:
     (tmp_path / "params.yaml").write_text(replaced("datasets", datasets))
-    args = ("--eval", "e", "--pseudo", "p", "--cross", "c", "--summary", "summary.json", "--table", "summary.md")
+    args = ("--eval", "e", "--pseudo", "p", "--refine", "r", "--cross", "c", "--summary", "summary.json", "--table", "summary.md")
     proc = run_stage(tmp_path, "report.py", *args)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
