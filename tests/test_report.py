@@ -48,3 +48,17 @@ def test_cross_table_rows_train_columns_test(tmp_path: Path) -> None:
     assert "| a | 0.8000 | 0.5000 |" in table
     assert "| b | 0.4000 | 0.7000 |" in table
     assert cross_table(tmp_path / "eval", tmp_path / "cross", ["a"]) == ""
+
+
+def test_refined_label_quality_enters_the_summary_only_after_a_round(tmp_path: Path) -> None:
+    import json
+
+    for folder in ("eval", "pseudo", "refine"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "eval" / "a.json").write_text(json.dumps({"dice": 0.7, "n_images": 3}))
+    (tmp_path / "eval" / "b.json").write_text(json.dumps({"dice": 0.6, "n_images": 3}))
+    (tmp_path / "refine" / "a.json").write_text(json.dumps({"rounds": 1, "round_0": {"dice": 0.6}, "round_1": {"dice": 0.7}}))
+    (tmp_path / "refine" / "b.json").write_text(json.dumps({"rounds": 0, "round_0": {"dice": 0.6}}))
+    summary = build_summary(tmp_path / "eval", tmp_path / "pseudo", ["a", "b"], tmp_path / "refine")
+    assert (summary["a"]["train_labels_dice"], summary["a"]["refined_labels_dice"]) == (0.6, 0.7)
+    assert "refined_labels_dice" not in summary["b"]

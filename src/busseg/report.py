@@ -31,8 +31,8 @@ def build_summary(
     """Nested ``dataset -> metric`` (so ``dvc metrics diff`` prints ``synthetic.dice``).
 
     Pseudo-label quality enters as ``pseudo_dice``, ``pseudo_coverage``, ...; with
-    ``refine_dir``, the train split's labels before and after the refinement rounds as
-    ``train_labels_dice`` and ``refined_labels_dice`` (the same images, so comparable).
+    ``refine_dir`` and at least one refinement round, the train split's labels before and
+    after the rounds as ``train_labels_dice`` and ``refined_labels_dice`` (the same images).
     An empty ``datasets`` is an error: an empty table would look like a finished run.
     """
     if not datasets:
@@ -49,7 +49,7 @@ def build_summary(
                 row[f"pseudo_{key}"] = pseudos[name][key]
         refined = refines.get(name, {})
         last = refined.get(f"round_{refined.get('rounds', 0)}", {})
-        if "dice" in refined.get("round_0", {}) and "dice" in last:
+        if refined.get("rounds", 0) > 0 and "dice" in refined.get("round_0", {}) and "dice" in last:
             row["train_labels_dice"] = refined["round_0"]["dice"]
             row["refined_labels_dice"] = last["dice"]
         summary[name] = row
