@@ -32,7 +32,7 @@ from busseg.runtime import seed_everything
 from busseg.scratch import inputs_key, release, scratch_dir, usage_note
 from busseg.ssl.ema import freeze
 from busseg.training.checkpoint import load_model
-from busseg.training.config import TrainConfig
+from busseg.training.config import warmup_config
 from busseg.training.loop import TrainData, fit
 from busseg.training.methods import Supervised
 
@@ -51,7 +51,7 @@ def main() -> None:
     rounds = int(pseudo.get("refine_rounds", 0))
     min_area, min_score = float(pseudo["min_area_fraction"]), float(pseudo.get("min_score", 0.0))
     model_config = from_dict(ModelConfig, params.get("model"), "model")
-    config = from_dict(TrainConfig, {**(params.get("warmup") or {}), "method": "supervised", "unlabeled_batch": 0}, "warmup")
+    config = warmup_config(params.get("warmup"))
     prepared = PreparedDataset(args.prepared)
     train_ids, val_ids = read_id_list(args.train_ids), read_id_list(args.val_ids)
     labels = read_labels(PseudoLabels(args.pseudo), train_ids)

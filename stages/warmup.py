@@ -22,7 +22,7 @@ from busseg.models import ModelConfig, build_model
 from busseg.pseudo.selection import select_training_labels
 from busseg.runtime import seed_everything
 from busseg.scratch import inputs_key, release, scratch_dir, usage_note
-from busseg.training.config import TrainConfig
+from busseg.training.config import warmup_config
 from busseg.training.live import LiveLogger
 from busseg.training.loop import TrainData, fit
 from busseg.training.methods import Supervised
@@ -41,8 +41,7 @@ def main() -> None:
     seed = int(params.get("seed", 0))
     seed_everything(seed)
     model_config = from_dict(ModelConfig, params.get("model"), "model")
-    config = from_dict(TrainConfig, {**(params.get("warmup") or {}), "method": "supervised", "unlabeled_batch": 0}, "warmup")
-    config.check("warmup")
+    config = warmup_config(params.get("warmup"))
     min_score = float(params["pseudo"].get("min_score", 0.0))
     prepared, pseudo = PreparedDataset(args.prepared), PseudoLabels(args.pseudo)
     ids = select_training_labels(pseudo.table_path, read_id_list(args.train_ids), min_score)

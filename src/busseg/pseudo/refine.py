@@ -8,7 +8,7 @@ and its confidence says how sure the teacher was about the lesion and its bounda
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import cv2
@@ -22,7 +22,7 @@ from busseg.data.prepared import PreparedDataset, PseudoLabels
 from busseg.inference import predict_keyed
 from busseg.models import SegmentationNet
 from busseg.pseudo.base import PseudoLabel, apply_area_filter, invalid_label
-from busseg.pseudo.run import label_table
+from busseg.pseudo.run import centroid_hit, label_table
 
 # The lesion's box is widened by this fraction of its size on every side when measuring
 # how certain the teacher is: the uncertain band sits at the boundary, just outside it too.
@@ -71,13 +71,19 @@ def refine_labels(
     image (left-right flip: a breast lesion has no handedness), which costs one more forward
     pass and smooths the teacher's own noise.
     """
-    images = ((sample_id, prepared.image(sample_id)) for sample_id in ids)
-    mirrored = ((sample_id, np.ascontiguousarray(prepared.image(sample_id)[:, ::-1])) for sample_id in ids)
-    out = {}
-    for (sample_id, _, prob), (_, _, prob_mirror) in zip(
-        predict_keyed(teacher, images, device, batch_size), predict_keyed(teacher, mirrored, device, batch_size)
-    ):
-        out[sample_id] = label_from_probabilities(0.5 * (prob + prob_mirror[:, ::-1]), min_area_fraction)
+    def both_views() -> Iterator[tuple[tuple[str, bool], np.ndarray]]:
+        for sample_id in ids:  # each image read once; the mirror follows it in the same stream
+            image = prepared.image(sample_id)
+            yield (sample_id, False), image
+            yield (sample_id, True), np.ascontiguousarray(image[:, ::-1])
+
+    out: dict[str, PseudoLabel] = {}
+    pending: np.ndarray | None = None
+    for (sample_id, mirrored), _, prob in predict_keyed(teacher, both_views(), device, 2 * batch_size):
+        if not mirrored:
+            pending = prob
+            continue
+        out[sample_id] = label_from_probabilities(0.5 * (pending + prob[:, ::-1]), min_area_fraction)  # type: ignore[operator]
     return out
 
 
@@ -126,10 +132,7 @@ def label_quality(labels: Mapping[str, PseudoLabel], truth: PreparedDataset) -> 
         gt = truth.mask(sample_id)
         if not gt.any():
             continue
-        hit = False
-        if label.valid and label.mask.any():
-            ys, xs = np.nonzero(label.mask)
-            hit = bool(gt[int(round(ys.mean())), int(round(xs.mean()))])
+        hit = label.valid and centroid_hit(label.mask, gt)
         rows.append((dice(label.mask, gt) if label.valid else 0.0, label.score if label.valid else -1.0, label.valid, hit))
     if not rows:
         return {"n_lesion_images": 0}
@@ -142,9 +145,3 @@ def label_quality(labels: Mapping[str, PseudoLabel], truth: PreparedDataset) -> 
         "coverage": round(float(valid.mean()), 6),
         "hit_rate": round(float(hit.mean()), 6),
     }
-
-
-def iter_sorted(labels: Mapping[str, PseudoLabel]) -> Iterator[tuple[str, PseudoLabel]]:
-    """Labels in id order (outputs must not depend on dict order)."""
-    for sample_id in sorted(labels):
-        yield sample_id, labels[sample_id]

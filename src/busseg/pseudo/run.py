@@ -205,6 +205,14 @@ def _two_pass_labels(
     return [(labeler.decide(a, prior), s) for a, s in zip(analyses, seconds)], prior
 
 
+def centroid_hit(pseudo: np.ndarray, truth: np.ndarray) -> bool:
+    """Whether the centroid of ``pseudo`` lies inside ``truth`` (False when either is empty)."""
+    if not (pseudo.any() and truth.any()):
+        return False
+    ys, xs = np.nonzero(pseudo)
+    return bool(truth[int(round(ys.mean())), int(round(xs.mean()))])
+
+
 def score_against_truth(prepared_dir: str | Path, index: pd.DataFrame, out_dir: str | Path) -> pd.DataFrame:
     """Per-image Dice, IoU and hit (pseudo centroid inside the lesion) against ground truth."""
     prepared, labels = PreparedDataset(prepared_dir), PseudoLabels(out_dir)
@@ -214,10 +222,7 @@ def score_against_truth(prepared_dir: str | Path, index: pd.DataFrame, out_dir: 
     for record in index.itertuples(index=False):
         truth = prepared.mask(record.id)
         pseudo = labels.mask(record.id)
-        hit = False
-        if pseudo.any() and truth.any():
-            ys, xs = np.nonzero(pseudo)
-            hit = bool(truth[int(round(ys.mean())), int(round(xs.mean()))])
+        hit = centroid_hit(pseudo, truth)
         records.append({"id": record.id, "dice": dice(pseudo, truth), "iou": iou(pseudo, truth), "hit": hit, "has_lesion": bool(truth.any())})
     return table.merge(pd.DataFrame(records), on="id")
 

@@ -115,3 +115,14 @@ class TrainConfig:
         """
         names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
         return from_dict(cls, {name: getattr(self, name) for name in names}, section)
+
+
+def warmup_config(section: dict | None) -> TrainConfig:
+    """The static teacher's :class:`TrainConfig` from the ``warmup`` section of params.yaml.
+
+    A warm-up is always ``supervised`` training without unlabeled images (the warm-up and
+    refine stages both train one); the loop's keys are checked, naming ``warmup.<key>``.
+    """
+    config = from_dict(TrainConfig, {**(section or {}), "method": "supervised", "unlabeled_batch": 0}, "warmup")
+    config.check("warmup")
+    return config
