@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/ssl_benchmark.py run   [--work /tmp/busseg-ssl] [--jobs 2] [--seeds 0 1 2]
-                                             [--ratios 0.025 0.1] [--methods supervised mean_teacher bcp unimatch dual_teacher]
+                                             [--ratios 0.025 0.1] [--methods supervised mean_teacher bcp unimatch dual_teacher dual_teacher_paper]
                                              [--no-ladder] [--set train.augment=strong ...] [--params benchmarks/ssl_busbra.yaml]
                                              [--dataset busbra] [--dry-run] [--sequential]
     python benchmarks/ssl_benchmark.py table [--work /tmp/busseg-ssl] [--dataset busbra]
@@ -21,11 +21,15 @@ run of ``benchmarks/ssl_smoke.yaml``: a tiny synthetic set, minutes, not a resul
 
 The plan: every method of ``--methods`` at every ratio of ``--ratios``, ``supervised`` at
 100 % (the upper bound), and, unless ``--no-ladder``, the dual-teacher ablation ladder at the
-smallest ratio (static teacher only; + EMA teacher, plain average; + UEWF pixel-wise; +
-patch smoothing; + AURCL (the full method, = ``dual_teacher``); then the issue-11 rungs:
-the prototype AURCL; + strong augmentation; + confidence mask; + static-teacher anneal). Every
-experiment runs once per seed of ``--seeds``; ``seed`` also changes the split and the static
-teacher, so the spread covers the data draw too.
+smallest ratio. A method is a registered ``train.method`` or a named setting of ``VARIANTS``
+(``dual_teacher``: the best measured setting; ``dual_teacher_paper``: the paper's). The
+benchmark parameters give every method strong augmentation. The ladder starts from the paper's
+setting and switches parts off (static teacher only; + EMA teacher, plain average; + UEWF
+pixel-wise; + patch smoothing; + AURCL = ``dual_teacher_paper``), then adds the issue-11 changes
+one at a time (prototype AURCL; + strong augmentation; + initialisation from the static teacher
+and a confidence mask; + static-teacher anneal). Every experiment runs once per seed of
+``--seeds``; ``seed`` also changes the split and the static teacher, so the spread covers the
+data draw too.
 
 ``table`` reads ``dvc exp show --json`` in ``--work`` and prints one markdown row per
 experiment group: test Dice, IoU and HD95 as mean +- sample std over the seeds (n given).
@@ -47,24 +51,41 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_METHODS = ("supervised", "mean_teacher", "bcp", "unimatch", "dual_teacher")
+DEFAULT_METHODS = ("supervised", "mean_teacher", "bcp", "unimatch", "dual_teacher", "dual_teacher_paper")
 DEFAULT_RATIOS = (0.025, 0.1)
 DEFAULT_SEEDS = (0, 1, 2)
 METRICS = ("dice", "iou", "hd95")
 
-#: The ablation ladder at the smallest ratio: (group name, label, overrides), cumulative from
-#: "+ AURCL" on. ``dual_teacher`` itself is the "+ AURCL" rung.
+#: Named settings of the comparison: name -> (``train.method``, overrides). Every method not
+#: named here runs with the benchmark parameters as they are (``train.augment: strong`` for all,
+#: so every method gets the same perturbation). ``dual_teacher`` is the setting measured best
+#: (README, "SSL on BUS-BRA"); ``dual_teacher_paper`` is the paper's (clean views, the
+#: METHOD.md AURCL, random initialisation).
+VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
+    "dual_teacher": ("dual_teacher", {"train.aurcl_variant": "prototype", "train.init_from_static": "true"}),
+    "dual_teacher_paper": ("dual_teacher", {"train.augment": "none", "train.aurcl_variant": "paper",
+                                            "train.init_from_static": "false"}),
+}
+
+#: The paper's setting that every ladder rung starts from (the benchmark parameters add
+#: ``train.augment: strong``, which the paper does not use).
+LADDER_BASE: dict[str, str] = VARIANTS["dual_teacher_paper"][1]
+
+#: The ablation ladder at the smallest ratio: (group name, label, overrides on LADDER_BASE).
+#: The paper's rungs switch parts off; from "+ AURCL" (= ``dual_teacher_paper``) on they are
+#: cumulative: prototype AURCL, strong augmentation, initialisation from the static teacher
+#: (= ``dual_teacher``), then the confidence mask and the static teacher's anneal.
+_BEST = {"train.aurcl_variant": "prototype", "train.augment": "strong", "train.init_from_static": "true"}
 LADDER: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("lad-static", "static teacher only", {"train.use_ema_teacher": "false", "train.use_aurcl": "false"}),
     ("lad-ema", "+ EMA teacher (plain average)", {"train.use_uewf": "false", "train.use_aurcl": "false"}),
     ("lad-uewf-k1", "+ UEWF, pixel-wise", {"train.uewf_kernel": "1", "train.use_aurcl": "false"}),
     ("lad-uewf", "+ patch smoothing (k = 14)", {"train.use_aurcl": "false"}),
-    ("lad-proto", "AURCL prototype variant", {"train.aurcl_variant": "prototype"}),
+    ("lad-proto", "+ AURCL, prototype variant", {"train.aurcl_variant": "prototype"}),
     ("lad-aug", "+ strong augmentation", {"train.aurcl_variant": "prototype", "train.augment": "strong"}),
-    ("lad-conf", "+ confidence mask 0.8", {"train.aurcl_variant": "prototype", "train.augment": "strong",
-                                           "train.confidence_threshold": "0.8"}),
-    ("lad-anneal", "+ static teacher annealed over the run", {"train.aurcl_variant": "prototype", "train.augment": "strong",
-                                                             "train.confidence_threshold": "0.8", "train.static_anneal": "1.0"}),
+    ("lad-conf", "+ init from static teacher + confidence mask 0.8", {**_BEST, "train.confidence_threshold": "0.8"}),
+    ("lad-anneal", "+ static teacher annealed over the run", {**_BEST, "train.confidence_threshold": "0.8",
+                                                             "train.static_anneal": "1.0"}),
 )
 
 
@@ -97,19 +118,24 @@ def plan(
     ladder: bool = True,
     extra: dict[str, str] | None = None,
 ) -> list[Experiment]:
-    """Every experiment of the benchmark, seeds innermost so that a partial run covers groups evenly."""
+    """Every experiment of the benchmark, seeds innermost so that a partial run covers groups evenly.
+
+    ``methods`` are registered ``train.method`` names or names of :data:`VARIANTS`. ``extra``
+    overrides every experiment (it wins over a variant's and a rung's settings).
+    """
     ratios, seeds, extra = sorted(ratios), list(seeds), dict(extra or {})
     groups: list[tuple[str, str, dict[str, str]]] = []
     for ratio in ratios:
-        for method in methods:
-            groups.append((f"{method}-{ratio_tag(ratio)}", f"{method}, {ratio_tag(ratio)} %",
-                           {"label_ratio": str(ratio), "train.method": method}))
+        for name in methods:
+            method, overrides = VARIANTS.get(name, (name, {}))
+            groups.append((f"{name}-{ratio_tag(ratio)}", f"{name}, {ratio_tag(ratio)} %",
+                           {"label_ratio": str(ratio), "train.method": method, **overrides}))
     groups.append(("supervised-100", "supervised, 100 % (upper bound)", {"label_ratio": "1.0", "train.method": "supervised"}))
     if ladder and ratios:
         low = ratios[0]
         for name, label, overrides in LADDER:
             groups.append((f"{name}-{ratio_tag(low)}", f"{label}, {ratio_tag(low)} %",
-                           {"label_ratio": str(low), "train.method": "dual_teacher", **overrides}))
+                           {"label_ratio": str(low), "train.method": "dual_teacher", **LADDER_BASE, **overrides}))
     return [
         Experiment(f"{group}-s{seed}", group, label, {**overrides, **extra, "seed": str(seed)})
         for group, label, overrides in groups

@@ -35,14 +35,33 @@ def test_plan_covers_methods_ratios_seeds_upper_bound_and_ladder(bench) -> None:
     assert not bench.plan(["supervised"], [0.1], [0], ladder=False)[-1].group.startswith("lad")
 
 
-def test_ladder_overrides_are_valid_train_keys(bench) -> None:
+def test_variants_set_their_method_and_settings(bench) -> None:
+    experiments = {e.group: e for e in bench.plan(["dual_teacher", "dual_teacher_paper", "bcp"], [0.025], [0], ladder=False)}
+    tuned, paper, bcp = experiments["dual_teacher-2.5"], experiments["dual_teacher_paper-2.5"], experiments["bcp-2.5"]
+    assert tuned.overrides["train.method"] == paper.overrides["train.method"] == "dual_teacher"
+    assert tuned.overrides["train.aurcl_variant"] == "prototype" and tuned.overrides["train.init_from_static"] == "true"
+    assert paper.overrides["train.augment"] == "none" and paper.overrides["train.aurcl_variant"] == "paper"
+    assert bcp.overrides == {"label_ratio": "0.025", "train.method": "bcp", "seed": "0"}
+
+
+def test_ladder_starts_from_the_paper_setting_and_adds_one_change_per_rung(bench) -> None:
+    rungs = [e for e in bench.plan(["supervised"], [0.025], [0]) if e.group.startswith("lad-")]
+    assert [e.group for e in rungs] == [f"{name}-2.5" for name, _, _ in bench.LADDER]
+    assert rungs[0].overrides["train.augment"] == "none"  # the paper's setting, not the benchmark's strong default
+    augment = [e.overrides["train.augment"] for e in rungs]
+    assert augment.index("strong") == [name for name, _, _ in bench.LADDER].index("lad-aug")
+    assert all(a == "strong" for a in augment[augment.index("strong"):])  # cumulative from there on
+
+
+def test_ladder_and_variant_overrides_are_valid_train_keys(bench) -> None:
     import dataclasses
 
     from busseg.training.config import TrainConfig
 
     keys = {f.name for f in dataclasses.fields(TrainConfig)}
-    for _, _, overrides in bench.LADDER:
-        assert {k.removeprefix("train.") for k in overrides} <= keys
+    overrides = [o for _, _, o in bench.LADDER] + [o for _, o in bench.VARIANTS.values()]
+    for override in overrides:
+        assert {k.removeprefix("train.") for k in override} <= keys
 
 
 def test_table_gives_mean_and_std_over_seeds(bench) -> None:
