@@ -44,7 +44,12 @@ def deep_update(base: dict, update: dict) -> dict:
     return base
 
 
-def make_copy(root: Path, params: dict) -> None:
+def make_copy(root: Path, params: dict, env: dict[str, str]) -> None:
+    """Copy what `dvc repro` needs into ``root``, with a fresh git + DVC repository there.
+
+    Without git on the PATH (a bare GPU image) the copy is a DVC repository without SCM
+    (``dvc init --no-scm``): the stages and their outputs are the same.
+    """
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(REPO / name, root / name)
     for folder in ("stages", "src"):
@@ -52,9 +57,13 @@ def make_copy(root: Path, params: dict) -> None:
     (root / "models" / "weights").mkdir(parents=True)
     shutil.copy(REPO / "models/weights/README.md", root / "models/weights/README.md")
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"], ["git", "add", "-A"],
-                ["git", "-c", "user.email=b@x", "-c", "user.name=bench", "commit", "-qm", "bench"]):
+    if shutil.which("git", path=env["PATH"]):
+        commands = [["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"],
+                    ["git", "add", "-A"], ["git", "-c", "user.email=b@x", "-c", "user.name=bench", "commit", "-qm", "bench"]]
+    else:
+        print("no git on the PATH: the copy is a DVC repository without SCM (dvc init --no-scm)")
+        commands = [["dvc", "init", "-q", "--no-scm"], ["dvc", "config", "core.analytics", "false"]]
+    for cmd in commands:
         subprocess.run(cmd, cwd=root, check=True, env=env, capture_output=True)
 
 
@@ -80,7 +89,7 @@ def main() -> None:
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
            "BUSSEG_SCRATCH": str(root / ".busseg" / "scratch")}
     try:
-        make_copy(root, params)
+        make_copy(root, params, env)  # the same PATH as the stages: dvc from this interpreter's bin folder
         start = time.perf_counter()
         proc = subprocess.Popen(["dvc", "repro"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         stage_start, stage_name, stage_times = time.perf_counter(), None, {}

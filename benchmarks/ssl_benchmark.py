@@ -1,10 +1,10 @@
-"""The SSL experiment of issue 11: methods x label ratios x seeds on BUS-BRA, mean +- std.
+"""The SSL comparison of issues 11 and 19: methods x label ratios x seeds on BUS-BRA, mean +- std.
 
 Usage::
 
     python benchmarks/ssl_benchmark.py run   [--work /tmp/busseg-ssl] [--jobs 2] [--seeds 0 1 2]
-                                             [--ratios 0.025 0.1] [--methods supervised mean_teacher bcp unimatch dual_teacher dual_teacher_paper]
-                                             [--no-ladder] [--set train.augment=strong ...] [--params benchmarks/ssl_busbra.yaml]
+                                             [--ratios 0.025 0.1] [--methods supervised supervised_random mean_teacher bcp unimatch dual_teacher dual_teacher_paper]
+                                             [--no-ladder] [--no-upper-bound] [--set train.augment=strong ...] [--params benchmarks/ssl_busbra.yaml]
                                              [--dataset busbra] [--dry-run] [--sequential]
     python benchmarks/ssl_benchmark.py table [--work /tmp/busseg-ssl] [--dataset busbra]
 
@@ -20,14 +20,21 @@ comparison fair). ``--dry-run`` prints the plan and the commands and runs nothin
 run of ``benchmarks/ssl_smoke.yaml``: a tiny synthetic set, minutes, not a result).
 
 The plan: every method of ``--methods`` at every ratio of ``--ratios``, ``supervised`` at
-100 % (the upper bound), and, unless ``--no-ladder``, the dual-teacher ablation ladder at the
-smallest ratio. A method is a registered ``train.method`` or a named setting of ``VARIANTS``
-(``dual_teacher``: the best measured setting; ``dual_teacher_paper``: the paper's). The
-benchmark parameters give every method strong augmentation. The ladder starts from the paper's
-setting and switches parts off (static teacher only; + EMA teacher, plain average; + UEWF
-pixel-wise; + patch smoothing; + AURCL = ``dual_teacher_paper``), then adds the issue-11 changes
-one at a time (prototype AURCL; + strong augmentation; + initialisation from the static teacher
-and a confidence mask; + static-teacher anneal). Every experiment runs once per seed of
+100 % (the upper bound, unless ``--no-upper-bound``), and, unless ``--no-ladder``, the
+dual-teacher ablation ladder at the smallest ratio. A method is a registered ``train.method``
+or a named setting of ``VARIANTS`` (``dual_teacher``: the best measured setting;
+``dual_teacher_paper``: the paper's components; ``supervised_random``: supervised from random
+weights).
+
+One initialisation policy and one step budget for every row (issue 19): the benchmark
+parameters start every method from the static teacher (``train.init: static_teacher``, the
+warm-up's 480 steps on pseudo labels, no ground truth) and give it 480 training steps, so
+every row costs 480 + 480 optimizer steps; ``supervised_random`` is the one row without
+pseudo-label pre-training and gets all 960 steps itself. Every method gets strong augmentation.
+The ladder starts from the paper's components and switches parts off (static teacher only;
++ EMA teacher, plain average; + UEWF pixel-wise; + patch smoothing; + AURCL =
+``dual_teacher_paper``), then adds the issue-11 changes one at a time (prototype AURCL; +
+strong augmentation = ``dual_teacher``; + a confidence mask; + static-teacher anneal). Every experiment runs once per seed of
 ``--seeds``; ``seed`` also changes the split and the static teacher, so the spread covers the
 data draw too.
 
@@ -51,30 +58,33 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_METHODS = ("supervised", "mean_teacher", "bcp", "unimatch", "dual_teacher", "dual_teacher_paper")
+DEFAULT_METHODS = ("supervised", "supervised_random", "mean_teacher", "bcp", "unimatch", "dual_teacher", "dual_teacher_paper")
 DEFAULT_RATIOS = (0.025, 0.1)
 DEFAULT_SEEDS = (0, 1, 2)
 METRICS = ("dice", "iou", "hd95")
 
 #: Named settings of the comparison: name -> (``train.method``, overrides). Every method not
-#: named here runs with the benchmark parameters as they are (``train.augment: strong`` for all,
-#: so every method gets the same perturbation). ``dual_teacher`` is the setting measured best
-#: (README, "SSL on BUS-BRA"); ``dual_teacher_paper`` is the paper's (clean views, the
-#: METHOD.md AURCL, random initialisation).
+#: named here runs with the benchmark parameters as they are (``train.augment: strong`` and
+#: ``train.init: static_teacher`` for all, so every method gets the same perturbation and the
+#: same start). ``dual_teacher`` is the setting measured best (README, "SSL on BUS-BRA");
+#: ``dual_teacher_paper`` has the paper's components (clean views, the METHOD.md AURCL);
+#: ``supervised_random`` starts from random weights and takes the warm-up's steps as training
+#: steps too (:data:`RANDOM_INIT_EPOCHS`), so its total optimizer steps equal every other row's.
+RANDOM_INIT_EPOCHS = "24"
 VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
-    "dual_teacher": ("dual_teacher", {"train.aurcl_variant": "prototype", "train.init_from_static": "true"}),
-    "dual_teacher_paper": ("dual_teacher", {"train.augment": "none", "train.aurcl_variant": "paper",
-                                            "train.init_from_static": "false"}),
+    "dual_teacher": ("dual_teacher", {"train.aurcl_variant": "prototype"}),
+    "dual_teacher_paper": ("dual_teacher", {"train.augment": "none", "train.aurcl_variant": "paper"}),
+    "supervised_random": ("supervised", {"train.init": "none", "train.epochs": RANDOM_INIT_EPOCHS}),
 }
 
-#: The paper's setting that every ladder rung starts from (the benchmark parameters add
-#: ``train.augment: strong``, which the paper does not use).
+#: The paper's components that every ladder rung starts from (the benchmark parameters add
+#: ``train.augment: strong``, which the paper does not use, and the common initialisation).
 LADDER_BASE: dict[str, str] = VARIANTS["dual_teacher_paper"][1]
 
 #: The ablation ladder at the smallest ratio: (group name, label, overrides on LADDER_BASE).
 #: The paper's rungs switch parts off; from "+ AURCL" (= ``dual_teacher_paper``) on they are
-#: cumulative: prototype AURCL, strong augmentation, initialisation from the static teacher
-#: (= ``dual_teacher``), then the confidence mask and the static teacher's anneal.
+#: cumulative: prototype AURCL, strong augmentation (= ``dual_teacher``), then the confidence
+#: mask and the static teacher's anneal.
 _BEST = {**VARIANTS["dual_teacher"][1], "train.augment": "strong"}  # dual_teacher as the benchmark runs it
 LADDER: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("lad-static", "static teacher only", {"train.use_ema_teacher": "false", "train.use_aurcl": "false"}),
@@ -83,7 +93,7 @@ LADDER: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("lad-uewf", "+ patch smoothing (k = 14)", {"train.use_aurcl": "false"}),
     ("lad-proto", "+ AURCL, prototype variant", {"train.aurcl_variant": "prototype"}),
     ("lad-aug", "+ strong augmentation", {"train.aurcl_variant": "prototype", "train.augment": "strong"}),
-    ("lad-conf", "+ init from static teacher + confidence mask 0.8", {**_BEST, "train.confidence_threshold": "0.8"}),
+    ("lad-conf", "+ confidence mask 0.8", {**_BEST, "train.confidence_threshold": "0.8"}),
     ("lad-anneal", "+ static teacher annealed over the run", {**_BEST, "train.confidence_threshold": "0.8",
                                                              "train.static_anneal": "1.0"}),
 )
@@ -117,6 +127,7 @@ def plan(
     seeds: Iterable[int] = DEFAULT_SEEDS,
     ladder: bool = True,
     extra: dict[str, str] | None = None,
+    upper_bound: bool = True,
 ) -> list[Experiment]:
     """Every experiment of the benchmark, seeds innermost so that a partial run covers groups evenly.
 
@@ -130,7 +141,8 @@ def plan(
             method, overrides = VARIANTS.get(name, (name, {}))
             groups.append((f"{name}-{ratio_tag(ratio)}", f"{name}, {ratio_tag(ratio)} %",
                            {"label_ratio": str(ratio), "train.method": method, **overrides}))
-    groups.append(("supervised-100", "supervised, 100 % (upper bound)", {"label_ratio": "1.0", "train.method": "supervised"}))
+    if upper_bound:
+        groups.append(("supervised-100", "supervised, 100 % (upper bound)", {"label_ratio": "1.0", "train.method": "supervised"}))
     if ladder and ratios:
         low = ratios[0]
         for name, label, overrides in LADDER:
@@ -196,6 +208,36 @@ def table(show: Any, experiments: list[Experiment], dataset: str = "busbra") -> 
     return "\n".join(lines)
 
 
+def results_by_name(show: Any, dataset: str) -> dict[str, dict[str, float]]:
+    """Test metrics of every experiment of ``dvc exp show --json`` output that has them, by name."""
+    return {name: metrics for name, data in iter_experiments(show) if (metrics := experiment_metrics(data, dataset))}
+
+
+def paired_table(show: Any, experiments: list[Experiment], reference: str = "supervised", dataset: str = "busbra") -> str:
+    """Markdown table of paired Dice differences (points) against ``reference`` at the same ratio.
+
+    For each group and each seed that both it and ``<reference>-<ratio>`` finished, the Dice
+    difference; mean +- sample std over those seeds, and the per-seed Dice of the group.
+    """
+    results = results_by_name(show, dataset)
+    lines = [f"| experiment | n paired | paired vs {reference} (Dice points) | Dice per seed |", "|---|---|---|---|"]
+    for group in dict.fromkeys(e.group for e in experiments):
+        members = [e for e in experiments if e.group == group]
+        ratio = members[0].overrides.get("label_ratio")
+        ref_group = f"{reference}-{ratio_tag(float(ratio))}" if ratio else None
+        per_seed = {e.overrides["seed"]: results[e.name]["dice"] for e in members if e.name in results}
+        if not per_seed:
+            continue
+        ref = {e.overrides["seed"]: results[e.name]["dice"] for e in experiments
+               if e.group == ref_group and e.name in results}
+        diffs = [100 * (per_seed[s] - ref[s]) for s in sorted(per_seed) if s in ref]
+        paired = "" if group == ref_group or not diffs else (
+            f"{diffs[0]:+.1f}" if len(diffs) == 1 else f"{statistics.mean(diffs):+.1f} +- {statistics.stdev(diffs):.1f}")
+        seeds = " / ".join(f"{per_seed[s]:.3f}" for s in sorted(per_seed))
+        lines.append(f"| {members[0].label} | {len(diffs) if paired else 0} | {paired} | {seeds} |")
+    return "\n".join(lines)
+
+
 def clone_env(work: Path) -> dict[str, str]:
     """Environment of the runs: stages import busseg from the clone (the commit measured), dvc from this venv."""
     env = dict(os.environ, PYTHONPATH=str(work / "src"), DVC_NO_ANALYTICS="1")
@@ -240,7 +282,7 @@ def exp_show(work: Path) -> Any:
 
 def run(args: argparse.Namespace) -> None:
     extra = dict(item.split("=", 1) for item in args.set)
-    experiments = plan(args.methods, args.ratios, args.seeds, not args.no_ladder, extra)
+    experiments = plan(args.methods, args.ratios, args.seeds, not args.no_ladder, extra, not args.no_upper_bound)
     print(f"{len(experiments)} experiments in {len({e.group for e in experiments})} groups, {args.jobs} at a time")
     prepare_clone(args.work, args.params, args.busbra_root.resolve(), args.dry_run)
     # The first one runs in the workspace: it fills the run cache with the shared stages.
@@ -263,7 +305,10 @@ def run(args: argparse.Namespace) -> None:
             break
         time.sleep(60)
     print(status)
-    print(table(exp_show(args.work), experiments, args.dataset))
+    show = exp_show(args.work)
+    print(table(show, experiments, args.dataset))
+    print()
+    print(paired_table(show, experiments, args.reference, args.dataset))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -276,8 +321,10 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--ratios", nargs="+", type=float, default=list(DEFAULT_RATIOS))
         p.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS))
         p.add_argument("--no-ladder", action="store_true")
+        p.add_argument("--no-upper-bound", action="store_true", help="leave out supervised at 100 %% labels")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every experiment")
         p.add_argument("--dataset", default="busbra")
+        p.add_argument("--reference", default="supervised", help="the method paired differences are taken against")
     run_parser = sub.choices["run"]
     run_parser.add_argument("--jobs", type=int, default=2)
     run_parser.add_argument("--params", type=Path, default=REPO / "benchmarks" / "ssl_busbra.yaml")
@@ -289,7 +336,10 @@ def main(argv: list[str] | None = None) -> None:
         run(args)
     else:
         extra = dict(item.split("=", 1) for item in args.set)
-        print(table(exp_show(args.work), plan(args.methods, args.ratios, args.seeds, not args.no_ladder, extra), args.dataset))
+        experiments = plan(args.methods, args.ratios, args.seeds, not args.no_ladder, extra, not args.no_upper_bound)
+        print(table(exp_show(args.work), experiments, args.dataset))
+        print()
+        print(paired_table(exp_show(args.work), experiments, args.reference, args.dataset))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from busseg.models import ModelConfig, build_model
 from busseg.runtime import seed_everything
 from busseg.scratch import inputs_key, release, scratch_dir, usage_note
 from busseg.ssl.ema import freeze
-from busseg.training.checkpoint import load_model
+from busseg.training.checkpoint import initialise_from, load_model
 from busseg.training.config import TrainConfig
 from busseg.training.live import LiveLogger
 from busseg.training.loop import TrainData, fit
@@ -60,16 +60,21 @@ def main() -> None:
     static_teacher = freeze(load_model(args.static_teacher)) if needs.static_teacher else None
     if static_teacher is not None and static_teacher.config != model_config:
         print(f"note: the static teacher's model config differs from model: {static_teacher.config}")
+    # train.init, the same for every method: the static teacher (pseudo-label pre-training),
+    # a checkpoint of the user's, or (none) the random initialisation built above.
+    init_path = args.static_teacher if config.init == "static_teacher" else config.init_path
+    if init_path is not None:
+        initialise_from(student, init_path)
     key = inputs_key(
         {"model": params.get("model"), "train": params.get("train"), "seed": seed, "label_ratio": params.get("label_ratio")},
-        [args.splits, prepared.index_path] + ([args.static_teacher] if static_teacher is not None else []),
+        [args.splits, prepared.index_path]
+        + ([args.static_teacher] if static_teacher is not None or config.init == "static_teacher" else [])
+        + ([Path(init_path)] if config.init_path is not None else []),
     )
     scratch = scratch_dir(f"train-{args.out.parent.name}", key)
     if context.is_main and (note := usage_note()) is not None:
         print(note)
     logger = LiveLogger(args.live) if context.is_main else None  # only rank 0 writes
-    if needs.init_from_static:  # a method asks for this only together with the static teacher
-        student.load_state_dict(static_teacher.state_dict())  # type: ignore[union-attr]
     result = fit(
         method_cls(student, config, static_teacher=static_teacher),
         data,

@@ -39,7 +39,7 @@ def test_variants_set_their_method_and_settings(bench) -> None:
     experiments = {e.group: e for e in bench.plan(["dual_teacher", "dual_teacher_paper", "bcp"], [0.025], [0], ladder=False)}
     tuned, paper, bcp = experiments["dual_teacher-2.5"], experiments["dual_teacher_paper-2.5"], experiments["bcp-2.5"]
     assert tuned.overrides["train.method"] == paper.overrides["train.method"] == "dual_teacher"
-    assert tuned.overrides["train.aurcl_variant"] == "prototype" and tuned.overrides["train.init_from_static"] == "true"
+    assert tuned.overrides["train.aurcl_variant"] == "prototype" and "train.init" not in tuned.overrides  # the common start
     assert paper.overrides["train.augment"] == "none" and paper.overrides["train.aurcl_variant"] == "paper"
     assert bcp.overrides == {"label_ratio": "0.025", "train.method": "bcp", "seed": "0"}
 
@@ -79,3 +79,30 @@ def test_table_gives_mean_and_std_over_seeds(bench) -> None:
     assert rows[2] == "| supervised, 10 % | 3 | 0.800 +- 0.100 | 0.700 +- 0.100 | 10.000 +- 0.000 |"
     assert rows[3] == "| supervised, 100 % (upper bound) | 1 | 0.850 | 0.750 | 10.000 |"
     assert bench.table([], experiments).splitlines()[2].endswith("| 0 | - | - | - |")
+
+
+def test_every_row_has_the_same_start_and_total_steps(bench) -> None:
+    """Issue 19: one initialisation policy and one step budget, warm-up counted."""
+    import yaml
+
+    params = yaml.safe_load((PATH.parent / "ssl_busbra.yaml").read_text())
+    assert params["train"]["init"] == "static_teacher"
+    warmup_steps = params["warmup"]["epochs"] * params["warmup"]["steps_per_epoch"]
+    train_steps = params["train"]["epochs"] * params["train"]["steps_per_epoch"]
+    for experiment in bench.plan(list(bench.DEFAULT_METHODS), [0.025], [0], ladder=True):
+        init = experiment.overrides.get("train.init", params["train"]["init"])
+        epochs = int(experiment.overrides.get("train.epochs", params["train"]["epochs"]))
+        steps = epochs * params["train"]["steps_per_epoch"] + (warmup_steps if init == "static_teacher" else 0)
+        assert steps == warmup_steps + train_steps, experiment.name
+    random_row = bench.plan(["supervised_random"], [0.025], [0], ladder=False, upper_bound=False)
+    assert [e.overrides["train.init"] for e in random_row] == ["none"]
+
+
+def test_paired_table_differences_against_the_reference(bench) -> None:
+    experiments = bench.plan(["supervised", "dual_teacher"], [0.025], [0, 1], ladder=False, upper_bound=False)
+    dice = {"supervised-2.5-s0": 0.70, "supervised-2.5-s1": 0.60, "dual_teacher-2.5-s0": 0.75, "dual_teacher-2.5-s1": 0.68}
+    show = [{"name": name, "data": {"metrics": {"metrics/summary.json": {"data": {"busbra": {"dice": d}}}}}}
+            for name, d in dice.items()]
+    table = bench.paired_table(show, experiments)
+    row = next(line for line in table.splitlines() if line.startswith("| dual_teacher"))
+    assert "| 2 | +6.5 +- 2.1 | 0.750 / 0.680 |" in row

@@ -7,7 +7,8 @@ returns the last decoder feature map that AURCL contrasts.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,7 +25,8 @@ class ModelConfig:
 
     arch: str = "unet"
     encoder: str = "resnet34"
-    # ImageNet weights need a network on first use; None = random initialisation.
+    # None = random initialisation; "imagenet" = smp's ImageNet weights (a network on first
+    # use); a path (ending .pth / .pt / .bin / .safetensors) = a local file of encoder weights.
     encoder_weights: str | None = None
     image_size: int = 224
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
@@ -38,10 +40,10 @@ class SegmentationNet(nn.Module):
     MEAN = 0.3
     STD = 0.25
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, pretrained: bool = True) -> None:
         super().__init__()
         self.config = config
-        self.net = build_smp_model(config)
+        self.net = build_smp_model(config if pretrained else replace(config, encoder_weights=None))
 
     @property
     def feature_channels(self) -> int:
@@ -92,21 +94,76 @@ def build_smp_model(config: ModelConfig) -> nn.Module:
             "model.encoder",
             f"unknown encoder '{config.encoder}'; see segmentation_models_pytorch.encoders.get_encoder_names()",
         )
+    local = is_weights_file(config.encoder_weights)
     try:
-        return smp.Unet(
+        net = smp.Unet(
             encoder_name=config.encoder,
-            encoder_weights=config.encoder_weights,
+            encoder_weights=None if local else config.encoder_weights,
             in_channels=1,
             classes=1,
             decoder_channels=tuple(config.decoder_channels),
         )
     except (KeyError, ValueError) as exc:
         raise ConfigError("model.encoder_weights", str(exc)) from None
+    if local:
+        load_encoder_weights(net.encoder, Path(config.encoder_weights))  # type: ignore[arg-type]
+    return net
 
 
-def build_model(config: ModelConfig) -> SegmentationNet:
-    """The one way to build a network from a :class:`ModelConfig`."""
-    return SegmentationNet(config)
+WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+"""``model.encoder_weights`` values ending so are local files (:func:`load_encoder_weights`)."""
+
+
+def is_weights_file(encoder_weights: str | None) -> bool:
+    """Whether ``model.encoder_weights`` names a local file rather than smp's weight names."""
+    return encoder_weights is not None and encoder_weights.endswith(WEIGHT_FILE_SUFFIXES)
+
+
+def load_encoder_weights(encoder: nn.Module, path: Path) -> None:
+    """Load an encoder's pre-trained weights from a local file (offline ``model.encoder_weights``).
+
+    Takes the state dict of the encoder's backbone as torchvision or timm save it (for
+    ResNets: ``torchvision.models.resnet34(weights="IMAGENET1K_V1").state_dict()``, the same
+    weights smp's ``imagenet`` downloads). The classifier (``fc.*``) is dropped, and RGB
+    first-layer filters are summed over their colour channels for one-channel input, which
+    is what smp does for ``in_channels=1``. Any other mismatch is a :class:`ConfigError`
+    naming the file.
+    """
+    key = "model.encoder_weights"
+    if not path.is_file():
+        raise ConfigError(key, f"{path}: file not found (see the README, 'Getting the weights')")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch and safetensors raise many types for a foreign file
+        raise ConfigError(key, f"{path}: not a readable weights file ({type(exc).__name__})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(key, f"{path}: expected a state dict of tensors")
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    own = encoder.state_dict()
+    for name, value in list(state.items()):
+        if name in own and value.ndim == 4 and value.shape[1] == 3 and own[name].shape[1] == 1:
+            state[name] = value.sum(dim=1, keepdim=True)
+    try:
+        encoder.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(key, f"{path}: weights do not fit encoder '{type(encoder).__name__}': {first}") from None
+
+
+def build_model(config: ModelConfig, pretrained: bool = True) -> SegmentationNet:
+    """The one way to build a network from a :class:`ModelConfig`.
+
+    ``pretrained=False`` skips ``model.encoder_weights`` (for networks whose weights are
+    loaded from a checkpoint right after).
+    """
+    return SegmentationNet(config, pretrained)
 
 
 def model_config_to_dict(config: ModelConfig) -> dict[str, Any]:

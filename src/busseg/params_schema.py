@@ -125,6 +125,12 @@ def _train_config() -> type:
     return TrainConfig
 
 
+def _warmup_fixed() -> dict[str, Any]:
+    from busseg.training.config import WARMUP_FIXED
+
+    return dict(WARMUP_FIXED)
+
+
 def _model_config() -> type:
     from busseg.models import ModelConfig
 
@@ -143,8 +149,8 @@ SECTIONS: dict[str, Section] = {
     "warmup": Section(
         _train_config,
         # stages/warmup.py trains the static teacher supervised, on labeled batches only.
-        exclude=frozenset({"method", "unlabeled_batch"}),
-        fixed={"method": "supervised", "unlabeled_batch": 0},
+        exclude=frozenset(_warmup_fixed()),
+        fixed=_warmup_fixed(),
     ),
     "train": Section(_train_config),
     "evaluate": Section(lambda: EvaluateParams),
@@ -237,6 +243,10 @@ def _check_section(name: str, section: Section, values: Any) -> None:
     """One dataclass-backed section: allowed keys, then types (and ``__post_init__`` checks)."""
     values = _mapping(values, name)
     schema = section.schema()
+    if name == "train" and isinstance(values, Mapping) and "init_from_static" in values:
+        raise ConfigError(
+            "train.init_from_static", "replaced by train.init: static_teacher (was true) or none (was false)"
+        )
     _check_keys(values, [k for k in _field_names(schema) if k not in section.exclude], name)
     config = from_dict(schema, {**values, **section.fixed}, name)
     if schema in (EvaluateParams, RuntimeParams):  # ours; the library's run their own checks

@@ -340,3 +340,34 @@ def test_prototype_module_trains_features_towards_the_classes():
         loss.backward()
         optimizer.step()
     assert float(loss.detach()) < 0.5 * first
+
+
+def test_prototype_loss_ignores_padded_pixels() -> None:
+    """Pixels outside ``valid`` (an augmentation's zero padding) are neither prototypes nor anchors."""
+    from busseg.ssl.aurcl import prototype_contrast_loss
+
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(2, 8, 16, 16, generator=g)
+    probs = torch.rand(2, 1, 16, 16, generator=g)
+    target = (torch.rand(2, 1, 16, 16, generator=g) > 0.6).float()
+    valid = torch.ones(2, 1, 16, 16, dtype=torch.bool)
+    valid[..., :, 12:] = False  # a padded band on the right
+    base = prototype_contrast_loss(features, probs, target, ratio=0.3, tau_fix=0.2, valid=valid)
+    # Whatever the padding holds (features, student probabilities, "confident background"
+    # targets), the loss is the same ...
+    changed_f, changed_p, changed_t = features.clone(), probs.clone(), target.clone()
+    changed_f[..., 12:] = torch.randn(2, 8, 16, 4, generator=g) * 5
+    changed_p[..., 12:] = 0.5
+    changed_t[..., 12:] = 0.0
+    torch.testing.assert_close(prototype_contrast_loss(changed_f, changed_p, changed_t, 0.3, 0.2, valid=valid), base)
+    # ... and without the mask the padding would have counted.
+    assert not torch.allclose(prototype_contrast_loss(changed_f, changed_p, changed_t, 0.3, 0.2), base)
+
+
+def test_prototype_loss_valid_mask_at_a_coarser_feature_map() -> None:
+    from busseg.ssl.aurcl import _valid_at
+
+    valid = torch.ones(1, 1, 8, 8, dtype=torch.bool)
+    valid[..., 0, :] = False
+    pooled = _valid_at(valid, torch.Size([4, 4]))
+    assert pooled.shape == (1, 4, 4) and not pooled[0, 0].any() and pooled[0, 1:].all()

@@ -12,7 +12,7 @@ from busseg.errors import ConfigError
 from busseg.models import ModelConfig
 from busseg.training.loop import fit
 from busseg.training.methods import BCP, UniMatch, get_method
-from busseg.training.methods.bcp import paste_box
+from busseg.training.methods.bcp import largest_component, paste_box
 
 from .test_ssl_methods import CONFIG, SIZE, batches, make_net, tiny_data
 
@@ -34,12 +34,14 @@ def test_baselines_are_registered_and_need_unlabeled_batches_only() -> None:
         assert get_method(name) is cls
         needs = cls.requirements(replace(CONFIG, method=name))
         assert needs.unlabeled and not needs.static_teacher
-        with pytest.raises(ConfigError) as info:
-            cls.requirements(replace(CONFIG, method=name, init_from_static=True))
-        assert info.value.key == "train.init_from_static"
+        # train.init is the loop's, the same for every method: no method refuses it.
+        assert cls.requirements(replace(CONFIG, method=name, init="static_teacher")) == needs
 
 
-@pytest.mark.parametrize(("key", "value"), [("bcp_u_weight", -1.0), ("unimatch_threshold", 1.5), ("unimatch_dropout", 1.0)])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("bcp_u_weight", -1.0), ("bcp_pretrain_fraction", 1.0), ("unimatch_threshold", 1.5), ("unimatch_dropout", 1.0)],
+)
 def test_baseline_keys_are_checked(key: str, value: float) -> None:
     cls = BCP if key.startswith("bcp") else UniMatch
     with pytest.raises(ConfigError) as info:
@@ -54,29 +56,89 @@ def test_paste_box_is_two_thirds_of_each_side() -> None:
     assert int(box.sum()) == 20 * 16
 
 
-def test_bcp_mixes_both_directions(model_config: ModelConfig) -> None:
-    method = build("bcp", model_config)
+def test_bcp_mixes_both_directions_and_pastes_every_labeled_image(model_config: ModelConfig) -> None:
+    method = build("bcp", model_config, bcp_pretrain_fraction=0.0)
     labeled, unlabeled = batches(n_labeled=3, n_unlabeled=2)
     seen = []
     method.student.register_forward_hook(lambda module, args, out: seen.append(args[0].detach().clone()))
     method.begin_step(4)
     method.loss(labeled, unlabeled, progress=0.0)
     mixes = seen[-1]
-    assert mixes.shape[0] == 2 + 3  # each unlabeled and each labeled image is the outside of one mix
+    assert mixes.shape[0] == 3 + 3  # max(n_l, n_u) mixes of each kind
     method.begin_step(4)
     box = paste_box(SIZE, SIZE, method.generator)[0, 0]
     x_l, x_u = labeled["image"], unlabeled["image"]
-    for i in range(2):  # unlabeled outside, labeled i mod 3 inside
-        assert torch.equal(mixes[i][:, box], x_l[i % 3][:, box]) and torch.equal(mixes[i][:, ~box], x_u[i][:, ~box])
-    for j in range(3):  # labeled outside, unlabeled j mod 2 inside
-        assert torch.equal(mixes[2 + j][:, box], x_u[j % 2][:, box]) and torch.equal(mixes[2 + j][:, ~box], x_l[j][:, ~box])
+    for i in range(3):  # unlabeled i mod 2 outside, labeled i inside
+        assert torch.equal(mixes[i][:, box], x_l[i][:, box]) and torch.equal(mixes[i][:, ~box], x_u[i % 2][:, ~box])
+    for i in range(3):  # labeled i outside, unlabeled i mod 2 inside
+        assert torch.equal(mixes[3 + i][:, box], x_u[i % 2][:, box]) and torch.equal(mixes[3 + i][:, ~box], x_l[i][:, ~box])
+
+
+@pytest.mark.parametrize("n_labeled", [2, 5])
+def test_bcp_every_labeled_mask_reaches_the_loss_inside_and_outside_the_box(model_config: ModelConfig, n_labeled: int) -> None:
+    method = build("bcp", model_config, bcp_pretrain_fraction=0.0)
+    labeled, unlabeled = batches(n_labeled=n_labeled, n_unlabeled=2)
+    method.begin_step(3)
+    box = paste_box(SIZE, SIZE, method.generator)[0, 0]
+
+    def total(masks: torch.Tensor) -> float:
+        method.begin_step(3)  # the same box every time
+        with torch.no_grad():
+            return float(method.loss({**labeled, "mask": masks}, unlabeled, progress=0.5)[0])
+
+    base = total(labeled["mask"])
+    for j in range(n_labeled):
+        for region in (box, ~box):
+            flipped = labeled["mask"].clone()
+            flipped[j, 0][region] = 1.0 - flipped[j, 0][region]
+            assert total(flipped) != pytest.approx(base, rel=1e-7), (j, "inside" if region is box else "outside")
+
+
+def test_bcp_pretraining_uses_labeled_images_only_and_the_teacher_follows(model_config: ModelConfig) -> None:
+    method = build("bcp", model_config, bcp_pretrain_fraction=0.5)
+    labeled, unlabeled = batches(n_labeled=4, n_unlabeled=2)
+    seen = []
+    method.student.register_forward_hook(lambda module, args, out: seen.append(args[0].detach().clone()))
+    method.begin_step(1)
+    loss, parts = method.loss(labeled, unlabeled, progress=0.2)
+    assert seen[-1].shape[0] == 4 and parts["loss_u"] == 0.0  # labeled copy-paste: one mix per labeled image
+    method.begin_step(1)
+    box = paste_box(SIZE, SIZE, method.generator)[0, 0]
+    for i in range(4):  # labeled i outside, labeled i + 2 inside
+        assert torch.equal(seen[-1][i][:, box], labeled["image"][(i + 2) % 4][:, box])
+        assert torch.equal(seen[-1][i][:, ~box], labeled["image"][i][:, ~box])
+    method.begin_step(1)
+    other_unlabeled = {"image": torch.rand_like(unlabeled["image"])}
+    assert float(method.loss(labeled, other_unlabeled, progress=0.2)[0].detach()) == pytest.approx(float(loss.detach()))
+    optimizer = torch.optim.SGD(method.trainable_parameters(), lr=0.1)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    method.after_optimizer_step()  # pre-training: the EMA teacher becomes the student
+    for (name, t), s in zip(method.ema_teacher.state_dict().items(), method.student.state_dict().values()):
+        assert torch.equal(t, s), name
+    method.begin_step(2)
+    loss, parts = method.loss(labeled, unlabeled, progress=0.6)  # self-training from here on
+    assert seen[-1].shape[0] == 2 * 4 and parts["loss_u"] > 0
+
+
+def test_largest_component_keeps_one_blob_per_image() -> None:
+    masks = torch.zeros(3, 1, 12, 12)
+    masks[0, 0, 1:3, 1:3] = 1  # 4 pixels
+    masks[0, 0, 6:10, 6:10] = 1  # 16 pixels: kept
+    masks[1, 0, 2:5, 2:5] = 1  # one component: unchanged
+    kept = largest_component(masks)
+    expected = masks.clone()
+    expected[0, 0, 1:3, 1:3] = 0
+    assert torch.equal(kept, expected)
+    assert not kept[2].any()  # an empty pseudo label stays empty
 
 
 def test_bcp_targets_mix_ground_truth_with_the_teacher_pseudo_label(model_config: ModelConfig) -> None:
     labeled, unlabeled = batches(n_labeled=2, n_unlabeled=2)
 
     def parts_before_and_after_changing_the_teacher(u_weight: float) -> tuple[dict, dict]:
-        method = build("bcp", model_config, bcp_u_weight=u_weight)
+        method = build("bcp", model_config, bcp_u_weight=u_weight, bcp_pretrain_fraction=0.0)
         method.eval()
         method.begin_step(0)
         _, before = method.loss(labeled, unlabeled, progress=0.0)
@@ -110,7 +172,8 @@ def test_feature_perturbation_pass(model_config: ModelConfig) -> None:
 @pytest.mark.parametrize("augment", ["none", "strong"])
 def test_baseline_loss_is_finite_uses_both_batches_and_decreases(model_config: ModelConfig, name: str, augment: str) -> None:
     # unimatch_threshold 0: a random tiny model is never 95 % confident, and the test wants the unlabeled terms on.
-    method = build(name, model_config, augment=augment, unimatch_threshold=0.0)
+    # ema_decay 1: a fixed teacher, so that the targets (largest-component pseudo labels) hold still.
+    method = build(name, model_config, augment=augment, unimatch_threshold=0.0, ema_decay=1.0)
     labeled, unlabeled = batches(n_labeled=2, n_unlabeled=2)
     method.train()
 

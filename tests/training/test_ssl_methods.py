@@ -226,18 +226,6 @@ def test_static_teacher_requirement_follows_the_config(model_config: ModelConfig
     assert ignored.static_teacher is None
 
 
-def test_init_from_static_is_a_requirement_of_the_method() -> None:
-    with_init = replace(CONFIG, init_from_static=True)
-    assert DualTeacher.requirements(with_init).init_from_static
-    for cls in (Supervised, MeanTeacher):
-        with pytest.raises(ConfigError) as info:
-            cls.requirements(with_init)
-        assert info.value.key == "train.init_from_static"
-    with pytest.raises(ConfigError) as info:
-        DualTeacher.requirements(replace(with_init, use_static_teacher=False))
-    assert info.value.key == "train.init_from_static"
-
-
 @pytest.mark.parametrize(("key", "value"), [("aurcl_grid", 0), ("ema_decay", 1.5), ("aurcl_ratio", 0.0), ("uewf_kernel", 0)])
 def test_section_checks_name_the_full_key(key: str, value: float) -> None:
     with pytest.raises(ConfigError) as info:

@@ -301,6 +301,7 @@ def prototype_contrast_loss(
     ratio: float = 0.1,
     tau_fix: float = 0.2,
     temperature: float = 0.1,
+    valid: Tensor | None = None,
 ) -> Tensor:
     """Uncertain pixels against foreground / background prototypes of confident pixels.
 
@@ -321,6 +322,10 @@ def prototype_contrast_loss(
         target: the teacher's (fused) soft target (B, 1, H, W) in [0, 1], same handling.
         ratio, tau_fix: the uncertain-pixel selection (as the paper's variant).
         temperature: InfoNCE temperature.
+        valid: optional boolean (B, 1, H, W): pixels of the student's view that came from
+            inside the image (an augmentation's affine brings in zero padding). Only pixels
+            wholly valid at the feature resolution are prototypes or anchors; padding would
+            otherwise count as confident background.
 
     Returns:
         A float32 scalar; exactly 0 (connected to ``proj_features``) when there is no anchor
@@ -338,10 +343,12 @@ def prototype_contrast_loss(
             p = F.interpolate(p, size=size, mode="bilinear", align_corners=False)
         if t.shape[-2:] != size:
             t = F.interpolate(t, size=size, mode="bilinear", align_corners=False)
-        selected = select_uncertain(p, ratio, tau_fix)[:, 0]  # (B, h, w)
+        inside = torch.ones_like(t[:, 0], dtype=torch.bool) if valid is None else _valid_at(valid, size)
+        # Padding gets certainty 0 before the ranking, so it never displaces a real pixel.
+        selected = select_uncertain(p.masked_fill(~inside[:, None], 0.0), ratio, tau_fix)[:, 0] & inside  # (B, h, w)
         foreground = t[:, 0] > 0.5
         pixels = features.permute(0, 2, 3, 1)  # (B, h, w, D)
-        fg_conf, bg_conf = ~selected & foreground, ~selected & ~foreground
+        fg_conf, bg_conf = ~selected & foreground & inside, ~selected & ~foreground & inside
         if not (bool(selected.any()) and bool(fg_conf.any()) and bool(bg_conf.any())):
             return _zero_connected_to(proj_features)
         prototypes = torch.stack([pixels[bg_conf].mean(dim=0), pixels[fg_conf].mean(dim=0)])
@@ -351,11 +358,20 @@ def prototype_contrast_loss(
         return F.cross_entropy(logits, foreground[selected].long())
 
 
+def _valid_at(valid: Tensor, size: torch.Size) -> Tensor:
+    """(B, h, w) boolean: the pixels of ``valid`` (B, 1, H, W) whose whole area at ``size`` is valid."""
+    if valid.shape[-2:] == size:
+        return valid[:, 0].bool()
+    # Area pooling: a feature pixel counts only when every image pixel under it is valid.
+    return F.adaptive_avg_pool2d(valid.float(), size)[:, 0] > 1.0 - 1e-6
+
+
 class PrototypeAURCLLoss(nn.Module):
     """:func:`prototype_contrast_loss` with a 1x1-conv projection head (``train.aurcl_variant: prototype``).
 
-    ``forward(features, probs, target)``: decoder ``features`` (B, C, h, w), the student's
-    probabilities and the teacher's aligned soft target (both (B, 1, H, W)).
+    ``forward(features, probs, target, valid=None)``: decoder ``features`` (B, C, h, w), the
+    student's probabilities and the teacher's aligned soft target (both (B, 1, H, W)), and the
+    view's valid pixels (B, 1, H, W) when an augmentation padded the view.
     """
 
     def __init__(
@@ -369,11 +385,11 @@ class PrototypeAURCLLoss(nn.Module):
         self.projection = nn.Conv2d(in_channels, proj_dim, kernel_size=1)
         self.ratio, self.tau_fix, self.temperature = ratio, tau_fix, temperature
 
-    def forward(self, features: Tensor, probs: Tensor, target: Tensor) -> Tensor:
+    def forward(self, features: Tensor, probs: Tensor, target: Tensor, valid: Tensor | None = None) -> Tensor:
         """The loss; connected to the projection head even when it is 0 (DDP's unused-parameter check)."""
         with _no_autocast(features):
             projected = self.projection(features.float())
-        loss = prototype_contrast_loss(projected, probs, target, self.ratio, self.tau_fix, self.temperature)
+        loss = prototype_contrast_loss(projected, probs, target, self.ratio, self.tau_fix, self.temperature, valid)
         return loss + _zero_connected_to(*self.projection.parameters())
 
     def extra_repr(self) -> str:

@@ -7,7 +7,7 @@ A checkpoint is a dict: ``model`` (state dict of :class:`~busseg.models.Segmenta
 from __future__ import annotations
 
 import io
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import torch
 from busseg import __version__
 from busseg.atomic import write_bytes
 from busseg.config import from_dict
-from busseg.errors import DataError
+from busseg.errors import ConfigError, DataError
 from busseg.models import ModelConfig, SegmentationNet, build_model, model_config_to_dict
 from busseg.training.config import TrainConfig
 
@@ -73,13 +73,36 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> SegmentationNet:
-    """Rebuild the network stored in ``path`` (eval mode, on ``device``)."""
+    """Rebuild the network stored in ``path`` (eval mode, on ``device``).
+
+    The stored weights replace any pre-trained encoder weights, so none are fetched or read
+    (``model.encoder_weights`` stays in the config as a record of how it was trained).
+    """
     checkpoint = read_checkpoint(path)
     config = from_dict(ModelConfig, checkpoint["model_config"], "model")
-    model = build_model(config)
+    model = build_model(config, pretrained=False)
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as exc:
         raise DataError(path, f"weights do not fit the stored model config: {exc}") from None
     # channels_last: the layout oneDNN's CPU convolutions (and tensor cores) are fastest in.
     return model.to(device, memory_format=torch.channels_last).eval()
+
+
+def initialise_from(student: SegmentationNet, path: str | Path, key: str = "train.init") -> None:
+    """Copy the weights of the busseg checkpoint ``path`` into ``student`` (``train.init``).
+
+    The checkpoint's network must be the student's (architecture, encoder, image size,
+    decoder); a mismatch is a :class:`~busseg.errors.ConfigError` naming ``key`` and both
+    configs, not a shape error from deep inside PyTorch.
+    """
+    checkpoint = read_checkpoint(path)
+    stored = from_dict(ModelConfig, checkpoint["model_config"], "model")
+    if replace(stored, encoder_weights=None) != replace(student.config, encoder_weights=None):
+        raise ConfigError(
+            key, f"{path} holds a different network ({stored}) from the student's model section ({student.config})"
+        )
+    try:
+        student.load_state_dict(checkpoint["model"])
+    except RuntimeError as exc:
+        raise DataError(path, f"weights do not fit the stored model config: {exc}") from None

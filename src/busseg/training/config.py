@@ -13,6 +13,9 @@ S = TypeVar("S")
 AUGMENT_MODES = ("none", "weak", "strong")
 """Values of ``train.augment`` / ``warmup.augment`` (see :mod:`busseg.training.augment`)."""
 
+INIT_CHOICES = ("none", "static_teacher")
+"""Named values of ``train.init``; any other value is the path of a busseg checkpoint."""
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -61,9 +64,6 @@ class TrainConfig:
     use_uewf: bool = True
     uewf_kernel: int = 14
     use_aurcl: bool = True
-    # dual_teacher: start the student (and so the EMA teacher) from the static teacher's weights
-    # instead of random initialisation. The paper does not say; off by default (see README).
-    init_from_static: bool = False
     # dual_teacher: AURCL (METHOD.md DECISIONS)
     aurcl_ratio: float = 0.1
     aurcl_tau_fix: float = 0.2
@@ -87,6 +87,14 @@ class TrainConfig:
     # unimatch: confidence threshold of the pseudo labels and dropout of the feature perturbation
     unimatch_threshold: float = 0.95
     unimatch_dropout: float = 0.5
+    # Every method: where the student (and so any EMA teacher) starts. ``none``: the random
+    # initialisation of ``seed`` (with ``model.encoder_weights`` if set); ``static_teacher``: the
+    # static teacher's weights (pseudo-label pre-training, the stage's teacher checkpoint); any
+    # other value: the path of a busseg checkpoint. See :data:`INIT_CHOICES`.
+    init: str = "none"
+    # bcp: fraction of the optimizer steps spent on BCP's labeled copy-paste pre-training
+    # (labeled images only) before self-training; 0 = none
+    bcp_pretrain_fraction: float = 0.25
 
     def check(self, section: str = "train") -> None:
         """Range checks of the loop's keys, with errors that name ``section.key``.
@@ -106,6 +114,15 @@ class TrainConfig:
                 f"{section}.augment", f"unknown augmentation '{self.augment}'; available: {', '.join(AUGMENT_MODES)}"
             )
         check_range(f"{section}.plateau_factor", self.plateau_factor, 0.0, 1.0, low_open=True)
+        if not self.init.strip():
+            raise ConfigError(
+                f"{section}.init", f"must be one of {', '.join(INIT_CHOICES)} or the path of a busseg checkpoint, got ''"
+            )
+
+    @property
+    def init_path(self) -> str | None:
+        """The checkpoint path of ``init``, or None when it names ``none`` / ``static_teacher``."""
+        return None if self.init in INIT_CHOICES else self.init
 
     def section(self, cls: type[S], section: str = "train") -> S:
         """A method's section ``cls`` built from this config's keys of the same names.
@@ -117,12 +134,18 @@ class TrainConfig:
         return from_dict(cls, {name: getattr(self, name) for name in names}, section)
 
 
+WARMUP_FIXED = {"method": "supervised", "unlabeled_batch": 0, "init": "none"}
+"""Keys of the ``warmup`` section that the warm-up sets itself: a supervised run on labeled
+batches only, from the random initialisation (it trains the static teacher that ``train.init:
+static_teacher`` starts from)."""
+
+
 def warmup_config(section: dict | None) -> TrainConfig:
     """The static teacher's :class:`TrainConfig` from the ``warmup`` section of params.yaml.
 
-    A warm-up is always ``supervised`` training without unlabeled images (the warm-up and
-    refine stages both train one); the loop's keys are checked, naming ``warmup.<key>``.
+    A warm-up is always ``supervised`` training without unlabeled images from the random
+    initialisation (:data:`WARMUP_FIXED`; the warm-up and refine stages both train one); the loop's keys are checked, naming ``warmup.<key>``.
     """
-    config = from_dict(TrainConfig, {**(section or {}), "method": "supervised", "unlabeled_batch": 0}, "warmup")
+    config = from_dict(TrainConfig, {**(section or {}), **WARMUP_FIXED}, "warmup")
     config.check("warmup")
     return config

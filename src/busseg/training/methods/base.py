@@ -8,8 +8,7 @@ it is neither optimised nor saved with the method.
 
 A method declares what it needs from the stage that trains it in one place,
 :meth:`TrainingMethod.requirements` (a :class:`Requirements`): whether the loop must feed
-unlabeled batches, whether the stage must load the static teacher, and whether the
-student starts from the static teacher's weights. The stage asks once and acts on the
+unlabeled batches and whether the stage must load the static teacher. The stage asks once and acts on the
 answer; it knows no method by name.
 
 Each method's own knobs form its section, a frozen dataclass whose fields are ``train.<knob>``
@@ -39,14 +38,13 @@ class Requirements:
     """What a method needs from the stage that trains it (see :meth:`TrainingMethod.requirements`).
 
     ``unlabeled``: the loop feeds ``train.unlabeled_batch`` unlabeled images every step;
-    ``static_teacher``: the stage loads the warm-up stage's checkpoint and hands it over;
-    ``init_from_static``: the student starts from the static teacher's weights (and so
-    does an EMA teacher made from it) instead of its random initialisation.
+    ``static_teacher``: the stage loads the warm-up stage's checkpoint and hands it over.
+    Where the student starts is not a method's business but the loop's (``train.init``, the
+    same for every method).
     """
 
     unlabeled: bool = False
     static_teacher: bool = False
-    init_from_static: bool = False
 
 
 class TrainingMethod(nn.Module):
@@ -82,14 +80,8 @@ class TrainingMethod(nn.Module):
         """What this method needs from its stage under ``config`` (it may depend on switches).
 
         Raises :class:`ConfigError` for settings the method cannot honour. The base class
-        uses no static teacher, so ``init_from_static`` is an error here.
+        needs labeled batches only.
         """
-        if config.init_from_static:
-            raise ConfigError(
-                f"{section}.init_from_static",
-                f"starts the student from the static teacher, which method '{cls.name}' does not use; "
-                "use train.method=dual_teacher with use_static_teacher",
-            )
         return Requirements()
 
     def begin_step(self, seed: int, rank: int = 0, world_size: int = 1) -> None:

@@ -9,7 +9,7 @@ features.
 Its section (``train.<knob>``, :class:`DualTeacherConfig`): the EMA knobs (``ema_decay``,
 ``lambda_u``), ``lambda_c``, the ablation switches ``use_static_teacher``,
 ``use_ema_teacher``, ``use_uewf``, ``use_aurcl`` (each removes one component; README: "the
-ablation ladder"), ``uewf_kernel``, ``init_from_static`` and the AURCL knobs ``aurcl_*``.
+ablation ladder"), ``uewf_kernel`` and the AURCL knobs ``aurcl_*``.
 """
 from __future__ import annotations
 
@@ -50,9 +50,6 @@ class DualTeacherConfig(EMATeacherConfig):
       ``uewf_kernel`` (>= 1) is UEWF's smoothing window, 1 the pixel-wise UEWF;
     * ``use_aurcl``: False drops L_c and the projection head (no parameters, no ``loss_c``
       in the logged parts);
-    * ``init_from_static``: start the student (and so the EMA teacher) from the static
-      teacher's weights instead of random initialisation (the paper does not say; needs
-      ``use_static_teacher``);
     * ``aurcl_ratio`` (0, 1], ``aurcl_tau_fix`` [0, 1], ``aurcl_grid`` >= 1,
       ``aurcl_temperature`` (0, 100], ``aurcl_proj_dim`` >= 1: AURCL (METHOD.md DECISIONS);
       ``aurcl_variant``: ``paper`` (METHOD.md's reading, patch views) or ``prototype``
@@ -70,7 +67,6 @@ class DualTeacherConfig(EMATeacherConfig):
     use_uewf: bool
     uewf_kernel: int
     use_aurcl: bool
-    init_from_static: bool
     aurcl_ratio: float
     aurcl_tau_fix: float
     aurcl_grid: int
@@ -102,10 +98,6 @@ class DualTeacherConfig(EMATeacherConfig):
                 "use_static_teacher/use_ema_teacher",
                 "dual_teacher needs at least one teacher; both are false "
                 "(for training on labeled images only use train.method=supervised)",
-            )
-        if self.init_from_static and not self.use_static_teacher:
-            raise ConfigError(
-                "init_from_static", "starts the student from the static teacher, which use_static_teacher=false switches off"
             )
 
 
@@ -169,9 +161,7 @@ class DualTeacher(EMATeacherMethod):
     def requirements(cls, config: TrainConfig, section: str = "train") -> Requirements:
         """Unlabeled batches; the static teacher (and the init rule) as the switches say."""
         options = config.section(DualTeacherConfig, section)
-        return Requirements(
-            unlabeled=True, static_teacher=options.use_static_teacher, init_from_static=options.init_from_static
-        )
+        return Requirements(unlabeled=True, static_teacher=options.use_static_teacher)
 
     def static_weight(self, progress: float) -> float:
         """The static teacher's fusion weight at ``progress``: 1, or falling linearly to 0 (``static_anneal``)."""
@@ -230,7 +220,8 @@ class DualTeacher(EMATeacherMethod):
             # AURCL detaches the probabilities itself: its gradient reaches the features only.
             probs_u = torch.sigmoid(logits_u.float())
             if isinstance(self.aurcl, PrototypeAURCLLoss):
-                loss_c = self.aurcl(features_u, probs_u, target)
+                # Padding the augmentation brought in is neither a prototype nor an anchor.
+                loss_c = self.aurcl(features_u, probs_u, target, None if view.theta is None else view.valid)
             else:
                 loss_c = self.aurcl(features_u, probs_u)
             total = total + self.options.lambda_c * loss_c

@@ -91,7 +91,7 @@ class MeanTeacher(EMATeacherMethod):
 
     @classmethod
     def requirements(cls, config: TrainConfig, section: str = "train") -> Requirements:
-        """Unlabeled batches every step; no static teacher (so no ``init_from_static``)."""
+        """Unlabeled batches every step; no static teacher."""
         super().requirements(config, section)
         config.section(MeanTeacherConfig, section)
         return Requirements(unlabeled=True)
