@@ -51,10 +51,9 @@ import torch
 from torch import Tensor
 
 from busseg.config import check_range
-from busseg.ssl import ema_update
-
 from busseg.losses import masked_bce_dice_loss
 from busseg.models import SegmentationNet
+from busseg.ssl import ema_update
 from busseg.training.config import TrainConfig
 from busseg.training.methods.base import (
     Batch,
