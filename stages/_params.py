@@ -9,7 +9,32 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
+#: Exit code after Ctrl-C: 128 + SIGINT, what a shell reports for a process it interrupted.
+INTERRUPTED_EXIT_CODE = 130
+
+
+def _is_main_rank() -> bool:
+    """Whether this process says ``interrupted``: not a rank under torchrun (``runtime.nproc``
+    > 1), where every rank gets the signal and ``busseg.launch`` says it once for all."""
+    return "TORCHELASTIC_RUN_ID" not in os.environ
+
+
+def _interrupted_hook(kind, value, traceback) -> None:
+    """``sys.excepthook`` for Ctrl-C before :func:`main_guard` runs (during the stage's imports,
+    which take seconds with torch): the same one line and exit code as inside it."""
+    if not issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value, traceback)
+        return
+    if _is_main_rank():
+        print("interrupted", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    # Nothing is open yet that needs cleaning up; os._exit keeps Python from re-raising SIGINT.
+    os._exit(INTERRUPTED_EXIT_CODE)
+
+
+sys.excepthook = _interrupted_hook
+
+import yaml  # noqa: E402
 
 # DVC and dvclive must never try the network from a stage.
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -83,9 +108,19 @@ def setup_runtime(params: dict[str, Any]):
 
 
 def main_guard(main) -> None:
-    """Run ``main`` and turn busseg's user errors into one line on stderr and exit code 1."""
+    """Run ``main``: busseg's user errors become one ``error:`` line and exit code 1, Ctrl-C
+    (SIGINT, e.g. during ``dvc repro``) one ``interrupted`` line and exit code 130.
+
+    Nothing is half-written either way: every output goes through :mod:`busseg.atomic`, whose
+    context managers remove their temporary as the exception passes; resumable stages keep
+    their last finished epoch / labeled image in the scratch folder for the next run.
+    """
     try:
         main()
     except BussegError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        if _is_main_rank():  # one line per run, not one per DDP rank
+            print("interrupted", file=sys.stderr)
+        sys.exit(INTERRUPTED_EXIT_CODE)

@@ -7,6 +7,7 @@ stages needing only train.txt stay cached when only label_ratio changes.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from _params import load_params, main_guard
@@ -24,7 +25,14 @@ def main() -> None:
     params = load_params()
     seed = int(params.get("seed", 0))
     index = read_index(args.index)
-    parts = split_dataset(index, from_dict(SplitConfig, params.get("split"), "split"), seed)
+    config = from_dict(SplitConfig, params.get("split"), "split")
+    parts = split_dataset(index, config, seed)
+    if not parts["val"]:  # split.val > 0 (params check), but too few images or patients for it
+        print(
+            f"warning: {args.index}: the validation split is empty ({len(index)} images, split.val "
+            f"{config.val:g}); warmup, refine and train will keep their last epoch, not their best",
+            file=sys.stderr,
+        )
     labeled = choose_labeled(index, parts["train"], float(params["label_ratio"]), seed)
     unlabeled = sorted(set(parts["train"]) - set(labeled))
     for name, ids in {**parts, "labeled": labeled, "unlabeled": unlabeled}.items():

@@ -108,3 +108,12 @@ def test_the_closure_reaches_the_method_modules() -> None:
 def test_a_launcher_module_counts_as_part_of_the_command() -> None:
     roots = command_roots("python -m busseg.launch --nproc 2 stages/train.py --out x")
     assert [p.relative_to(REPO).as_posix() for p in roots] == ["stages/train.py", "src/busseg/launch.py"]
+
+
+@pytest.mark.parametrize("stage, roots, deps", stage_scripts_and_deps(), ids=lambda v: v if isinstance(v, str) else "")
+def test_no_dependency_is_an_empty_file(stage: str, roots: list[Path], deps: list[str]) -> None:
+    """DVC prints ``WARNING: '<dep>' is empty.`` for each empty file dependency on every run:
+    noise a user learns to ignore, which hides the real warnings (issue 21). An empty
+    package ``__init__.py`` gets a one-line docstring instead."""
+    empty = [dep for dep in deps if (REPO / dep).is_file() and (REPO / dep).stat().st_size == 0]
+    assert not empty, f"stage {stage}: empty files among its deps: {empty}"

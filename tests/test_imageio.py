@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -295,3 +296,76 @@ def test_content_hash_depends_on_pixels_and_shape_not_encoding(tmp_path):
     flat = np.arange(16, dtype=np.uint8)
     assert content_hash(flat.reshape(4, 4)) != content_hash(flat.reshape(2, 8))
     assert len(content_hash(GREY)) == 64
+
+
+# --- issue 21: BUS-UCLM's statistics (tests/data/uclm_scans.py), speed, huge images ---------
+
+
+def _uclm_like(count: int, doppler: bool, first_seed: int) -> list[np.ndarray]:
+    from data.uclm_scans import uclm_scan  # tests/ is on sys.path
+
+    return [uclm_scan(first_seed + i, doppler=doppler) for i in range(count)]
+
+
+def test_uclm_like_grey_scans_are_greyscale_content_and_doppler_scans_colour():
+    """Real statistics: a tinted map plus 1-1.5 % coloured marks and text is greyscale
+    content (issue 21: 663 of 670 real scans were called colour); a colour box is colour."""
+    grey = [classify_colour(image) for image in _uclm_like(20, False, 500)]
+    doppler = [classify_colour(image) for image in _uclm_like(10, True, 600)]
+    assert min(c.off_map_fraction for c in grey) > 0.008  # the overlays are there, off the map
+    assert np.mean([c.kind == "tinted" for c in grey]) >= 0.95
+    assert np.mean([c.kind == "colour" for c in doppler]) >= 0.9
+
+
+def test_painted_areas_are_colour_where_strokes_of_the_same_share_are_overlays():
+    from busseg.imageio import AREA_MAX_FRACTION
+
+    base = _tinted(np.clip(np.random.default_rng(0).gamma(2.0, 45.0, (606, 856)), 0, 255).astype(np.uint8))
+    bar = base.copy()
+    bar[40:160, 20:32] = np.linspace([255, 230, 0], [0, 200, 255], 120).astype(np.uint8)[:, None, :]  # colour bar
+    strokes = base.copy()
+    strokes[100:500:16, 100:460] = (255, 255, 0)  # 1-px lines: 1.7 % of the pixels, six times the bar
+    bar_content, stroke_content = classify_colour(bar), classify_colour(strokes)
+    assert stroke_content.off_map_fraction > bar_content.off_map_fraction
+    assert stroke_content.kind == "tinted" and stroke_content.area_fraction == 0
+    assert bar_content.kind == "colour" and bar_content.area_fraction > AREA_MAX_FRACTION
+
+
+def test_the_sampled_grey_map_decides_as_the_whole_image_does(monkeypatch):
+    """The speed-up (the map from a grid of pixels) changes no decision on the fixtures."""
+    import busseg.imageio as imageio
+    from data.fixtures import add_calipers, add_doppler, scan, tint
+
+    images = _uclm_like(4, False, 700) + _uclm_like(3, True, 800)
+    images += [add_calipers(tint(scan(96, 128, 1))), add_doppler(tint(scan(96, 128, 2)))]
+    sampled = [classify_colour(image) for image in images]
+    monkeypatch.setattr(imageio, "MAP_SAMPLE_PIXELS", 10**9)
+    whole = [classify_colour(image) for image in images]
+    assert [c.kind for c in sampled] == [c.kind for c in whole]
+    for a, b in zip(sampled, whole):
+        assert abs(a.off_map_fraction - b.off_map_fraction) < 0.002
+
+
+def test_histogram_medians_equal_numpy_medians():
+    from busseg.imageio import _histogram_medians
+
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(0, 511, n) for n in (1, 2, 5, 6, 101, 1000)]
+    histogram = np.stack([np.bincount(r, minlength=511) for r in rows])
+    counts = np.array([len(r) for r in rows])
+    np.testing.assert_array_equal(_histogram_medians(histogram, counts), [np.median(r) for r in rows])
+
+
+@pytest.mark.parametrize(("width", "height", "shown"), [(10000, 10000, "10000 x 10000 px (100 MP)"), (20000, 20000, "400 MP")])
+def test_a_huge_image_is_refused_from_its_header_without_pillows_warning(tmp_path, width, height, shown):
+    import warnings
+
+    from data.fixtures import write_huge_png_header
+
+    path = write_huge_png_header(tmp_path / "huge.png", width, height)
+    for read in (read_image, read_mask):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # Pillow's DecompressionBombWarning would raise here
+            with pytest.raises(DataError, match=re.escape(f"too large: {shown}; at most 16.8 MP")) as info:
+                read(path)
+        assert info.value.path == path

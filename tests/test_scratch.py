@@ -34,3 +34,14 @@ def test_release_removes_the_folder_and_empty_parents_and_usage_is_visible(tmp_p
     scratch.release(folder, root=tmp_path)
     assert tmp_path.is_dir() and list(tmp_path.iterdir()) == []
     assert scratch.usage_note(tmp_path) is None
+
+
+def test_a_new_run_removes_empty_run_folders_and_keeps_state(tmp_path: Path) -> None:
+    """A run killed (kill -9) before it saved anything leaves an empty folder (issue 21)."""
+    abandoned = scratch.scratch_dir("train-a", "killed", root=tmp_path)
+    holding = scratch.scratch_dir("train-b", "resumable", root=tmp_path)
+    (holding / "last.pt").write_bytes(b"state")
+    mine = scratch.scratch_dir("train-c", "new", root=tmp_path)
+    assert not abandoned.exists() and not abandoned.parent.exists()  # its stage folder went too
+    assert (holding / "last.pt").read_bytes() == b"state" and mine.is_dir()
+    assert scratch.scratch_dir("train-c", "new", root=tmp_path) == mine and mine.is_dir()

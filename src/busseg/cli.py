@@ -19,7 +19,8 @@ folder and a second run reads the same inputs as the first. Hidden files and fol
 
 An image that cannot be read (corrupt, not an image, colour content without
 ``--allow-colour``) is skipped and listed with the reason; the others are still written.
-The exit code is 0 when every input was written and 1 otherwise.
+The exit code is 0 when every input was written and 1 otherwise; Ctrl-C prints one line,
+``interrupted``, and exits with 130 (the masks written until then are whole files).
 """
 from __future__ import annotations
 
@@ -260,8 +261,11 @@ def predict_command(args: argparse.Namespace) -> None:
         if model is not None:
             with torch.inference_mode():
                 run_predictions(model, plan, args.out, device, args, summary)
-    finally:
+    except Exception:  # a write failure stops the run: say what was written before it
         _report(summary, args.out, plan.ignored)
+        raise
+    # Not on Ctrl-C: the user asked for silence, and main prints the one `interrupted` line.
+    _report(summary, args.out, plan.ignored)
     if summary.skipped:
         total = summary.masks + len(summary.skipped)
         raise BussegError(f"skipped {len(summary.skipped)} of {total} inputs (listed above); their masks were not written")
@@ -316,14 +320,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+INTERRUPTED_EXIT_CODE = 130
+"""Exit code after Ctrl-C: 128 + SIGINT, what a shell reports for an interrupted command."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; user errors become one ``error:`` line and exit code 1."""
-    args = build_parser().parse_args(argv)
+    """Run the command line; user errors become one ``error:`` line and exit code 1, Ctrl-C
+    one ``interrupted`` line and exit code 130 (masks written so far are complete files:
+    each is written atomically; the one being written is not left behind)."""
     try:
+        args = build_parser().parse_args(argv)
         args.func(args)
     except BussegError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
     return 0
 
 

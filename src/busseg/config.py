@@ -10,7 +10,7 @@ import math
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from busseg.errors import ConfigError
@@ -27,12 +27,14 @@ def join_key(section: str, name: str) -> str:
     return f"{section}.{name}" if section else name
 
 
-def from_dict(cls: type[T], values: Mapping[str, Any] | None, section: str) -> T:
+def from_dict(cls: type[T], values: Mapping[str, Any] | None, section: str, *, also: Iterable[str] = ()) -> T:
     """Build dataclass ``cls`` from ``values``; unknown keys and wrong types are errors.
 
     ``section`` is the dotted parameter prefix used in messages (e.g. ``"train"``),
     so that a typo in params.yaml reads ``parameter 'train.lrr': unknown key;
-    available: ...`` instead of a TypeError.
+    available: ...`` instead of a TypeError. ``also`` are keys that are valid in the
+    section but read by the caller, not by ``cls`` (a dataset entry's ``kind`` and
+    ``root``): the "available" list names them too, so that it lists every valid key.
     """
     values = dict(values or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -40,7 +42,7 @@ def from_dict(cls: type[T], values: Mapping[str, Any] | None, section: str) -> T
     if unknown:
         raise ConfigError(
             join_key(section, str(unknown[0])),
-            f"unknown key; available: {', '.join(sorted(fields))}",
+            f"unknown key; available: {', '.join(sorted({*fields, *also}))}",
         )
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}

@@ -7,7 +7,8 @@ With one process the script simply runs here (no torchrun start-up cost); with N
 ``torchrun --standalone --nproc_per_node N script ...`` (``torch.distributed.run``), with two
 differences a stage needs: a bad ``runtime.nproc`` and a rank that dies are one ``error:``
 line naming the parameter or the rank (not torchrun's traceback), and the exit code is 1.
-Every rank's own output (the stage's messages) goes to the terminal as usual.
+Ctrl-C is one ``interrupted`` line (the ranks, which get the signal too, stay silent) and
+exit code 130. Every rank's own output (the stage's messages) goes to the terminal as usual.
 """
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ import runpy
 import sys
 
 from busseg.errors import BussegError, ConfigError
+
+INTERRUPTED_EXIT_CODE = 130
+"""Exit code after Ctrl-C (128 + SIGINT), as the stages' own ``main_guard`` returns it."""
 
 
 def available_workers(device: str) -> tuple[int, str]:
@@ -55,19 +59,34 @@ def _run_in_process(script: str, args: list[str]) -> None:
     runpy.run_path(script, run_name="__main__")
 
 
+def _silence_torchrun_logs() -> None:
+    """Raise torchrun's loggers to CRITICAL. Each of its modules sets its own logger's level
+    when imported (``LOGLEVEL``, default WARNING), so the parent logger's level is not enough."""
+    prefixes = ("torch.distributed.elastic", "torch.distributed.run", "torch.distributed.launcher")
+    for name in [*logging.root.manager.loggerDict, *prefixes]:
+        if name.startswith(prefixes):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def _run_under_torchrun(nproc: int, script: str, args: list[str]) -> int:
+    from torch.distributed.elastic.multiprocessing import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
     torchrun_args = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", script, *args])
     # The ranks print their own `error:` lines; torchrun's agent would add a log record and a
-    # summary per failure on top. The one-line summary below replaces them.
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    # summary per failure (and one per Ctrl-C) on top. The one-line summaries below replace them.
+    _silence_torchrun_logs()
     # Each rank sets its torch threads from runtime.threads; this only silences torchrun's
     # warning that it would otherwise set OMP_NUM_THREADS=1 itself.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
         run(torchrun_args)
+    except (KeyboardInterrupt, SignalException):
+        # torchrun's agent turns Ctrl-C into SignalException and stops the ranks; each rank
+        # got the signal too and left its outputs untouched (busseg.atomic), silently.
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
     except ChildFailedError as exc:
         failures = ", ".join(f"rank {rank} (exit code {exc.failures[rank].exitcode})" for rank in sorted(exc.failures))
         print(
@@ -95,10 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     except BussegError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    if nproc == 1:
-        _run_in_process(options.script, options.args)
-        return 0
-    return _run_under_torchrun(nproc, options.script, options.args)
+    try:
+        if nproc == 1:  # the script's own main_guard reports Ctrl-C (a SystemExit(130) here)
+            _run_in_process(options.script, options.args)
+            return 0
+        return _run_under_torchrun(nproc, options.script, options.args)
+    except KeyboardInterrupt:  # before the script's main_guard runs (e.g. importing torch)
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
 
 
 if __name__ == "__main__":

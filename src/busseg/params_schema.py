@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from busseg.config import check_range, from_dict, join_key
@@ -192,11 +193,13 @@ def validate_params(params: Any) -> None:
     # Unknown keys first: a misspelt key is also a missing one, and the typo is the news.
     _check_keys(params, top_level_keys(), "")
     check_datasets(params.get("datasets"))
+    check_distinct_roots(params["datasets"])
     top = from_dict(TopLevelParams, {k: params[k] for k in _field_names(TopLevelParams) if k in params}, "")
     top.check()
     _check_pseudo(params.get("pseudo"))
     for name, section in SECTIONS.items():
         _check_section(name, section, params.get(name))
+    _check_split(params.get("split"))
     _check_required(params)
 
 
@@ -216,6 +219,61 @@ def check_datasets(datasets: Any) -> list[str]:
         if "kind" not in spec:
             raise ConfigError(f"{key}.kind", "missing; the dataset kind to import")
     return [str(name) for name in datasets]
+
+
+def check_distinct_roots(datasets: Mapping[str, Any]) -> None:
+    """Refuse two dataset entries (or composite sources) that read the same folder.
+
+    Every stage fans out per entry and the report crosses them: two entries of one folder
+    would show a dataset's in-domain results in the cross-dataset table as if they were
+    results on another dataset. ``synthetic`` entries are left out (their ``root`` is the
+    generator module; their seed makes them different data).
+    """
+    seen: dict[Path, str] = {}
+    for key, root in _dataset_roots(datasets):
+        if root in seen:
+            raise ConfigError(
+                key,
+                f"the same folder as {seen[root]} ({root}): the report's cross-dataset table would show "
+                "in-domain results as cross-dataset ones; declare each dataset once",
+            )
+        seen[root] = key
+
+
+def _dataset_roots(datasets: Mapping[str, Any]) -> list[tuple[str, Path]]:
+    """``(key, resolved root)`` of every entry that reads a folder, composite sources included
+    (resolved against the composite's root, as the importer does)."""
+    roots: list[tuple[str, Path]] = []
+    for name, spec in datasets.items():
+        key = join_key("datasets", str(name))
+        root = spec.get("root")
+        if spec.get("kind") == "synthetic" or not isinstance(root, (str, Path)) or not str(root).strip():
+            continue
+        resolved = (Path.cwd() / Path(root).expanduser()).resolve()
+        sources = spec.get("sources")
+        if spec.get("kind") == "composite" and isinstance(sources, Mapping):
+            for source, source_spec in sources.items():
+                source_root = source_spec.get("root") if isinstance(source_spec, Mapping) else None
+                if isinstance(source_root, (str, Path)) and str(source_root).strip():
+                    source_key = f"{key}.sources.{source}.root"
+                    roots.append((source_key, (resolved / Path(source_root).expanduser()).resolve()))
+            continue
+        roots.append((f"{key}.root", resolved))
+    return roots
+
+
+def _check_split(values: Any) -> None:
+    """``split``: the fractions (as the split stage checks them), and a validation share > 0."""
+    from busseg.data.split import SplitConfig
+
+    split = from_dict(SplitConfig, _mapping(values, "split"), "split")
+    split.check()
+    if split.val <= 0:
+        raise ConfigError(
+            "split.val",
+            "must be > 0: warmup, refine and train keep the checkpoint with the best validation Dice and "
+            "lower the learning rate when it stalls; with no validation images both would go by nan",
+        )
 
 
 def _check_pseudo(pseudo: Any) -> None:

@@ -4,7 +4,7 @@ DVC deletes a stage's outputs when the stage starts, and ``persist: true`` would
 its run cache off; so in-progress state lives outside the outputs, in a git- and
 DVC-ignored folder whose name is a hash of the stage's parameters and input files. A
 rerun with identical inputs finds its state again; any change gets a fresh folder.
-Once a stage has written its outputs it :func:`release`\ s its folder: state is kept only
+Once a stage has written its outputs it releases its folder (:func:`release`): state is kept only
 while a run is unfinished (a training run's state is hundreds of MB).
 """
 from __future__ import annotations
@@ -59,10 +59,34 @@ def code_fingerprint() -> str:
 
 
 def scratch_dir(stage: str, key: str, root: str | Path | None = None) -> Path:
-    """``<root>/<stage>/<key>-<code fingerprint>``, created."""
-    path = Path(root or DEFAULT_ROOT) / stage.replace("@", "-") / f"{key}-{code_fingerprint()}"
+    """``<root>/<stage>/<key>-<code fingerprint>``, created.
+
+    Empty run folders under ``root`` are removed first: a run killed (``kill -9``) before it
+    saved any state leaves its folder empty, and nothing else would ever delete it.
+    """
+    base = Path(root or DEFAULT_ROOT)
+    prune_empty(base)
+    path = base / stage.replace("@", "-") / f"{key}-{code_fingerprint()}"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def prune_empty(root: str | Path | None = None) -> list[Path]:
+    """Remove the empty folders under the scratch ``root`` (runs that never saved state, and
+    stage folders left without runs); return them. ``rmdir`` removes only empty folders, so
+    a folder that another run fills meanwhile is never lost; a run whose folder goes
+    creates it again when it saves (:func:`busseg.atomic.atomic_path`)."""
+    base = Path(root or DEFAULT_ROOT)
+    if not base.is_dir():
+        return []
+    removed: list[Path] = []
+    for folder in sorted((p for p in base.rglob("*") if p.is_dir() and not p.is_symlink()), reverse=True):
+        try:
+            folder.rmdir()  # deepest first, so that a stage folder emptied here goes too
+        except OSError:
+            continue
+        removed.append(folder)
+    return removed
 
 
 def release(path: str | Path, root: str | Path | None = None) -> None:

@@ -61,6 +61,25 @@ CASES = [
     ("datasets null", replaced("datasets", None), "datasets"),
     ("dataset entry not a mapping", replaced("datasets", {"synthetic": "src/busseg/data/synthetic.py"}), "datasets.synthetic"),
     ("section not a mapping", replaced("evaluate", 0.5), "evaluate"),
+    # Issue 21: no validation images would make training choose and schedule on nan.
+    ("split.val 0", edited("  train: 0.7\n  val: 0.1", "  train: 0.8\n  val: 0"), "split.val"),
+    # Issue 21: one folder twice shows in-domain results as cross-dataset ones.
+    (
+        "two entries, one root",
+        replaced("datasets", {"a": {"kind": "busbra", "root": "data_in"}, "b": {"kind": "auto", "root": "./data_in/"}}),
+        "datasets.b.root",
+    ),
+    (
+        "a composite source and an entry, one root",
+        replaced(
+            "datasets",
+            {
+                "bra": {"kind": "busbra", "root": "/data/BUS-BRA"},
+                "mix": {"kind": "composite", "root": "/data", "sources": {"bra": {"kind": "busbra", "root": "BUS-BRA"}}},
+            },
+        ),
+        "datasets.mix.sources.bra.root",
+    ),
 ]
 
 
@@ -120,3 +139,24 @@ def test_the_report_library_refuses_an_empty_dataset_list(tmp_path: Path) -> Non
 
     with pytest.raises(ConfigError, match="no dataset declared"):
         build_summary(tmp_path, tmp_path, [])
+
+
+def test_two_synthetic_entries_share_the_generator_as_root(tmp_path: Path, tiny_prepared: Path) -> None:
+    """``root`` of a synthetic entry is the generator module: two seeds are two datasets."""
+    params = yaml.safe_load(COMMITTED)
+    entry = params["datasets"]["synthetic"]
+    params["datasets"] = {"one": entry, "two": {**entry, "seed": 1}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = run_stage(tmp_path, "split.py", *split_args(tiny_prepared))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_an_empty_validation_split_is_a_warning_saying_what_replaces_it(tmp_path: Path, tiny_prepared: Path) -> None:
+    """split.val > 0 but too small for the dataset: the split is written, and the warning says
+    that training keeps its last epoch (the loop's rule without validation images)."""
+    (tmp_path / "params.yaml").write_text(edited("  train: 0.7\n  val: 0.1", "  train: 0.79\n  val: 0.01"))
+    proc = run_stage(tmp_path, "split.py", *split_args(tiny_prepared))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith(f"warning: {tiny_prepared / 'index.csv'}: the validation split is empty (16 images")
+    assert "keep their last epoch" in proc.stderr
+    assert (tmp_path / "splits" / "val.txt").read_text() == ""

@@ -167,3 +167,98 @@ def test_a_run_that_writes_nothing_creates_no_output_folder(tmp_path: Path, chec
     assert predict(checkpoint, tmp_path / "out", tmp_path / "bad.png", tmp_path / "missing.png") == 1
     assert "error: skipped 2 of 2 inputs" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# --- issue 21: real scanner images, huge images, foreign checkpoints, Ctrl-C ------------------
+
+
+def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``busseg predict`` as a user runs it (the module behind the console script)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "busseg.cli", "predict", "--no-progress", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_scans_with_bus_uclms_statistics_are_predicted_without_allow_colour(tmp_path: Path, checkpoint: Path) -> None:
+    """Issue 21: every real BUS-UCLM scan was refused ("1.06% of pixels are off the grey map")."""
+    from data.uclm_scans import uclm_scan
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for seed in range(3):
+        Image.fromarray(uclm_scan(300 + seed, doppler=False)).save(scans / f"grey{seed}.png")
+    Image.fromarray(uclm_scan(400, doppler=True)).save(scans / "doppler.png")
+    proc = run_cli("--model", str(checkpoint), "--out", str(tmp_path / "out"), str(scans))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert files_under(tmp_path / "out") == [f"grey{i}.png.mask.png" for i in range(3)]
+    (skipped,) = [line for line in proc.stderr.splitlines() if line.startswith("skipped")]
+    assert skipped.startswith(f"skipped {scans / 'doppler.png'}: cannot read image: colour content")
+    assert "painted colour areas" in skipped and "--allow-colour" in skipped
+
+
+def test_a_huge_image_is_skipped_with_its_size(tmp_path: Path, checkpoint: Path, capsys) -> None:
+    from data.fixtures import write_huge_png_header
+
+    scans = tmp_path / "scans"
+    write_grey(scans / "a.png")
+    write_huge_png_header(scans / "huge.png", 10000, 10000)
+    assert predict(checkpoint, tmp_path / "out", scans) == 1
+    err = capsys.readouterr().err
+    assert f"skipped {scans / 'huge.png'}: cannot read image: too large: 10000 x 10000 px (100 MP)" in err
+    assert "DecompressionBomb" not in err
+    assert files_under(tmp_path / "out") == ["a.png.mask.png"]
+
+
+@pytest.mark.parametrize("foreign", ["whole-module", "garbage-pickle"])
+def test_a_checkpoint_that_is_not_busseg_s_is_one_line_without_unsafe_advice(
+    tmp_path: Path, foreign: str
+) -> None:
+    """Issue 21: torch's 8-line message advised re-running with weights_only=False."""
+    import torch
+
+    model = tmp_path / "model.pt"
+    if foreign == "whole-module":
+        torch.save(torch.nn.Linear(2, 2), model)
+    else:
+        model.write_bytes(b"garbage")
+    image = write_grey(tmp_path / "a.png")
+    proc = run_cli("--model", str(model), "--out", str(tmp_path / "out"), str(image))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"error: {model}: not a")
+    assert "weights_only" not in proc.stderr and "trust" not in proc.stderr
+    if foreign == "whole-module":
+        assert "pickled Python objects (torch.nn.modules.linear.Linear)" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_during_predict_is_one_line_and_exit_code_130(tmp_path: Path, checkpoint: Path) -> None:
+    """Issue 21: Ctrl-C printed a KeyboardInterrupt traceback. SIGINT, as the terminal sends it,
+    once the first mask is written; every mask that exists is a whole file, no temporary."""
+    import signal
+    import time
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    pixels = grey_pixels((32, 32))
+    for index in range(3000):
+        Image.fromarray(np.roll(pixels, index)).save(scans / f"s{index:04d}.png", compress_level=0)
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "busseg.cli", "predict", "--no-progress", "--model", str(checkpoint), "--out", str(out), str(scans)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 240
+    def first_mask_written() -> bool:  # a whole mask, not the temporary of the first one
+        return out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir())
+
+    while not first_mask_written() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "predict finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert stderr == "interrupted\n" and stdout == ""
+    written = files_under(out)
+    assert 0 < len(written) < 3000 and all(name.endswith(".mask.png") for name in written)  # no temporary
+    for name in written:
+        with Image.open(out / name) as mask:
+            mask.load()  # complete PNGs only

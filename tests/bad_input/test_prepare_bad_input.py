@@ -196,6 +196,66 @@ def test_a_bus_uclm_like_folder_imports_with_doppler_and_calipers_listed(tmp_pat
     assert report["flagged"]["marks"] == sorted(i for i, f in facts.items() if f["marks"] == "yes")
 
 
+def test_scans_with_bus_uclms_statistics_are_greyscale_content_and_doppler_colour(tmp_path):
+    """Issue 21: the real folder's grey scans (a tinted map plus 1-1.5 % coloured marks and
+    text) came out as colour_converted_ids; only the Doppler ones may. Both with INFO.csv
+    (whose ``Doppler: Yes`` lists an image as colour) and without it (the pixels alone)."""
+    from data.uclm_scans import write_uclm_folder
+
+    doppler = write_uclm_folder(tmp_path / "src", n_grey=5, n_doppler=2, first_seed=900)
+    write_params(tmp_path, {"kind": "bus_uclm", "root": "src"})
+    expected_colour = sorted(i for i, d in doppler.items() if d == "yes")
+    expected_tinted = sorted(i for i, d in doppler.items() if d == "no")
+    for with_info in (True, False):
+        if not with_info:
+            (tmp_path / "src" / "INFO.csv").unlink()
+        report = assert_clean_success(tmp_path, run_prepare(tmp_path))
+        assert report["n_images"] == 7 and report["n_skipped"] == 0
+        assert report["colour_converted_ids"] == expected_colour, with_info
+        assert report["tinted_converted_ids"] == expected_tinted, with_info
+
+
+def test_a_10000_px_image_is_a_recorded_skip_read_no_further(tmp_path):
+    from data.fixtures import write_huge_png_header
+
+    pair(tmp_path / "src", "good", 0)
+    write_huge_png_header(tmp_path / "src" / "images" / "huge.png", 10000, 10000)
+    save(tmp_path / "src" / "masks" / "huge.png", box_mask(32, 32), mode="1")
+    write_params(tmp_path, folder_spec())
+    proc = run_prepare(tmp_path)
+    report = assert_clean_success(tmp_path, proc)
+    assert report["n_images"] == 1
+    assert [(s["id"], s["reason"]) for s in report["skipped"]] == [
+        ("huge", "cannot read image: too large: 10000 x 10000 px (100 MP); at most 16.8 MP (4096 x 4096 px) are read")
+    ]
+    assert "DecompressionBomb" not in proc.stderr and "Warning" not in proc.stderr
+
+
+def test_a_root_that_is_a_file_is_called_a_file(tmp_path):
+    (tmp_path / "scans.zip").write_bytes(b"PK\x03\x04")
+    for kind in ("bus_uclm", "auto"):
+        write_params(tmp_path, {"kind": kind, "root": "scans.zip"})
+        error = assert_clean_failure(tmp_path, run_prepare(tmp_path), str(tmp_path / "scans.zip"))
+        assert "is a file, not a dataset folder" in error and "not found" not in error
+
+
+@pytest.mark.parametrize(
+    ("spec", "key", "available"),
+    [
+        ({"kind": "synthetic", "count": 4, "cout": 4}, "cout", ("count", "seed", "kind", "root", "size")),
+        ({"kind": "bus_uclm", "root": "src", "exclude_normals": True}, "exclude_normals", ("exclude_normal", "limit", "kind", "root")),
+        ({"kind": "folder", "root": "src", "mask_sufix": "_m"}, "mask_sufix", ("mask_suffix", "labels_csv", "kind", "root")),
+    ],
+    ids=["synthetic", "bus_uclm", "folder"],
+)
+def test_an_unknown_dataset_key_lists_every_valid_key(tmp_path, spec, key, available):
+    pair(tmp_path / "src", "a", 0)
+    write_params(tmp_path, spec)
+    error = assert_clean_failure(tmp_path, run_prepare(tmp_path), f"parameter 'datasets.mine.{key}': unknown key")
+    listed = error.split("available: ", 1)[1].split(", ")
+    assert set(available) <= set(listed), error
+
+
 # --- faults: disk full, ulimit -f, kill -9 --------------------------------------------------
 
 

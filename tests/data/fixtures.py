@@ -332,3 +332,23 @@ def make_udiat(
         save(root / "GT" / f"{name}.png", mask.astype(np.uint8) * 255)
         expected[name] = (image, mask)
     return expected
+
+
+def write_huge_png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims ``width`` x ``height`` px (8-bit grey) with next to no data.
+
+    What a decompression bomb or a 10000 x 10000 export looks like before decoding, in a few
+    bytes: a reader must refuse it from the header, never start decoding it.
+    """
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    )
+    return path

@@ -1,0 +1,1 @@
+"""Datasets: importers of the public layouts, the prepared folder, its index and the splits."""

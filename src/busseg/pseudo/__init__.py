@@ -1,0 +1,1 @@
+"""Pseudo labels: the labeling backends, their two-pass run, selection and refinement."""

@@ -7,6 +7,7 @@ A checkpoint is a dict: ``model`` (state dict of :class:`~busseg.models.Segmenta
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -66,10 +67,32 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a truncated or foreign file
-        raise DataError(path, f"not a readable busseg checkpoint ({type(exc).__name__}: {exc})") from None
+        raise DataError(path, _unreadable_checkpoint(exc)) from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "model_config" not in checkpoint:
         raise DataError(path, "not a busseg checkpoint (no 'model' / 'model_config' entries)")
     return checkpoint
+
+
+def _unreadable_checkpoint(exc: Exception) -> str:
+    """One line on why ``torch.load`` refused a file, without torch's advice.
+
+    For a file holding pickled Python objects (a whole ``nn.Module``, another program's
+    checkpoint) torch's message runs to 8 lines and suggests ``weights_only=False``: that
+    would run whatever code the file carries, so busseg never repeats it.
+    """
+    text = " ".join(str(exc).split())
+    if "weights only load failed" in text.lower():
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if found:
+            return (
+                f"not a busseg checkpoint: it holds pickled Python objects ({found.group(1)}), which a busseg "
+                "checkpoint never does; not loaded, as loading them could run code from the file"
+            )
+        return "not a readable busseg checkpoint (not a PyTorch file, or a damaged one)"
+    if isinstance(exc, EOFError) or not text:
+        return "not a readable busseg checkpoint (empty or truncated file)"
+    first_sentence = text.split(". ")[0].rstrip(".")[:200]
+    return f"not a readable busseg checkpoint ({type(exc).__name__}: {first_sentence})"
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> SegmentationNet:

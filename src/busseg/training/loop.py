@@ -332,7 +332,9 @@ def _fit(
             for logs in history:
                 logger.log_epoch(int(logs["epoch"]), logs)
         if context.is_main:
-            tqdm.write(f"{desc}: resuming after epoch {start_epoch - 1} from {state_path}")
+            # Epochs counted from 1, as in the per-epoch lines ("epoch 1/3: loss ..."): start_epoch
+            # is the 0-based index of the next epoch, i.e. the number of finished ones.
+            tqdm.write(f"{desc}: resuming after epoch {start_epoch}/{config.epochs} from {state_path}")
     progress = progress and context.is_main
     per_rank = context.world_size
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from busseg.data.importers import bus_uclm, busbra, busi, folder, stu, udiat
-from busseg.data.importers.base import Importer, Record
+from busseg.data.importers.base import Importer, Record, missing_folder
 from busseg.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def detect_kind(root: str | Path) -> str:
         for kind, alternatives, _ in LAYOUTS
     )
     if not root.is_dir():
-        raise DataError(root, f"dataset folder not found (kind 'auto' looks for {looked_for})")
+        raise DataError(root, missing_folder(root, f"kind 'auto' looks for {looked_for}"))
     for kind, alternatives, _ in LAYOUTS:
         if any(all(_has_entry(root, entry) for entry in entries) for entries in alternatives):
             return kind

@@ -158,9 +158,13 @@ def merge_registries(*registries: Mapping[str, Importer]) -> dict[str, Importer]
     return dict(sorted(merged.items()))
 
 
+SPEC_KEYS = ("kind", "root")
+"""Keys of every dataset entry besides its kind's options (listed with them when a key is unknown)."""
+
+
 def parse_options(cls: type, options: Mapping[str, Any], section: str) -> Any:
     """Build and range-check an options dataclass from the spec's remaining keys."""
-    opts = from_dict(cls, options, section)
+    opts = from_dict(cls, options, section, also=SPEC_KEYS)
     if getattr(opts, "limit", None) is not None:
         check_range(f"{section}.limit", opts.limit, 1, float("inf"))
     return opts
@@ -180,7 +184,7 @@ def check_root(
     root = Path(root)
     looked_for = looked_for or ", ".join(expected)
     if not root.is_dir():
-        raise DataError(root, f"dataset folder not found (kind '{kind}' expects {looked_for})")
+        raise DataError(root, missing_folder(root, f"kind '{kind}' expects {looked_for}"))
     missing = [
         entry
         for entry in expected
@@ -191,6 +195,15 @@ def check_root(
             root, f"not a '{kind}' dataset: looked for {looked_for}; missing {', '.join(missing)}"
         )
     return root
+
+
+def missing_folder(root: Path, expected: str) -> str:
+    """Why ``root`` (not a folder) cannot be a dataset: missing, or a file where a folder
+    belongs (say so: "not found" sends a user looking for a path that is right there)."""
+    if root.exists():
+        kind = "a file" if root.is_file() else "not a folder"
+        return f"is {kind}, not a dataset folder ({expected}); root names the folder that holds the dataset"
+    return f"dataset folder not found ({expected})"
 
 
 def limit_ids(ids: list[str], limit: int | None) -> list[str]:

@@ -29,7 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from busseg.data.importers import auto, bus_uclm, busbra, busi, folder, stu, synthetic, udiat
-from busseg.data.importers.base import Ignored, Record, Sample, lookup, merge_registries, parse_options, parse_spec
+from busseg.data.importers.base import (
+    Ignored,
+    Record,
+    Sample,
+    lookup,
+    merge_registries,
+    missing_folder,
+    parse_options,
+    parse_spec,
+)
 from busseg.errors import ConfigError, DataError
 
 SOURCE_IMPORTERS = merge_registries(
@@ -68,7 +77,7 @@ def import_composite(
         raise ConfigError(f"{section}.root", "missing; kind 'composite' needs the sources' parent folder")
     root = Path(root)
     if not root.is_dir():
-        raise DataError(root, "dataset folder not found (kind 'composite' resolves its sources' roots here)")
+        raise DataError(root, missing_folder(root, "kind 'composite' resolves its sources' roots here"))
     if not opts.sources:
         raise ConfigError(f"{section}.sources", "missing or empty; map each source name to a dataset spec")
     streams = [

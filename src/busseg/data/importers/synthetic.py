@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from busseg.config import check_range, from_dict
-from busseg.data.importers.base import Record, Sample
+from busseg.data.importers.base import SPEC_KEYS, Record, Sample
 from busseg.data.synthetic import SyntheticOptions, generate_dataset
 from busseg.errors import ConfigError
 
@@ -27,7 +27,7 @@ def import_synthetic(
     seed = _pop_int(rest, "seed", section, default=0)
     check_range(f"{section}.count", count, 1, float("inf"))
     try:
-        synthetic_options = from_dict(SyntheticOptions, rest, section)
+        synthetic_options = from_dict(SyntheticOptions, rest, section, also=(*SPEC_KEYS, "count", "seed"))
     except ConfigError as exc:  # the generator's own checks name the bare option
         if exc.key.startswith(section):
             raise
