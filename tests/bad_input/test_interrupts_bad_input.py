@@ -30,6 +30,16 @@ def _env() -> dict[str, str]:
             "PYTHONUNBUFFERED": "1"}
 
 
+def interruptible() -> None:
+    """``preexec_fn`` of a child that a test sends SIGINT: the default disposition, as under a terminal.
+
+    A shell starts background jobs (``cmd &``, CI runners, nohup) with SIGINT ignored, children
+    inherit that, and Python then never raises KeyboardInterrupt: the test would measure the
+    shell, not the stage.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_for(condition, proc: subprocess.Popen, seconds: float = 240) -> None:
     """Poll ``condition()`` until it holds; fail if the process ends or time runs out first."""
     deadline = time.monotonic() + seconds
@@ -46,7 +56,7 @@ def test_ctrl_c_during_prepare_is_one_line_exit_130_and_nothing_written(tmp_path
     launcher = ["-m", "busseg.launch", "--nproc", "1", "--device", "cpu"] if through_launch else []
     proc = subprocess.Popen(
         [sys.executable, *launcher, script, *STAGE_ARGS],
-        cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible,
     )
     building = tmp_path / PREPARED / f".mine.{proc.pid}.tmp" / "images"
     _wait_for(lambda: building.is_dir() and any(building.iterdir()), proc)  # mid-way through writing
@@ -167,6 +177,7 @@ def test_ctrl_c_of_a_two_rank_run_is_one_line_for_all_ranks(tmp_path: Path) -> N
     proc = subprocess.Popen(
         command, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        preexec_fn=interruptible,
     )
     ready = 0
     while ready < 2:

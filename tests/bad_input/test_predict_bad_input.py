@@ -245,7 +245,9 @@ def test_ctrl_c_during_predict_is_one_line_and_exit_code_130(tmp_path: Path, che
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "busseg.cli", "predict", "--no-progress", "--model", str(checkpoint), "--out", str(out), str(scans)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    from bad_input.test_interrupts_bad_input import interruptible
+
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=interruptible)
     deadline = time.monotonic() + 240
     def first_mask_written() -> bool:  # a whole mask, not the temporary of the first one
         return out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir())
