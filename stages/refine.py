@@ -3,15 +3,20 @@
     python stages/refine.py --prepared data/prepared/NAME --pseudo data/pseudo/NAME \
         --static-teacher models/NAME/static_teacher.pt \
         --train-ids data/splits/NAME/train.txt --val-ids data/splits/NAME/val.txt \
+        --labeled-ids data/splits/NAME/labeled.txt \
         --labels data/refined/NAME --out models/NAME/teacher.pt \
         --metrics metrics/refine/NAME.json
 
-Each of ``pseudo.refine_rounds`` rounds: the current teacher re-labels the train split
-(busseg.pseudo.refine), and a new static teacher is warmed up on those labels with the
-``warmup`` settings. With 0 rounds the warm-up's teacher passes through unchanged. As in
-warm-up, no ground truth trains anything (the validation split picks the best epoch), so
-nothing here depends on ``label_ratio``. The metrics compare each round's labels with
-the first round's on the train split.
+Each of at most ``pseudo.refine_rounds`` rounds: the best teacher so far re-labels the train
+split (busseg.pseudo.refine; an image it finds nothing on keeps its label), the labeled
+split's ground truth replaces its labels (``pseudo.refine_ground_truth``), and a new teacher
+is warmed up on those labels with the ``warmup`` settings, from the warm-up's initialisation
+or from the best teacher (``pseudo.refine_init``). A round whose teacher does not validate
+better than the best so far (by more than ``pseudo.refine_min_gain``) is rejected: the best
+teacher and its labels are kept, and the rounds stop. With 0 rounds the warm-up's teacher
+passes through unchanged. The validation split picks each teacher's best epoch and judges
+the rounds. The metrics compare each round's labels with the first round's on the train
+images whose labels are pseudo labels (the unlabeled ones when ground truth is used).
 """
 from __future__ import annotations
 
@@ -27,19 +32,29 @@ from busseg.data.prepared import PreparedDataset, PseudoLabels
 from busseg.data.split import read_id_list
 from busseg.distributed import destroy_process_group, init_process_group, rank_device
 from busseg.models import ModelConfig, build_model
-from busseg.pseudo.refine import InMemoryLabels, label_quality, read_labels, refine_labels, write_labels
+from busseg.params_schema import PseudoParams
+from busseg.pseudo.rounds import Labels, run_rounds
+from busseg.pseudo.refine import (
+    InMemoryLabels,
+    ground_truth_labels,
+    label_quality,
+    read_labels,
+    refine_labels,
+    write_labels,
+)
 from busseg.runtime import seed_everything
 from busseg.scratch import inputs_key, release, scratch_dir, usage_note
 from busseg.ssl.ema import freeze
 from busseg.training.checkpoint import load_model
 from busseg.training.config import warmup_config
-from busseg.training.loop import TrainData, fit
+from busseg.training.loop import TrainData, fit, validate
 from busseg.training.methods import Supervised
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    for flag in ("--prepared", "--pseudo", "--static-teacher", "--train-ids", "--val-ids", "--labels", "--out", "--metrics"):
+    for flag in ("--prepared", "--pseudo", "--static-teacher", "--train-ids", "--val-ids", "--labeled-ids", "--labels", "--out",
+                 "--metrics"):
         parser.add_argument(flag, type=Path, required=True)
     args = parser.parse_args()
     params = load_params()
@@ -48,58 +63,80 @@ def main() -> None:
     device, progress = rank_device(device, context), progress and context.is_main
     seed = int(params.get("seed", 0))
     pseudo = params["pseudo"]
-    rounds = int(pseudo.get("refine_rounds", 0))
-    min_area, min_score = float(pseudo["min_area_fraction"]), float(pseudo.get("min_score", 0.0))
+    options = from_dict(PseudoParams, {k: v for k, v in pseudo.items() if not isinstance(v, dict)}, "pseudo")
+    rounds, min_area, min_score = options.refine_rounds, options.min_area_fraction, options.min_score
     model_config = from_dict(ModelConfig, params.get("model"), "model")
     config = warmup_config(params.get("warmup"))
     prepared = PreparedDataset(args.prepared)
     train_ids, val_ids = read_id_list(args.train_ids), read_id_list(args.val_ids)
+    labeled_ids = sorted(set(read_id_list(args.labeled_ids)) & set(train_ids)) if options.refine_ground_truth else []
+    # Label quality is measured where the labels are pseudo labels: ground truth would flatter it.
+    scored_ids = sorted(set(train_ids) - set(labeled_ids))
     labels = read_labels(PseudoLabels(args.pseudo), train_ids)
-    # Ground truth measures the labels here; it trains nothing.
-    quality: dict[str, object] = {"rounds": rounds, "round_0": label_quality(labels, prepared)}
-    teacher_path = args.static_teacher
+    # Ground truth measures the labels here; it trains nothing but the labeled split's own labels.
+    quality: dict[str, object] = {"rounds": 0, "accepted_round": 0, "max_rounds": rounds,
+                                  "quality_images": "unlabeled train" if labeled_ids else "train",
+                                  "round_0": label_quality({i: labels[i] for i in scored_ids}, prepared)}
+    val_data = SegmentationDataset(prepared, val_ids, model_config.image_size, masks=prepared)
     key = inputs_key(
         {"model": params.get("model"), "warmup": params.get("warmup"), "pseudo": pseudo, "seed": seed},
-        [args.static_teacher, args.train_ids, args.val_ids, prepared.index_path],
+        [args.static_teacher, args.train_ids, args.val_ids, args.labeled_ids, prepared.index_path],
     )
     scratch = scratch_dir(f"refine-{args.out.parent.name}", key)
-    if context.is_main and rounds and (note := usage_note()) is not None:
-        print(note)
-    for round_ in range(1, rounds + 1):
+    compile_model = bool((params.get("runtime") or {}).get("compile", False))
+
+    def relabel(teacher_path: Path, previous: Labels) -> Labels:
         teacher = freeze(load_model(teacher_path)).to(device)
-        labels = refine_labels(teacher, prepared, train_ids, device, min_area)
+        candidate = refine_labels(teacher, prepared, train_ids, device, min_area, previous=previous)
+        candidate.update(ground_truth_labels(prepared, labeled_ids))
+        return candidate
+
+    def retrain(round_: int, labels: Labels, best_teacher: Path) -> tuple[Path, float]:
         source = InMemoryLabels(labels)
         trainable = source.trainable(min_score)
-        quality[f"round_{round_}"] = label_quality(labels, prepared)
-        seed_everything(seed)  # every round's student starts from the warm-up's initialisation
+        seed_everything(seed)  # a fresh teacher starts from the warm-up's initialisation
+        fresh = options.refine_init == "fresh"
+        network = build_model(model_config) if fresh else load_model(best_teacher).train()
         data = TrainData(
             labeled=SegmentationDataset(prepared, trainable, model_config.image_size, masks=source, progress=progress),
-            val=SegmentationDataset(prepared, val_ids, model_config.image_size, masks=prepared),
+            val=val_data,
         )
         round_path = scratch / f"teacher_round{round_}.pt"
         result = fit(
-            Supervised(build_model(model_config), config, section="warmup"),
-            data,
-            config,
-            device=device,
-            seed=seed,
-            best_path=round_path,
-            scratch_dir=scratch / f"round{round_}",
-            logger=None,
-            progress=progress,
-            context=context,
-            compile_model=bool((params.get("runtime") or {}).get("compile", False)),
-            desc=f"refine {round_}",
+            Supervised(network, config, section="warmup"), data, config, device=device, seed=seed,
+            best_path=round_path, scratch_dir=scratch / f"round{round_}", logger=None, progress=progress,
+            context=context, compile_model=compile_model, desc=f"refine {round_}",
         )
         context.barrier()  # rank 0 wrote the round's teacher; every rank relabels with it next
-        quality[f"round_{round_}"]["teacher_val_dice"] = round(float(result.best_val_dice), 6)  # type: ignore[index]
-        teacher_path = round_path
         if context.is_main:
             print(f"refine round {round_}: {len(trainable)} labels, teacher val dice {result.best_val_dice:.4f}")
+        return round_path, float(result.best_val_dice)
+
+    def describe(labels: Labels) -> dict[str, object]:
+        row: dict[str, object] = dict(label_quality({i: labels[i] for i in scored_ids}, prepared))
+        row["kept_previous"] = sum(label.reason.startswith("kept_previous") for label in labels.values())
+        return row
+
+    teacher_path, kept_labels = args.static_teacher, labels
+    if rounds:
+        if context.is_main and (note := usage_note()) is not None:
+            print(note)
+        start_val = validate(load_model(args.static_teacher), val_data, device)
+        quality["round_0"]["teacher_val_dice"] = round(start_val, 6)  # type: ignore[index]
+        outcome = run_rounds(args.static_teacher, start_val, labels, relabel, retrain, rounds,
+                             options.refine_min_gain, describe)
+        teacher_path, kept_labels = outcome.teacher, outcome.labels
+        quality.update(rounds=len(outcome.history), accepted_round=outcome.accepted_round)
+        for record in outcome.history:
+            quality[f"round_{record.pop('round')}"] = record
+        if outcome.stopped:
+            quality["stopped"] = outcome.stopped
+            if context.is_main:
+                print(f"refine: {outcome.stopped}")
     destroy_process_group()
     if not context.is_main:
         return
-    write_labels(args.labels, labels)
+    write_labels(args.labels, dict(kept_labels))
     copy_file(teacher_path, args.out)
     write_json(args.metrics, quality)
     release(scratch)

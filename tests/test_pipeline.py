@@ -112,6 +112,8 @@ def test_repro_runs_every_stage_and_writes_the_results(project: Path, first_repr
     assert (project / "models/synthetic/teacher.pt").is_file()  # after one refinement round
     refined = json.loads((project / "metrics/refine/synthetic.json").read_text())
     assert refined["rounds"] == 1 and 0.0 <= refined["round_1"]["dice"] <= 1.0
+    assert refined["accepted_round"] == int(refined["round_1"]["accepted"])  # a worse round keeps the warm-up's teacher
+    assert refined["quality_images"] == "unlabeled train"
     assert {"train_labels_dice", "refined_labels_dice"} <= set(summary["synthetic"])  # TINY runs one round
     assert (project / "reports/train/synthetic/plots/metrics/val_dice.tsv").is_file()
     assert "synthetic" in (project / "reports/summary.md").read_text()
@@ -167,8 +169,10 @@ def test_label_ratio_change_reruns_only_split_train_evaluate_report(project: Pat
     output = run(["dvc", "exp", "run", "-S", "label_ratio=0.5"], project)
     evaluation = {"evaluate@synthetic", "cross_evaluate@synthetic-synthetic"}
     # calibrate reads the labeled split but, with pseudo.calibration: none, writes the same
-    # bytes: pseudo labels, warm-up and refinement stay cached.
-    assert ran_stages(output) == {"split@synthetic", "calibrate@synthetic", "train@synthetic", "report"} | evaluation
+    # bytes: pseudo labels and warm-up stay cached. TINY's refinement round puts the labeled
+    # split's ground truth into its labels (pseudo.refine_ground_truth), so refine re-runs.
+    assert ran_stages(output) == {"split@synthetic", "calibrate@synthetic", "refine@synthetic", "train@synthetic",
+                                  "report"} | evaluation
     labeled = (project / "data/splits/synthetic/labeled.txt").read_text().split()
     train = (project / "data/splits/synthetic/train.txt").read_text().split()
     assert len(labeled) == round(0.5 * len(train))

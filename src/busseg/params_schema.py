@@ -40,6 +40,10 @@ class TopLevelParams:
             raise ConfigError("seed", f"must be an integer >= 0, got {self.seed}")
 
 
+#: How each refinement round's teacher starts (``pseudo.refine_init``).
+REFINE_INITS = ("continue", "fresh")
+
+
 @dataclass(frozen=True)
 class PseudoParams:
     """The scalar keys of ``pseudo`` (each backend's own options sit in ``pseudo.<backend>``)."""
@@ -50,8 +54,16 @@ class PseudoParams:
     n_overlays: int = 12
     # Read by warmup and refine: pseudo labels scoring below this do not train the static teacher.
     min_score: float = 0.0
-    # Read by refine: label-refinement rounds (0 = the warm-up's teacher unchanged).
+    # Read by refine: label-refinement rounds (0 = the warm-up's teacher unchanged); at most
+    # this many: a round whose teacher does not validate better than the best so far by more
+    # than refine_min_gain is rejected (the best teacher and its labels are kept) and stops them.
     refine_rounds: int = 0
+    refine_min_gain: float = 0.0
+    # Each round's teacher: fresh (the warm-up's initialisation) | continue (from the best so far).
+    refine_init: str = "fresh"
+    # The labeled split's ground truth replaces its pseudo labels in every round (refine then
+    # depends on label_ratio and re-runs with it; with 0 rounds it passes the teacher through).
+    refine_ground_truth: bool = True
     # Read by calibrate: none | labeled (few-shot calibration of the appearance prior).
     calibration: str = "none"
 
@@ -60,6 +72,9 @@ class PseudoParams:
             raise ConfigError("pseudo.calibration", f"unknown calibration '{self.calibration}'; available: labeled, none")
         if self.refine_rounds < 0:
             raise ConfigError("pseudo.refine_rounds", f"must be an integer >= 0, got {self.refine_rounds}")
+        if self.refine_init not in REFINE_INITS:
+            raise ConfigError("pseudo.refine_init", f"unknown '{self.refine_init}'; available: {', '.join(REFINE_INITS)}")
+        check_range("pseudo.refine_min_gain", self.refine_min_gain, 0.0, 1.0)
         if not self.prompts:
             raise ConfigError("pseudo.prompts", "need at least one appearance description")
         check_range("pseudo.min_area_fraction", self.min_area_fraction, 0.0, 1.0)

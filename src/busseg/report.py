@@ -32,7 +32,8 @@ def build_summary(
 
     Pseudo-label quality enters as ``pseudo_dice``, ``pseudo_coverage``, ...; with
     ``refine_dir`` and at least one refinement round, the train split's labels before and
-    after the rounds as ``train_labels_dice`` and ``refined_labels_dice`` (the same images).
+    after the rounds as ``train_labels_dice`` and ``refined_labels_dice`` (the same images;
+    "after" is the last accepted round).
     An empty ``datasets`` is an error: an empty table would look like a finished run.
     """
     if not datasets:
@@ -48,7 +49,8 @@ def build_summary(
             if key in pseudos.get(name, {}):
                 row[f"pseudo_{key}"] = pseudos[name][key]
         refined = refines.get(name, {})
-        last = refined.get(f"round_{refined.get('rounds', 0)}", {})
+        # The labels kept are those of the last accepted round (a rejected round's are dropped).
+        last = refined.get(f"round_{refined.get('accepted_round', refined.get('rounds', 0))}", {})
         if refined.get("rounds", 0) > 0 and "dice" in refined.get("round_0", {}) and "dice" in last:
             row["train_labels_dice"] = refined["round_0"]["dice"]
             row["refined_labels_dice"] = last["dice"]

@@ -103,3 +103,53 @@ def test_written_labels_read_back_and_only_valid_confident_ones_train(tiny_prepa
     trainable = InMemoryLabels(back).trainable(min_score=0.3)
     assert ids[0] not in trainable and ids[1] not in trainable
     assert trainable == sorted(i for i in ids[2:] if labels[i].valid)
+
+
+def test_an_image_the_teacher_finds_nothing_on_keeps_its_previous_label_with_the_reason() -> None:
+    from busseg.pseudo.refine import keep_previous_where_invalid
+
+    before = {i: PseudoLabel(disc((32, 32), (16, 16), 6), 0.7, True, "", (10, 10, 23, 23)) for i in ("a", "b", "c")}
+    before["c"] = PseudoLabel(np.zeros((32, 32), bool), 0.0, False, "no_candidate")
+    new = {
+        "a": PseudoLabel(np.zeros((32, 32), bool), 0.0, False, "teacher_empty"),
+        "b": PseudoLabel(disc((32, 32), (12, 12), 5), 0.9, True),
+        "c": PseudoLabel(np.zeros((32, 32), bool), 0.0, False, "teacher_empty"),
+    }
+    out = keep_previous_where_invalid(new, before)
+    assert out["a"].valid and np.array_equal(out["a"].mask, before["a"].mask)
+    assert out["a"].reason == "kept_previous:teacher_empty" and out["a"].box == before["a"].box
+    assert out["b"] is new["b"]  # a real new label replaces the old one
+    assert not out["c"].valid and out["c"].reason == "teacher_empty"  # nothing valid to keep
+
+
+def test_refine_labels_keeps_previous_labels_where_the_teacher_is_empty(tiny_prepared: Path) -> None:
+    class EmptyTeacher(nn.Module):
+        config = ModelConfig(encoder="resnet18", image_size=64)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.full_like(x[:, :1], -10.0)
+
+    prepared = PreparedDataset(tiny_prepared)
+    ids = [i for i in prepared.ids if prepared.mask(i).any()][:3]
+    previous = shifted_labels(prepared, ids, shift=3)
+    out = refine_labels(EmptyTeacher(), prepared, ids, torch.device("cpu"), 0.005, previous=previous)
+    for sample_id in ids:
+        assert np.array_equal(out[sample_id].mask, previous[sample_id].mask)
+        assert out[sample_id].reason == "kept_previous:teacher_empty"
+
+
+def test_ground_truth_labels_are_valid_certain_and_boxed(tiny_prepared: Path) -> None:
+    from busseg.pseudo.refine import ground_truth_labels
+
+    prepared = PreparedDataset(tiny_prepared)
+    ids = prepared.ids[:4]
+    labels = ground_truth_labels(prepared, ids)
+    for sample_id in ids:
+        truth = prepared.mask(sample_id).astype(bool)
+        label = labels[sample_id]
+        assert label.valid and label.score == 1.0 and label.reason == "ground_truth"
+        assert np.array_equal(label.mask, truth)
+        if truth.any():
+            x0, y0, x1, y1 = label.box
+            assert truth[y0:y1, x0:x1].sum() == truth.sum() and truth[y0, :].any() and truth[:, x1 - 1].any()
+    assert set(InMemoryLabels(labels).trainable(min_score=1.0)) == set(ids)

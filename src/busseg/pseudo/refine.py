@@ -64,12 +64,15 @@ def refine_labels(
     device: torch.device,
     min_area_fraction: float,
     batch_size: int = 16,
+    previous: Mapping[str, PseudoLabel] | None = None,
 ) -> dict[str, PseudoLabel]:
     """The teacher's label for each image of ``ids``, at the image's own size.
 
     The probability map is the mean of the teacher's maps of the image and of its mirror
     image (left-right flip: a breast lesion has no handedness), which costs one more forward
-    pass and smooths the teacher's own noise.
+    pass and smooths the teacher's own noise. Where the teacher finds nothing usable
+    (``teacher_empty``, ``area_below_min``) but ``previous`` holds a valid label, that label
+    is kept (see :func:`keep_previous_where_invalid`).
     """
     def both_views() -> Iterator[tuple[tuple[str, bool], np.ndarray]]:
         for sample_id in ids:  # each image read once; the mirror follows it in the same stream
@@ -84,6 +87,39 @@ def refine_labels(
             pending = prob
             continue
         out[sample_id] = label_from_probabilities(0.5 * (pending + prob[:, ::-1]), min_area_fraction)  # type: ignore[operator]
+    return keep_previous_where_invalid(out, previous) if previous is not None else out
+
+
+def keep_previous_where_invalid(new: Mapping[str, PseudoLabel], previous: Mapping[str, PseudoLabel]) -> dict[str, PseudoLabel]:
+    """``new`` with each invalid label replaced by the valid ``previous`` one, if there is one.
+
+    A teacher that predicts nothing on an image says nothing about its lesion; dropping the
+    image's label would shrink the next warm-up's training set for no reason. The kept label
+    records why in ``reason`` (``kept_previous:<why the new one was invalid>``), so the
+    label table shows which images the teacher did not re-label.
+    """
+    out = dict(new)
+    for sample_id, label in new.items():
+        before = previous.get(sample_id)
+        if not label.valid and before is not None and before.valid:
+            out[sample_id] = PseudoLabel(before.mask, before.score, True, f"kept_previous:{label.reason}", before.box)
+    return out
+
+
+def ground_truth_labels(prepared: PreparedDataset, ids: Sequence[str]) -> dict[str, PseudoLabel]:
+    """The ground truth of ``ids`` (the labeled split) as labels: valid, score 1, reason ``ground_truth``.
+
+    An image without a lesion keeps its empty mask as a valid label: it is a true negative,
+    unlike an empty pseudo label, which only says the labeler found nothing.
+    """
+    out: dict[str, PseudoLabel] = {}
+    for sample_id in ids:
+        mask = prepared.mask(sample_id).astype(bool)
+        box = None
+        if mask.any():
+            rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+            box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+        out[sample_id] = PseudoLabel(mask, 1.0, True, "ground_truth", box)
     return out
 
 
@@ -97,7 +133,9 @@ class InMemoryLabels:
         return self.labels[sample_id].mask
 
     def trainable(self, min_score: float) -> list[str]:
-        """Ids of valid labels scoring at least ``min_score`` (sorted, as for the first round)."""
+        """Ids of valid labels scoring at least ``min_score`` (sorted, as for the first round).
+
+        Ground-truth labels (score 1) always pass."""
         return sorted(i for i, label in self.labels.items() if label.valid and label.score >= min_score)
 
 
