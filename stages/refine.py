@@ -3,12 +3,13 @@
     python stages/refine.py --prepared data/prepared/NAME --pseudo data/pseudo/NAME \
         --static-teacher models/NAME/static_teacher.pt \
         --train-ids data/splits/NAME/train.txt --val-ids data/splits/NAME/val.txt \
-        --labeled-ids data/splits/NAME/labeled.txt \
+        --inputs data/refine_inputs/NAME.json \
         --labels data/refined/NAME --out models/NAME/teacher.pt \
         --metrics metrics/refine/NAME.json
 
 Each of at most ``pseudo.refine_rounds`` rounds: the best teacher so far re-labels the train
-split (busseg.pseudo.refine; an image it finds nothing on keeps its label), the labeled
+split, or (``pseudo.refine_relabel: student``) a student trained from it with the ``train``
+settings does (busseg.pseudo.refine; an image it finds nothing on keeps its label), the labeled
 split's ground truth replaces its labels (``pseudo.refine_ground_truth``), and a new teacher
 is warmed up on those labels with the ``warmup`` settings, from the warm-up's initialisation
 or from the best teacher (``pseudo.refine_init``). A round whose teacher does not validate
@@ -33,7 +34,7 @@ from busseg.data.split import read_id_list
 from busseg.distributed import destroy_process_group, init_process_group, rank_device
 from busseg.models import ModelConfig, build_model
 from busseg.params_schema import PseudoParams
-from busseg.pseudo.rounds import Labels, run_rounds
+from busseg.pseudo.rounds import Labels, read_refinement_inputs, run_rounds
 from busseg.pseudo.refine import (
     InMemoryLabels,
     ground_truth_labels,
@@ -49,11 +50,12 @@ from busseg.training.checkpoint import load_model
 from busseg.training.config import warmup_config
 from busseg.training.loop import TrainData, fit, validate
 from busseg.training.methods import Supervised
+from busseg.training.student import StudentSplits, train_student
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    for flag in ("--prepared", "--pseudo", "--static-teacher", "--train-ids", "--val-ids", "--labeled-ids", "--labels", "--out",
+    for flag in ("--prepared", "--pseudo", "--static-teacher", "--train-ids", "--val-ids", "--inputs", "--labels", "--out",
                  "--metrics"):
         parser.add_argument(flag, type=Path, required=True)
     args = parser.parse_args()
@@ -69,7 +71,11 @@ def main() -> None:
     config = warmup_config(params.get("warmup"))
     prepared = PreparedDataset(args.prepared)
     train_ids, val_ids = read_id_list(args.train_ids), read_id_list(args.val_ids)
-    labeled_ids = sorted(set(read_id_list(args.labeled_ids)) & set(train_ids)) if options.refine_ground_truth else []
+    # What this stage may read of the labeled split and of train (stages/refine_inputs.py).
+    inputs = read_refinement_inputs(args.inputs)
+    labeled_ids = sorted(set(inputs.get("labeled", [])) & set(train_ids)) if options.refine_ground_truth else []
+    student_splits = StudentSplits(labeled=inputs.get("labeled", []), unlabeled=inputs.get("unlabeled", []), val=val_ids)
+    student_params = {**params, "train": inputs.get("train")}
     # Label quality is measured where the labels are pseudo labels: ground truth would flatter it.
     scored_ids = sorted(set(train_ids) - set(labeled_ids))
     labels = read_labels(PseudoLabels(args.pseudo), train_ids)
@@ -80,14 +86,25 @@ def main() -> None:
     val_data = SegmentationDataset(prepared, val_ids, model_config.image_size, masks=prepared)
     key = inputs_key(
         {"model": params.get("model"), "warmup": params.get("warmup"), "pseudo": pseudo, "seed": seed},
-        [args.static_teacher, args.train_ids, args.val_ids, args.labeled_ids, prepared.index_path],
+        [args.static_teacher, args.train_ids, args.val_ids, args.inputs, prepared.index_path],
     )
     scratch = scratch_dir(f"refine-{args.out.parent.name}", key)
     compile_model = bool((params.get("runtime") or {}).get("compile", False))
 
+    student_val_dice: list[float] = []
+
     def relabel(teacher_path: Path, previous: Labels) -> Labels:
-        teacher = freeze(load_model(teacher_path)).to(device)
-        candidate = refine_labels(teacher, prepared, train_ids, device, min_area, previous=previous)
+        labeler_path = teacher_path
+        if options.refine_relabel == "student":  # noisy student: the student learns from this teacher, then labels
+            labeler_path = scratch / f"student_of_{teacher_path.stem}.pt"
+            result = train_student(student_params, prepared, student_splits, teacher_path, labeler_path,
+                                   scratch / f"student_of_{teacher_path.stem}", device=device, context=context, progress=progress)
+            context.barrier()  # rank 0 wrote the student; every rank labels with it
+            student_val_dice.append(round(float(result.best_val_dice), 6))
+            if context.is_main:
+                print(f"refine: student of {teacher_path.stem}, val dice {result.best_val_dice:.4f}")
+        labeler = freeze(load_model(labeler_path)).to(device)
+        candidate = refine_labels(labeler, prepared, train_ids, device, min_area, previous=previous)
         candidate.update(ground_truth_labels(prepared, labeled_ids))
         return candidate
 
@@ -127,7 +144,9 @@ def main() -> None:
                              options.refine_min_gain, describe)
         teacher_path, kept_labels = outcome.teacher, outcome.labels
         quality.update(rounds=len(outcome.history), accepted_round=outcome.accepted_round)
-        for record in outcome.history:
+        for record, student_dice in zip(outcome.history, student_val_dice or [None] * len(outcome.history)):
+            if student_dice is not None:
+                record["labeler_student_val_dice"] = student_dice
             quality[f"round_{record.pop('round')}"] = record
         if outcome.stopped:
             quality["stopped"] = outcome.stopped

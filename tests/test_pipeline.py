@@ -171,8 +171,8 @@ def test_label_ratio_change_reruns_only_split_train_evaluate_report(project: Pat
     # calibrate reads the labeled split but, with pseudo.calibration: none, writes the same
     # bytes: pseudo labels and warm-up stay cached. TINY's refinement round puts the labeled
     # split's ground truth into its labels (pseudo.refine_ground_truth), so refine re-runs.
-    assert ran_stages(output) == {"split@synthetic", "calibrate@synthetic", "refine@synthetic", "train@synthetic",
-                                  "report"} | evaluation
+    assert ran_stages(output) == {"split@synthetic", "calibrate@synthetic", "refine_inputs@synthetic", "refine@synthetic",
+                                  "train@synthetic", "report"} | evaluation
     labeled = (project / "data/splits/synthetic/labeled.txt").read_text().split()
     train = (project / "data/splits/synthetic/train.txt").read_text().split()
     assert len(labeled) == round(0.5 * len(train))
@@ -214,6 +214,18 @@ def test_no_refinement_round_passes_the_warm_up_teacher_through(project: Path, f
     assert (models / "teacher.pt").read_bytes() == (models / "static_teacher.pt").read_bytes()
     assert json.loads((project / "metrics/refine/synthetic.json").read_text())["rounds"] == 0
     run(["dvc", "exp", "run", "-S", "pseudo.refine_rounds=1"], project)
+
+
+def test_a_student_relabels_in_the_rounds_when_asked(project: Path, first_repro: str) -> None:
+    output = run(["dvc", "exp", "run", "-S", "pseudo.refine_relabel=student"], project)
+    ran = ran_stages(output)
+    assert {"refine_inputs@synthetic", "refine@synthetic"} <= ran
+    assert not ran & {"pseudo_label@synthetic", "warmup@synthetic", "split@synthetic"}
+    record = json.loads((project / "data/refine_inputs/synthetic.json").read_text())
+    assert set(record) == {"labeled", "unlabeled", "train"}  # the student's inputs now reach refine
+    refined = json.loads((project / "metrics/refine/synthetic.json").read_text())
+    assert 0.0 <= refined["round_1"]["labeler_student_val_dice"] <= 1.0
+    run(["dvc", "exp", "run", "-S", "pseudo.refine_relabel=teacher"], project)
 
 
 @pytest.mark.parametrize("method", ["supervised", "mean_teacher"])

@@ -42,6 +42,8 @@ class TopLevelParams:
 
 #: How each refinement round's teacher starts (``pseudo.refine_init``).
 REFINE_INITS = ("continue", "fresh")
+#: Which network re-labels the train split in each refinement round (``pseudo.refine_relabel``).
+REFINE_RELABELERS = ("student", "teacher")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ class PseudoParams:
     refine_min_gain: float = 0.0
     # Each round's teacher: fresh (the warm-up's initialisation) | continue (from the best so far).
     refine_init: str = "fresh"
+    # Who re-labels the train split each round: teacher (the best teacher so far) | student (a
+    # student trained with the train section from that teacher: noisy-student self-training).
+    refine_relabel: str = "teacher"
     # The labeled split's ground truth replaces its pseudo labels in every round (refine then
     # depends on label_ratio and re-runs with it; with 0 rounds it passes the teacher through).
     refine_ground_truth: bool = True
@@ -75,6 +80,8 @@ class PseudoParams:
         if self.refine_init not in REFINE_INITS:
             raise ConfigError("pseudo.refine_init", f"unknown '{self.refine_init}'; available: {', '.join(REFINE_INITS)}")
         check_range("pseudo.refine_min_gain", self.refine_min_gain, 0.0, 1.0)
+        if self.refine_relabel not in REFINE_RELABELERS:
+            raise ConfigError("pseudo.refine_relabel", f"unknown '{self.refine_relabel}'; available: {', '.join(REFINE_RELABELERS)}")
         if not self.prompts:
             raise ConfigError("pseudo.prompts", "need at least one appearance description")
         check_range("pseudo.min_area_fraction", self.min_area_fraction, 0.0, 1.0)

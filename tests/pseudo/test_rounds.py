@@ -74,3 +74,37 @@ def test_zero_rounds_change_nothing() -> None:
     first = labels_of(0)
     out = run_rounds(Path("static.pt"), 0.5, first, script.relabel, script.retrain, max_rounds=0)
     assert (out.teacher.name, out.labels, out.history) == ("static.pt", first, [])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "keys"),
+    [
+        ({"refine_rounds": 0}, set()),  # no rounds: nothing, so label_ratio and train sweeps stop before refine
+        ({"refine_rounds": 0, "refine_relabel": "student"}, set()),
+        ({"refine_rounds": 1}, {"labeled"}),  # ground truth replaces the labeled split's labels
+        ({"refine_rounds": 1, "refine_ground_truth": False}, set()),  # the teacher-only path stays cached
+        ({"refine_rounds": 2, "refine_relabel": "student"}, {"labeled", "unlabeled", "train"}),
+    ],
+)
+def test_refinement_inputs_hold_only_what_the_rounds_read(overrides: dict, keys: set[str]) -> None:
+    from busseg.params_schema import PseudoParams
+    from busseg.pseudo.rounds import refinement_inputs
+
+    record = refinement_inputs(PseudoParams(**overrides), ["b", "a"], ["c"], {"method": "dual_teacher", "epochs": 3})
+    assert set(record) == keys
+    if "labeled" in record:
+        assert record["labeled"] == ["a", "b"]
+    if "train" in record:
+        assert list(record["train"]) == ["epochs", "method"]  # sorted: the same params give the same bytes
+
+
+def test_a_missing_or_malformed_inputs_record_names_the_file(tmp_path: Path) -> None:
+    from busseg.errors import DataError
+    from busseg.pseudo.rounds import read_refinement_inputs
+
+    with pytest.raises(DataError, match="refine_inputs stage"):
+        read_refinement_inputs(tmp_path / "none.json")
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(DataError, match="JSON object") as info:
+        read_refinement_inputs(tmp_path / "bad.json")
+    assert "bad.json" in str(info.value)

@@ -68,3 +68,46 @@ def run_rounds(
             break
         result.teacher, result.labels, result.accepted_round, best_val = new_teacher, candidate, round_, val_dice
     return result
+
+
+def refinement_inputs(
+    options: Any, labeled: list[str], unlabeled: list[str], train_section: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """What the refinement rounds read from the labeled split and the ``train`` section, and only that.
+
+    ``options`` are the ``pseudo`` parameters (:class:`busseg.params_schema.PseudoParams`).
+    The ``refine`` stage depends on this record instead of on ``labeled.txt``, ``unlabeled.txt``
+    and ``train`` directly: it is empty without rounds, holds the labeled ids only when their
+    ground truth enters the labels or a student trains, and the unlabeled ids and the
+    ``train`` section only when a student re-labels. A ``label_ratio`` or ``train.method``
+    sweep therefore re-runs the refinement only when the refinement really reads them (DVC
+    compares dependencies by content: the record is rewritten, byte-identical).
+    """
+    if options.refine_rounds == 0:
+        return {}
+    student = options.refine_relabel == "student"
+    out: dict[str, Any] = {}
+    if options.refine_ground_truth or student:
+        out["labeled"] = sorted(labeled)
+    if student:
+        out["unlabeled"] = sorted(unlabeled)
+        out["train"] = dict(sorted((train_section or {}).items()))
+    return out
+
+
+def read_refinement_inputs(path: str | Path) -> dict[str, Any]:
+    """The record :func:`refinement_inputs` wrote (stage ``refine_inputs``)."""
+    import json
+
+    from busseg.errors import DataError
+
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(path, "not found; run the refine_inputs stage first") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"not valid JSON: {exc}") from None
+    if not isinstance(record, dict):
+        raise DataError(path, f"expected a JSON object, got {type(record).__name__}")
+    return record
