@@ -326,6 +326,10 @@ def _check_pseudo(pseudo: Any) -> None:
         if backend not in pseudo or backend not in classes:
             continue
         own = _mapping(pseudo[backend], f"pseudo.{backend}")
+        if backend == "appearance":
+            from busseg.pseudo.appearance import check_moved_options
+
+            check_moved_options(own)
         # As stages/pseudo_label.py builds it: the shared keys, then the backend's own.
         merged = {"prompts": list(options.prompts), "min_area_fraction": options.min_area_fraction, **own}
         from_dict(classes[backend], merged, f"pseudo.{backend}")
