@@ -65,7 +65,7 @@ import torch
 import yaml
 
 from busseg.config import from_dict
-from busseg.data.importers.busbra import DEVICES, device_name
+from busseg.data.importers.busbra import device_name
 from busseg.data.index import read_index
 from busseg.data.prepare import prepare_dataset
 from busseg.data.prepared import INDEX_FILE

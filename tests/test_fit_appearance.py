@@ -130,3 +130,33 @@ def test_ids_sha256_is_the_digest_of_a_split_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("device", "slug"), [("GE Logiq 7", "ge_logiq_7"), ("Toshiba Aplio 300", "toshiba_aplio_300"), ("U-Systems", "u_systems")])
 def test_scanner_slugs(device: str, slug: str) -> None:
     assert fit_appearance.scanner_slug(device) == slug
+
+
+BUSBRA = REPO.parent / "shared" / "data" / "BUS-BRA"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (BUSBRA / "images").is_dir(), reason="BUS-BRA not present at ../shared/data")
+def test_the_committed_weights_files_saw_only_the_pipelines_train_split() -> None:
+    """Issue 20, on the real files: each committed weights file was fitted on exactly the
+    seed-0 train images of its scanners, as the pipeline splits BUS-BRA (prepares all 1875
+    images into a temporary folder: about a minute)."""
+    import json
+
+    from busseg.data.importers.busbra import DEVICES
+
+    parts = fit_appearance.pipeline_split(BUSBRA, REPO / "params.yaml")
+    device = fit_appearance.busbra_devices(BUSBRA)
+    train = parts["train"]
+    assert not set(train) & set(parts["test"])
+    for path in sorted((REPO / "models" / "appearance").glob("*.json")):
+        fit = json.loads(path.read_text())["fit"]
+        if path.name == "busbra_all_in_sample.json":
+            assert fit["images"] == 1875  # the reference: in-sample on purpose
+            continue
+        assert fit["split"] == {"seed": 0, "train": 0.7, "val": 0.1, "test": 0.2}
+        seen = [i for i in train if device[i] in fit["devices"]]
+        assert fit["ids_sha256"] == fit_appearance.ids_sha256(seen), path.name
+        assert fit["images"] == len(seen)
+        expected = sorted(DEVICES) if path.name == "default.json" else sorted(set(DEVICES) - {fit["held_out"]})
+        assert fit["devices"] == expected, path.name

@@ -52,7 +52,10 @@ def write(path: Path, values: object) -> Path:
 
 def test_the_committed_files_load_and_cover_the_features() -> None:
     names = sorted(p.name for p in MODELS.glob("*.json"))
-    assert {"busbra_all_in_sample.json", "default.json"} <= set(names)
+    assert names == [
+        "busbra_all_in_sample.json", "default.json", "loso_ge_logiq_5.json", "loso_ge_logiq_7.json",
+        "loso_toshiba_aplio_300.json", "loso_u_systems.json",
+    ]
     for path in MODELS.glob("*.json"):
         weights = load_appearance_weights(path)
         assert tuple(weights.appearance) == APPEARANCE_FEATURES
