@@ -1,7 +1,7 @@
-"""Fit the appearance backend's score weights, and measure how they transfer between scanners.
+"""Fit the appearance backend's weights files, and measure how they transfer between scanners.
 
-The weights of ``busseg.pseudo.appearance`` (APPEARANCE_WEIGHTS, SCORE_WEIGHTS,
-DEFAULT_PRIOR) come from here. Two steps::
+The weights files of ``busseg.pseudo.appearance`` (``models/appearance/*.json``, read by
+:mod:`busseg.pseudo.appearance_weights`) come from here. Two steps::
 
     # 1. candidates and their features, with each candidate's Dice against the ground
     #    truth at the working resolution (the ground truth is used here only):
@@ -10,10 +10,29 @@ DEFAULT_PRIOR) come from here. Two steps::
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/fit_appearance.py extract \
         --root ../shared/data/STU --kind stu --out .busseg/fit/stu.npz
 
-    # 2. leave-one-scanner-out on BUS-BRA (fit on three scanners, score the fourth),
-    #    then the final fit on all of BUS-BRA, scored on STU (never fitted on):
-    PYTHONPATH=src python benchmarks/fit_appearance.py fit \
-        --data .busseg/fit/busbra.npz --eval .busseg/fit/stu.npz
+    # 2. the weights files, fitted on the TRAIN split only (issue 20), then scored:
+    PYTHONPATH=src python benchmarks/fit_appearance.py fit --data .busseg/fit/busbra.npz \
+        --root ../shared/data/BUS-BRA --eval .busseg/fit/stu.npz --out-dir models/appearance
+
+``fit`` computes the train split exactly as the pipeline does for a ``busbra`` entry of
+every scanner (the prepare and split stages' own code, with ``seed`` and ``split`` of
+``--params``: the default pipeline's seed 0 and 70/10/20), so no validation or test image
+of that split reaches a weights file, and writes to ``--out-dir``:
+
+* ``default.json``: fitted on the train-split images of every scanner;
+* ``loso_<scanner>.json`` for each scanner: fitted on the train-split images of the three
+  other scanners only, for a held-out target (``benchmarks/heldout_*.yaml``).
+
+Each file records what it saw (``fit``: images, scanners, split, and the SHA-256 of the
+sorted fitted ids, one per line: for ``default.json`` that is ``sha256sum`` of the
+pipeline's ``data/splits/<busbra>/train.txt`` at that seed). Another seed gives another
+split, whose test images ``default.json`` has seen: it is test-free for seed 0's split only.
+``busbra_all_in_sample.json`` keeps the constants fitted on all of BUS-BRA before issue 20.
+
+It also prints leave-one-scanner-out figures (fit on the other scanners' train images,
+score every image of the held-out scanner, its prior estimated from itself, exactly as
+the labeler adapts to a new dataset) and, with ``--eval``, the default weights on a
+dataset never fitted on (STU).
 
 Each BUS-BRA image's group is its scanner (``Device`` in ``bus_data.csv``). The fit
 maximises the expected Dice of a per-image softmax over the candidates that could
@@ -30,16 +49,27 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
+import re
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from multiprocessing import Pool
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
+import yaml
 
+from busseg.config import from_dict
+from busseg.data.importers.busbra import device_name
+from busseg.data.index import read_index
+from busseg.data.prepare import prepare_dataset
+from busseg.data.prepared import INDEX_FILE
+from busseg.data.split import SplitConfig, split_dataset
 from busseg.pseudo.appearance import (
     APPEARANCE_FEATURES,
     PRIOR_TERMS,
@@ -48,6 +78,7 @@ from busseg.pseudo.appearance import (
     DatasetPrior,
     ImageAnalysis,
 )
+from busseg.pseudo.appearance_weights import AppearanceWeights, write_appearance_weights
 from pseudo_quality import busbra_pairs, load_pair, stu_pairs
 
 FEATURES = ImageAnalysis.FEATURES
@@ -85,7 +116,32 @@ def _extract_one(item: tuple[str, str]) -> dict[str, np.ndarray]:
 def busbra_devices(root: Path) -> dict[str, str]:
     """Image id -> scanner name (the ``Device`` column without the probe frequency)."""
     with open(root / "bus_data.csv", newline="") as handle:
-        return {row["ID"]: row["Device"].split("@")[0].strip() for row in csv.DictReader(handle)}
+        return {row["ID"]: device_name(row["Device"]) for row in csv.DictReader(handle)}
+
+
+def scanner_slug(device: str) -> str:
+    """A scanner's name as a file-name part: ``Toshiba Aplio 300`` -> ``toshiba_aplio_300``."""
+    return re.sub(r"[^a-z0-9]+", "_", device.lower()).strip("_")
+
+
+def pipeline_split(root: Path, params_file: Path) -> dict[str, list[str]]:
+    """Train / val / test ids of BUS-BRA as the pipeline splits it (every scanner, one entry).
+
+    Runs the prepare stage's and the split stage's own code (:func:`prepare_dataset` into a
+    temporary folder, :func:`split_dataset`) with ``seed`` and ``split`` of ``params_file``,
+    so that the ids are those of ``data/splits/<busbra entry>/*.txt``.
+    """
+    params = yaml.safe_load(params_file.read_text()) or {}
+    config = from_dict(SplitConfig, params.get("split"), "split")
+    with tempfile.TemporaryDirectory(prefix="busseg-fit-") as tmp:
+        prepare_dataset("busbra", {"kind": "busbra", "root": str(root.resolve())}, Path(tmp) / "busbra", progress=False)
+        index = read_index(Path(tmp) / "busbra" / INDEX_FILE)
+    return split_dataset(index, config, int(params.get("seed", 0)))
+
+
+def ids_sha256(ids: Iterable[str]) -> str:
+    """SHA-256 of the sorted ids, one per line (the bytes of the pipeline's split files)."""
+    return hashlib.sha256("".join(f"{i}\n" for i in sorted(ids)).encode()).hexdigest()
 
 
 def extract(args: argparse.Namespace) -> None:
@@ -264,40 +320,126 @@ def leave_one_group_out(
     return results
 
 
+def fitted_constants(
+    data: Candidates, wa: np.ndarray, wb: np.ndarray, fraction: float, min_images: int
+) -> tuple[DatasetPrior, float, float]:
+    """The default prior and the confidence map of weights fitted on ``data``.
+
+    The prior: estimated from all of ``data`` as one dataset (its most confident first-pass
+    choices). The confidence: the median and the inter-quartile range / 2 of the chosen
+    final scores, which map to confidences of 0.5 and about 0.27 to 0.73.
+    """
+    first, final, _ = score_with(data, wa, wb, fraction, min_images)
+    pooled = data.subset(np.ones(len(data.ids), bool))
+    pooled.groups = np.full(len(data.ids), "all")
+    _, priors = prior_matrix(pooled, first, fraction, min_images)
+    pick = choose(final, data)
+    chosen = final[np.arange(len(pick)), pick][data.usable.any(axis=1)]
+    centre = float(np.median(chosen))
+    scale = float(np.subtract(*np.percentile(chosen, [75, 25]))) / 2.0
+    return priors["all"], centre, scale
+
+
+def weights_file(
+    data: Candidates, l2: float, fraction: float, min_images: int, fitted_on: str, fit_info: dict[str, Any],
+    fit_fn: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None,
+) -> AppearanceWeights:
+    """Weights fitted on every image of ``data`` (already restricted to what may be seen)."""
+    wa, wb = (fit_fn or fit_both)(data, l2, fraction, min_images)
+    prior, centre, scale = fitted_constants(data, wa, wb, fraction, min_images)
+    devices = sorted({str(g) for g in data.groups})
+    return AppearanceWeights(
+        appearance={k: round(float(v), 4) for k, v in zip(APPEARANCE_FEATURES, wa)},
+        appearance_bias=0.0,  # a constant shift changes no choice; the confidence centre absorbs it
+        score={k: round(float(v), 4) for k, v in zip((*APPEARANCE_FEATURES, *PRIOR_TERMS), wb)},
+        score_bias=0.0,
+        default_prior={k: v for k, v in prior.as_dict().items() if k not in ("source", "n_images")},
+        confidence_centre=round(centre, 4),
+        confidence_scale=round(scale, 4),
+        fitted_on=fitted_on,
+        fit={**fit_info, "images": int(len(data.ids)), "devices": devices, "ids_sha256": ids_sha256(map(str, data.ids)),
+             "l2": l2},
+    )
+
+
+def fit_weights_files(
+    data: Candidates, train_ids: Iterable[str], l2: float, fraction: float, min_images: int, split_info: dict[str, Any],
+    fit_fn: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None,
+) -> dict[str, AppearanceWeights]:
+    """``default`` (every scanner's train images) and ``loso_<scanner>`` (the other scanners'
+    train images) weights; no image outside ``train_ids`` is ever passed to ``fit_fn``."""
+    train = data.subset(np.isin(data.ids, np.asarray(sorted(set(train_ids)))))
+    split = f"seed-{split_info['seed']} train split ({split_info['train']:g}/{split_info['val']:g}/{split_info['test']:g})"
+    files = {
+        "default": weights_file(
+            train, l2, fraction, min_images, f"BUS-BRA {split}, every scanner: {len(train.ids)} images, no val or test image",
+            {"split": split_info}, fit_fn,
+        )
+    }
+    for device in sorted({str(g) for g in train.groups}):
+        others = train.subset(train.groups != device)
+        files[f"loso_{scanner_slug(device)}"] = weights_file(
+            others, l2, fraction, min_images,
+            f"BUS-BRA {split} without {device} (held out): {len(others.ids)} images of the other scanners",
+            {"split": split_info, "held_out": device}, fit_fn,
+        )
+    return files
+
+
 def fit(args: argparse.Namespace) -> None:
     o = AppearanceOptions()
     data = Candidates(args.data, o.min_area_fraction)
-    print("leave-one-scanner-out (fit on the other scanners, prior from the held-out scanner's own confident labels)")
-    print(f"{'held-out scanner':<24} {'n':>5} {'appearance':>10} {'final':>7} {'top-50%':>8} {'coverage':>8} {'hit':>6}")
-    results = leave_one_group_out(data, args.l2, o.prior_fraction, o.prior_min_images)
-    for group, r in results.items():
-        r_first, r_final = r["appearance_only"], r["final"]
-        print(f"{group:<24} {r_final['n']:>5} {r_first['dice']:>10.4f} {r_final['dice']:>7.4f} {r_final['dice_top50']:>8.4f} {r_final['coverage']:>8.3f} {r_final['hit_rate']:>6.3f}")
-    dices = [r["final"]["dice"] for r in results.values()]
-    pooled = sum(r["final"]["dice"] * r["final"]["n"] for r in results.values()) / sum(r["final"]["n"] for r in results.values())
-    print(f"pooled over images: {pooled:.4f}; mean over scanners: {np.mean(dices):.4f}, min {np.min(dices):.4f}")
+    params = yaml.safe_load(args.params.read_text()) or {}
+    split_config = from_dict(SplitConfig, params.get("split"), "split")
+    seed = int(params.get("seed", 0))
+    start = time.perf_counter()
+    if args.train_ids is not None:
+        train_ids = [line.strip() for line in args.train_ids.read_text().splitlines() if line.strip()]
+        test_ids: list[str] = []
+    else:
+        parts = pipeline_split(args.root, args.params)
+        train_ids, test_ids = parts["train"], parts["test"]
+        print(f"pipeline split of {args.root} (seed {seed}): train {len(train_ids)}, val {len(parts['val'])}, "
+              f"test {len(test_ids)} ({time.perf_counter() - start:.0f} s)")
+    if missing := sorted(set(train_ids) - set(map(str, data.ids))):
+        raise SystemExit(f"{args.data}: {len(missing)} train ids not extracted (e.g. {missing[0]}); run extract on all images")
+    split_info = {"seed": seed, "train": split_config.train, "val": split_config.val, "test": split_config.test}
+    files = fit_weights_files(data, train_ids, args.l2, o.prior_fraction, o.prior_min_images, split_info)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    for name, weights in files.items():
+        write_appearance_weights(args.out_dir / f"{name}.json", weights)
+        print(f"{args.out_dir / name}.json: {weights.fitted_on}")
 
-    wa, wb = fit_both(data, args.l2, o.prior_fraction, o.prior_min_images)
-    first, final, _ = score_with(data, wa, wb, o.prior_fraction, o.prior_min_images)
-    # The default prior (single images) and the confidence centre: from all of the fit data.
-    data_all = data.subset(np.ones(len(data.ids), bool))
-    data_all.groups = np.full(len(data.ids), "all")
-    _, priors = prior_matrix(data_all, first, o.prior_fraction, o.prior_min_images)
-    pick = choose(final, data)
-    has = data.usable.any(axis=1)
-    chosen = final[np.arange(len(pick)), pick][has]
-    centre = float(np.median(chosen))
-    # The inter-quartile range of the chosen scores maps to confidences of about 0.27 to 0.73.
-    scale = float(np.subtract(*np.percentile(chosen, [75, 25]))) / 2.0
-    print("\nfinal weights (all of BUS-BRA): paste into src/busseg/pseudo/appearance.py")
-    print("APPEARANCE_WEIGHTS =", json.dumps({k: round(float(v), 3) for k, v in zip(APPEARANCE_FEATURES, wa)}))
-    print("SCORE_WEIGHTS =", json.dumps({k: round(float(v), 3) for k, v in zip((*APPEARANCE_FEATURES, *PRIOR_TERMS), wb)}))
-    print("DEFAULT_PRIOR =", json.dumps(priors["all"].as_dict()))
-    print(f"confidence_centre = {centre:.3f}, confidence_scale = {scale:.3f} (median and IQR / 2 of the chosen scores)")
-    print(f"all of BUS-BRA (fitted on it): {report(data, final)}")
+    print("\nleave-one-scanner-out (fitted on the other scanners' train images, scored on every image of the held-out one)")
+    print(f"{'held-out scanner':<24} {'n':>5} {'appearance':>10} {'final':>7} {'top-50%':>8} {'coverage':>8} {'hit':>6}")
+    train_set = set(train_ids)
+    results = {}
+    for device in sorted({str(g) for g in data.groups}):
+        weights = files.get(f"loso_{scanner_slug(device)}")
+        if weights is None:
+            continue
+        held = data.subset(data.groups == device)
+        wa, wb = (np.asarray(list(weights.appearance.values())), np.asarray(list(weights.score.values())))
+        first, final, _ = score_with(held, wa, wb, o.prior_fraction, o.prior_min_images)
+        r_first, r_final = report(held, first), report(held, final)
+        results[device] = {"appearance_only": r_first, "final": r_final}
+        print(f"{device:<24} {r_final['n']:>5} {r_first['dice']:>10.4f} {r_final['dice']:>7.4f} {r_final['dice_top50']:>8.4f} "
+              f"{r_final['coverage']:>8.3f} {r_final['hit_rate']:>6.3f}")
+    dices = [r["final"]["dice"] for r in results.values()]
+    print(f"mean over scanners: {np.mean(dices):.4f}, min {np.min(dices):.4f}")
+    default = files["default"]
+    wa, wb = np.asarray(list(default.appearance.values())), np.asarray(list(default.score.values()))
+    _, final, _ = score_with(data, wa, wb, o.prior_fraction, o.prior_min_images)
+    everything = report(data, final)
+    print(f"default.json on all of BUS-BRA: dice {everything['dice']:.4f} (coverage {everything['coverage']:.3f})")
+    if test_ids:
+        test = data.subset(np.isin(data.ids, np.asarray(test_ids)))
+        _, final_test, _ = score_with(test, wa, wb, o.prior_fraction, o.prior_min_images)
+        print(f"default.json on the seed-{seed} test split (never fitted on): dice {report(test, final_test)['dice']:.4f} (n {len(test.ids)})")
+        assert not train_set & set(test_ids)
     if args.eval is not None:
         other = Candidates(args.eval, o.min_area_fraction)
-        first_o, final_o, priors_o = score_with(other, wa, wb, o.prior_fraction, o.prior_min_images)
+        first_o, final_o, _ = score_with(other, wa, wb, o.prior_fraction, o.prior_min_images)
         print(f"{args.eval} (never fitted on): appearance only {report(other, first_o)['dice']:.4f}, final {report(other, final_o)}")
     if args.out is not None:
         args.out.write_text(json.dumps({"loso": results}, indent=1))
@@ -312,11 +454,16 @@ def main() -> None:
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--workers", type=int, default=1)
     e.add_argument("--step", type=int, default=1, help="use every K-th image")
-    f = sub.add_parser("fit", help="leave-one-scanner-out, then the final fit")
-    f.add_argument("--data", type=Path, required=True)
+    f = sub.add_parser("fit", help="the weights files (train split only), then leave-one-scanner-out figures")
+    f.add_argument("--data", type=Path, required=True, help="extract's output for BUS-BRA")
+    f.add_argument("--root", type=Path, default=Path("../shared/data/BUS-BRA"), help="BUS-BRA, to split it as the pipeline does")
+    f.add_argument("--params", type=Path, default=Path("params.yaml"), help="seed and split of the pipeline")
+    f.add_argument("--train-ids", type=Path, default=None,
+                   help="the pipeline's data/splits/<busbra>/train.txt instead of splitting --root here")
+    f.add_argument("--out-dir", type=Path, default=Path("models/appearance"), help="where the weights files go")
     f.add_argument("--eval", type=Path, default=None, help="a dataset never fitted on (e.g. STU)")
     f.add_argument("--l2", type=float, default=1e-5)
-    f.add_argument("--out", type=Path, default=None)
+    f.add_argument("--out", type=Path, default=None, help="leave-one-scanner-out figures as JSON")
     args = parser.parse_args()
     extract(args) if args.command == "extract" else fit(args)
 

@@ -44,6 +44,7 @@ experiment group: test Dice, IoU and HD95 as mean +- sample std over the seeds (
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -251,6 +252,33 @@ def sh(cmd: list[str], cwd: Path, dry_run: bool) -> None:
         subprocess.run(cmd, cwd=cwd, check=True, env=clone_env(cwd))
 
 
+def merge_params(params: dict[str, Any], bench: dict[str, Any], busbra_root: Path) -> dict[str, Any]:
+    """``params`` with the benchmark's sections merged in (a new dict; the inputs are left alone).
+
+    ``datasets`` is replaced whole; every other section is merged one level deep, and one
+    level further for the ``pseudo`` backends' options (``pseudo.appearance.weights`` keeps
+    the committed file's other appearance options). Every ``busbra`` entry's root becomes
+    ``busbra_root`` (absolute: queued runs happen in temporary copies), whatever its name:
+    the held-out-scanner files (``heldout_*.yaml``) name their entry after the scanner.
+    """
+    merged = copy.deepcopy(params)
+    bench = copy.deepcopy(bench)
+    for spec in (bench.get("datasets") or {}).values():
+        if isinstance(spec, dict) and spec.get("kind") == "busbra":
+            spec["root"] = str(busbra_root)
+    for key, value in bench.items():
+        if isinstance(value, dict) and key != "datasets":
+            section = merged.setdefault(key, {})
+            for name, item in value.items():
+                if isinstance(item, dict) and isinstance(section.get(name), dict):
+                    section[name] = {**section[name], **item}
+                else:
+                    section[name] = item
+        else:
+            merged[key] = value
+    return merged
+
+
 def prepare_clone(work: Path, params_file: Path, busbra_root: Path, dry_run: bool) -> None:
     """Clone this repository into ``work`` and merge ``params_file`` into its params.yaml (committed)."""
     print(f"+ git clone {REPO} {work}; merge {params_file} into params.yaml (a busbra entry's root: {busbra_root})")
@@ -262,14 +290,7 @@ def prepare_clone(work: Path, params_file: Path, busbra_root: Path, dry_run: boo
     subprocess.run(["git", "clone", "-q", str(REPO), str(work)], check=True)
     params = yaml.safe_load((work / "params.yaml").read_text())
     bench = yaml.safe_load(params_file.read_text())
-    if "busbra" in bench["datasets"]:
-        bench["datasets"]["busbra"]["root"] = str(busbra_root)  # absolute: queued runs happen in temp copies
-    for key, value in bench.items():
-        if isinstance(value, dict) and key != "datasets":
-            params.setdefault(key, {}).update(value)
-        else:
-            params[key] = value
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (work / "params.yaml").write_text(yaml.safe_dump(merge_params(params, bench, busbra_root), sort_keys=False))
     subprocess.run(["git", "-c", "user.email=bench@busseg", "-c", "user.name=bench", "commit", "-qam",
                     "SSL benchmark parameters"], cwd=work, check=True)
 

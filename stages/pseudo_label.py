@@ -16,7 +16,7 @@ from _params import load_params, main_guard, setup_runtime
 
 from busseg.data.prepared import PreparedDataset
 from busseg.pseudo.appearance import DatasetPrior
-from busseg.pseudo.registry import TWO_PASS_BACKENDS, build_labeler
+from busseg.pseudo.registry import TWO_PASS_BACKENDS, build_labeler, input_files
 from busseg.pseudo.run import (
     LabelCache,
     dice_vs_coverage,
@@ -51,7 +51,8 @@ def main() -> None:
     if backend == "grounded_sam":
         options.setdefault("device", str(device))
     index = PreparedDataset(args.prepared).index
-    cache_root = scratch_dir(f"pseudo_label-{args.out.name}", options_key(backend, options))
+    # The weights file's content, not only its path, keys the resume state (input_files).
+    cache_root = scratch_dir(f"pseudo_label-{args.out.name}", options_key(backend, options, input_files(backend, options)))
     two_pass = backend in TWO_PASS_BACKENDS
     calibrated = json.loads(args.calibration.read_text()).get("prior")
     prior = DatasetPrior.from_dict(calibrated) if calibrated is not None else None

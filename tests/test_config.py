@@ -211,3 +211,59 @@ def test_exponent_strings_validate() -> None:
     params["train"]["lr"] = "1e-3"
     params["label_ratio"] = "1e-1"
     validate_params(params)
+
+
+# --------------------------------------------------------------------------- #
+# BUS-BRA scanners as datasets (issue 20)
+# --------------------------------------------------------------------------- #
+
+
+def _busbra_entries(*devices: list[str] | None) -> dict:
+    """Dataset entries ``s0, s1, ...`` that all read one BUS-BRA folder, with these ``devices``."""
+    entries = {}
+    for number, selected in enumerate(devices):
+        entry = {"kind": "busbra", "root": "/data/BUS-BRA" if number % 2 else "/data/./BUS-BRA/"}
+        if selected is not None:
+            entry["devices"] = selected
+        entries[f"s{number}"] = entry
+    return entries
+
+
+def test_busbra_entries_of_disjoint_scanners_may_share_a_folder() -> None:
+    from busseg.params_schema import validate_params
+
+    params = _committed_params()
+    params["datasets"] = _busbra_entries(["GE Logiq 7"], ["GE Logiq 5", "Toshiba Aplio 300", "U-Systems"])
+    validate_params(params)
+
+
+@pytest.mark.parametrize(
+    ("devices", "problem"),
+    [
+        ((["GE Logiq 7"], ["GE Logiq 7", "U-Systems"]), "both select GE Logiq 7"),
+        ((["GE Logiq 7"], None), "give each BUS-BRA entry a `devices` list"),
+        ((None, None), "declare each dataset once"),
+    ],
+)
+def test_busbra_entries_of_overlapping_scanners_are_refused(devices, problem: str) -> None:
+    from busseg.params_schema import validate_params
+
+    params = _committed_params()
+    params["datasets"] = _busbra_entries(*devices)
+    with pytest.raises(ConfigError, match=problem) as info:
+        validate_params(params)
+    assert info.value.key == "datasets.s1.root"
+
+
+@pytest.mark.parametrize(
+    ("devices", "key"),
+    [(["Toshiba"], "datasets.s0.devices[0]"), ([], "datasets.s0.devices"), ("U-Systems", "datasets.s0.devices")],
+)
+def test_bad_busbra_devices_fail_validation_listing_the_scanners(devices, key: str) -> None:
+    from busseg.params_schema import validate_params
+
+    params = _committed_params()
+    params["datasets"] = _busbra_entries(devices)
+    with pytest.raises(ConfigError, match="available: 'GE Logiq 5', 'GE Logiq 7', 'Toshiba Aplio 300', 'U-Systems'") as info:
+        validate_params(params)
+    assert info.value.key == key

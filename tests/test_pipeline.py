@@ -77,6 +77,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     (root / "models" / "weights").mkdir(parents=True)
     shutil.copy(REPO / "models/weights/README.md", root / "models/weights/README.md")
+    shutil.copytree(REPO / "models/appearance", root / "models/appearance")  # the labeler's weights (in git)
     params = deep_update(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     init_repository(root, run)

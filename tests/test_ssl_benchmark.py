@@ -106,3 +106,45 @@ def test_paired_table_differences_against_the_reference(bench) -> None:
     table = bench.paired_table(show, experiments)
     row = next(line for line in table.splitlines() if line.startswith("| dual_teacher"))
     assert "| 2 | +6.5 +- 2.1 | 0.750 / 0.680 |" in row
+
+
+@pytest.mark.parametrize(("name", "target", "device", "weights"), [
+    ("heldout_logiq7.yaml", "logiq7", "GE Logiq 7", "models/appearance/loso_ge_logiq_7.json"),
+    ("heldout_toshiba.yaml", "toshiba", "Toshiba Aplio 300", "models/appearance/loso_toshiba_aplio_300.json"),
+])
+def test_heldout_params_select_the_scanner_and_its_loso_weights(bench, tmp_path, name, target, device, weights) -> None:
+    """Issue 20: the merged params hold one BUS-BRA entry of that scanner, at the given root,
+    labeled by the weights that never saw it, with ssl_busbra.yaml's budget; and they validate."""
+    import yaml
+
+    from busseg.params_schema import validate_params
+    from busseg.pseudo.appearance_weights import load_appearance_weights
+
+    repo = PATH.parents[1]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    heldout = yaml.safe_load((repo / "benchmarks" / name).read_text())
+    merged = bench.merge_params(params, heldout, tmp_path / "BUS-BRA")
+    assert merged["datasets"] == {target: {"kind": "busbra", "root": str(tmp_path / "BUS-BRA"), "devices": [device]}}
+    assert merged["pseudo"]["appearance"]["weights"] == weights
+    assert merged["pseudo"]["prompts"] == params["pseudo"]["prompts"]  # the rest of pseudo kept
+    budget = yaml.safe_load((repo / "benchmarks" / "ssl_busbra.yaml").read_text())
+    for section in ("model", "warmup", "train", "evaluate", "runtime"):
+        assert heldout[section] == budget[section]
+    assert heldout["datasets"][target]["root"] == "../shared/data/BUS-BRA"  # before the merge
+    validate_params(merged)
+    weights_file = load_appearance_weights(repo / weights)
+    assert weights_file.fit["held_out"] == device and device not in weights_file.fit["devices"]
+
+
+def test_merge_params_rewrites_every_busbra_root(bench, tmp_path) -> None:
+    params = {"datasets": {"synthetic": {"kind": "synthetic"}}, "pseudo": {"appearance": {"working_size": 160}}, "seed": 0}
+    extra = {
+        "datasets": {"a": {"kind": "busbra", "root": "x", "devices": ["GE Logiq 7"]}, "b": {"kind": "busbra", "root": "y"},
+                     "s": {"kind": "stu", "root": "z"}},
+        "pseudo": {"appearance": {"weights": "w.json"}},
+        "seed": 1,
+    }
+    merged = bench.merge_params(params, extra, tmp_path)
+    assert [merged["datasets"][k]["root"] for k in "abs"] == [str(tmp_path), str(tmp_path), "z"]
+    assert merged["pseudo"]["appearance"] == {"working_size": 160, "weights": "w.json"}
+    assert merged["seed"] == 1 and extra["datasets"]["a"]["root"] == "x" and "weights" not in params["pseudo"]["appearance"]

@@ -244,28 +244,52 @@ def check_datasets(datasets: Any) -> list[str]:
 
 
 def check_distinct_roots(datasets: Mapping[str, Any]) -> None:
-    """Refuse two dataset entries (or composite sources) that read the same folder.
+    """Refuse two dataset entries (or composite sources) that read the same images.
 
     Every stage fans out per entry and the report crosses them: two entries of one folder
     would show a dataset's in-domain results in the cross-dataset table as if they were
     results on another dataset. ``synthetic`` entries are left out (their ``root`` is the
-    generator module; their seed makes them different data).
+    generator module; their seed makes them different data). Two ``busbra`` entries may
+    share a folder when both select scanners (``devices``) and no scanner is in both:
+    they are then different data (one held-out scanner against the others, issue 20).
     """
-    seen: dict[Path, str] = {}
-    for key, root in _dataset_roots(datasets):
-        if root in seen:
-            raise ConfigError(
-                key,
-                f"the same folder as {seen[root]} ({root}): the report's cross-dataset table would show "
-                "in-domain results as cross-dataset ones; declare each dataset once",
+    seen: list[_Root] = []
+    for entry in _dataset_roots(datasets):
+        for other in seen:
+            if other.path != entry.path:
+                continue
+            if entry.devices is not None and other.devices is not None and not entry.devices & other.devices:
+                continue
+            shared = (
+                f"; both select {', '.join(sorted(entry.devices & other.devices))}"
+                if entry.devices is not None and other.devices is not None
+                else "; give each BUS-BRA entry a `devices` list, no scanner in two lists"
+                if entry.kind == other.kind == "busbra"
+                else ""
             )
-        seen[root] = key
+            raise ConfigError(
+                entry.key,
+                f"the same folder as {other.key} ({entry.path}): the report's cross-dataset table would show "
+                f"in-domain results as cross-dataset ones; declare each dataset once{shared}",
+            )
+        seen.append(entry)
 
 
-def _dataset_roots(datasets: Mapping[str, Any]) -> list[tuple[str, Path]]:
-    """``(key, resolved root)`` of every entry that reads a folder, composite sources included
-    (resolved against the composite's root, as the importer does)."""
-    roots: list[tuple[str, Path]] = []
+@dataclass(frozen=True)
+class _Root:
+    """A folder that a dataset entry (or composite source) reads: ``key`` names its ``root``
+    parameter, ``devices`` the BUS-BRA scanners it selects (``None``: every image)."""
+
+    key: str
+    path: Path
+    kind: Any
+    devices: frozenset[str] | None
+
+
+def _dataset_roots(datasets: Mapping[str, Any]) -> list[_Root]:
+    """Every entry that reads a folder, composite sources included (resolved against the
+    composite's root, as the importer does); a ``busbra`` entry's ``devices`` are checked."""
+    roots: list[_Root] = []
     for name, spec in datasets.items():
         key = join_key("datasets", str(name))
         root = spec.get("root")
@@ -277,11 +301,21 @@ def _dataset_roots(datasets: Mapping[str, Any]) -> list[tuple[str, Path]]:
             for source, source_spec in sources.items():
                 source_root = source_spec.get("root") if isinstance(source_spec, Mapping) else None
                 if isinstance(source_root, (str, Path)) and str(source_root).strip():
-                    source_key = f"{key}.sources.{source}.root"
-                    roots.append((source_key, (resolved / Path(source_root).expanduser()).resolve()))
+                    source_key = f"{key}.sources.{source}"
+                    path = (resolved / Path(source_root).expanduser()).resolve()
+                    roots.append(_Root(f"{source_key}.root", path, source_spec.get("kind"), _devices(source_spec, source_key)))
             continue
-        roots.append((f"{key}.root", resolved))
+        roots.append(_Root(f"{key}.root", resolved, spec.get("kind"), _devices(spec, key)))
     return roots
+
+
+def _devices(spec: Mapping[str, Any], key: str) -> frozenset[str] | None:
+    """The scanners a ``busbra`` entry selects (checked), ``None`` for every scanner or another kind."""
+    if spec.get("kind") != "busbra" or spec.get("devices") is None:
+        return None
+    from busseg.data.importers.busbra import check_devices
+
+    return check_devices(spec["devices"], f"{key}.devices")
 
 
 def _check_split(values: Any) -> None:
@@ -314,6 +348,10 @@ def _check_pseudo(pseudo: Any) -> None:
         if backend not in pseudo or backend not in classes:
             continue
         own = _mapping(pseudo[backend], f"pseudo.{backend}")
+        if backend == "appearance":
+            from busseg.pseudo.appearance import check_moved_options
+
+            check_moved_options(own)
         # As stages/pseudo_label.py builds it: the shared keys, then the backend's own.
         merged = {"prompts": list(options.prompts), "min_area_fraction": options.min_area_fraction, **own}
         from_dict(classes[backend], merged, f"pseudo.{backend}")

@@ -55,7 +55,22 @@ CASES = [
     ("seed x", edited("seed: 0\n", "seed: x\n"), "seed"),
     ("seed -1", edited("seed: 0\n", "seed: -1\n"), "seed"),
     ("lr not a number", edited("  lr: 0.001", "  lr: fast"), "warmup.lr"),
-    ("nested option type", edited("  appearance: {}", "  appearance: {working_size: big}"), "pseudo.appearance.working_size"),
+    ("nested option type", edited("  appearance:\n", "  appearance:\n    working_size: big\n"), "pseudo.appearance.working_size"),
+    # Issue 20: the confidence map moved into the weights file with the weights it was fitted with.
+    ("moved option", edited("  appearance:\n", "  appearance:\n    confidence_centre: 30\n"), "pseudo.appearance.confidence_centre"),
+    # Issue 20: two BUS-BRA entries of one folder must select disjoint scanners.
+    (
+        "two BUS-BRA entries, overlapping scanners",
+        replaced(
+            "datasets",
+            {
+                "logiq7": {"kind": "busbra", "root": "data_in", "devices": ["GE Logiq 7"]},
+                "rest": {"kind": "busbra", "root": "data_in", "devices": ["GE Logiq 5", "GE Logiq 7"]},
+            },
+        ),
+        "datasets.rest.root",
+    ),
+    ("unknown BUS-BRA scanner", replaced("datasets", {"b": {"kind": "busbra", "root": "d", "devices": ["Logiq"]}}), "datasets.b.devices[0]"),
     ("nested option range", edited("    box_threshold: 0.25", "    box_threshold: 3"), "pseudo.grounded_sam.box_threshold"),
     ("datasets empty", replaced("datasets", {}), "datasets"),
     ("datasets null", replaced("datasets", None), "datasets"),
@@ -160,3 +175,24 @@ def test_an_empty_validation_split_is_a_warning_saying_what_replaces_it(tmp_path
     assert proc.stderr.startswith(f"warning: {tiny_prepared / 'index.csv'}: the validation split is empty (16 images")
     assert "keep their last epoch" in proc.stderr
     assert (tmp_path / "splits" / "val.txt").read_text() == ""
+
+
+@pytest.mark.parametrize("content", [None, "{not json", '{"format": "busseg-appearance-weights"}'], ids=["missing", "not JSON", "incomplete"])
+def test_a_bad_weights_file_fails_pseudo_label_naming_the_file(tmp_path: Path, tiny_prepared: Path, content: str | None) -> None:
+    """Issue 20: ``pseudo.appearance.weights`` missing or malformed: one ``error: <file>: ...`` line."""
+    (tmp_path / "params.yaml").write_text(edited("    weights: models/appearance/default.json", "    weights: w.json"))
+    if content is not None:
+        (tmp_path / "w.json").write_text(content)
+    (tmp_path / "calibration.json").write_text('{"calibration": "none"}')
+    args = ("--prepared", str(tiny_prepared), "--out", "pseudo", "--metrics", "m.json", "--curve", "c.csv",
+            "--overlays", "overlays", "--calibration", "calibration.json")
+    env_scratch = {"BUSSEG_SCRATCH": str(tmp_path / "scratch")}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "pseudo_label.py"), *args], cwd=tmp_path, capture_output=True, text=True,
+        timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", "DVC_NO_ANALYTICS": "1", **env_scratch},
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: w.json: "), proc.stderr
+    assert not (tmp_path / "pseudo").exists() and not (tmp_path / "m.json").exists()

@@ -184,6 +184,85 @@ def test_busbra_iterates_lazily(tmp_path, monkeypatch):
     assert len(calls) == 1
 
 
+def _set_devices(root: Path, devices: dict[str, str]) -> None:
+    """Rewrite the fixture's ``Device`` column: ``id -> device cell`` (probe frequency included)."""
+    table = pd.read_csv(root / "bus_data.csv", dtype=str, keep_default_na=False)
+    table["Device"] = table["ID"].map(devices)
+    table.to_csv(root / "bus_data.csv", index=False)
+
+
+FIXTURE_DEVICES = {
+    "bus_0001-l": "GE Logiq 7 @10-14MHz",
+    "bus_0001-r": "GE Logiq 7 @10-14MHz",
+    "bus_0002-s": "Toshiba Aplio 300 @12-14 MHz",
+    "bus_0003-l": "U-Systems @10-14MHz",
+}
+
+
+@pytest.mark.parametrize(
+    ("devices", "ids"),
+    [
+        (["GE Logiq 7"], ["bus_0001-l", "bus_0001-r"]),
+        (["Toshiba Aplio 300"], ["bus_0002-s"]),
+        (["GE Logiq 7", "Toshiba Aplio 300"], ["bus_0001-l", "bus_0001-r", "bus_0002-s"]),
+        (["GE Logiq 5"], []),
+    ],
+)
+def test_busbra_devices_import_only_those_scanners(tmp_path, devices, ids):
+    make_busbra(tmp_path)
+    _set_devices(tmp_path, FIXTURE_DEVICES)
+    records = list(importers.import_busbra(tmp_path, {"devices": devices}))
+    samples, skips = _split(records)
+    assert sorted(samples) == ids
+    assert not skips  # bus_0003-l (no mask) is a U-Systems image: not part of these datasets
+    assert not _ignored(records)  # other scanners' files are not "ignored" either: they are another dataset
+
+
+def test_busbra_devices_keep_patient_groups_and_report_images_without_a_row(tmp_path):
+    make_busbra(tmp_path)
+    _set_devices(tmp_path, FIXTURE_DEVICES)
+    save(tmp_path / "images" / "bus_0009-l.png", grey_image(20, 16, 9))  # no CSV row: scanner unknown
+    samples, skips = _split(importers.import_busbra(tmp_path, {"devices": ["GE Logiq 7"]}))
+    assert {s.group for s in samples.values()} == {"1"}
+    assert skips["bus_0009-l"].reason == "no row in bus_data.csv"
+
+
+@pytest.mark.parametrize(
+    ("devices", "key"),
+    [
+        (["GE Logiq 9"], "dataset.devices[0]"),
+        (["GE Logiq 7 @10-14MHz"], "dataset.devices[0]"),  # the name without the probe frequency
+        ([], "dataset.devices"),
+        ("GE Logiq 7", "dataset.devices"),
+        ({"GE Logiq 7": True}, "dataset.devices"),
+    ],
+)
+def test_busbra_bad_devices_list_the_scanners(tmp_path, devices, key):
+    make_busbra(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        importers.import_busbra(tmp_path, {"devices": devices})
+    assert info.value.key == key
+    assert "available: 'GE Logiq 5', 'GE Logiq 7', 'Toshiba Aplio 300', 'U-Systems'" in info.value.problem
+
+
+def test_busbra_devices_need_the_device_column(tmp_path):
+    make_busbra(tmp_path)
+    (tmp_path / "bus_data.csv").write_text("ID,Case,Pathology\nbus_0001-l,1,benign\n")
+    assert [r.id for r in importers.import_busbra(tmp_path, {}) if isinstance(r, Sample)] == ["bus_0001-l"]
+    with pytest.raises(DataError, match="missing column.*Device"):
+        importers.import_busbra(tmp_path, {"devices": ["GE Logiq 7"]})
+
+
+@pytest.mark.skipif(not REAL_BUSBRA.is_dir(), reason="BUS-BRA not present at ../shared/data")
+def test_real_busbra_device_names_are_the_documented_ones():
+    from busseg.data.importers.busbra import DEVICES, device_name
+
+    table = pd.read_csv(REAL_BUSBRA / "bus_data.csv", dtype=str)
+    counts = table["Device"].map(device_name).value_counts().to_dict()
+    assert counts == {"GE Logiq 7": 902, "GE Logiq 5": 809, "Toshiba Aplio 300": 139, "U-Systems": 25}
+    assert set(counts) == set(DEVICES)
+
+
 @pytest.mark.skipif(not REAL_BUSBRA.is_dir(), reason="BUS-BRA not present at ../shared/data")
 def test_real_busbra_groups_from_case_and_labels_from_pathology():
     table = pd.read_csv(REAL_BUSBRA / "bus_data.csv", dtype=str).set_index("ID")

@@ -179,7 +179,7 @@ def test_unknown_word_error_lists_known_words() -> None:
         ("opening_radii", ()),
         ("opening_radii", (0, 2)),
         ("max_candidate_fraction", 0.001),
-        ("confidence_scale", 0.0),
+        ("weights", " "),
     ],
 )
 def test_bad_options_raise_config_error(field, value) -> None:
@@ -213,17 +213,16 @@ def test_object_nouns_are_accepted_without_a_shape_prior() -> None:
 
 
 def test_label_is_the_two_passes_with_the_default_prior() -> None:
-    from busseg.pseudo.appearance import DEFAULT_PRIOR
-
     image, _ = lesion_image((150, 190), (90, 60), (30, 20), seed=2)
     labeler = AppearanceLabeler()
+    assert labeler.default_prior.source == "default"
     direct = labeler.label(image)
-    two_pass = labeler.decide(labeler.analyse(image), DEFAULT_PRIOR)
+    two_pass = labeler.decide(labeler.analyse(image), labeler.default_prior)
     assert np.array_equal(direct.mask, two_pass.mask) and direct.score == two_pass.score
 
 
 def test_a_first_pass_survives_the_round_trip_through_arrays() -> None:
-    from busseg.pseudo.appearance import DEFAULT_PRIOR, ImageAnalysis
+    from busseg.pseudo.appearance import ImageAnalysis
 
     image, _ = lesion_image((170, 150), (70, 90), (28, 22), seed=4)
     labeler = AppearanceLabeler()
@@ -234,7 +233,7 @@ def test_a_first_pass_survives_the_round_trip_through_arrays() -> None:
     for a, b in zip(analysis.candidates, back.candidates):
         assert np.array_equal(a.region, b.region) and a.offset == b.offset and a.score == b.score
         assert {k: a.features[k] for k in b.features} == pytest.approx(b.features)  # every feature the score reads
-    first, second = labeler.decide(analysis, DEFAULT_PRIOR), labeler.decide(back, DEFAULT_PRIOR)
+    first, second = labeler.decide(analysis, labeler.default_prior), labeler.decide(back, labeler.default_prior)
     assert np.array_equal(first.mask, second.mask) and first.score == pytest.approx(second.score)
     with pytest.raises((KeyError, ValueError)):
         ImageAnalysis.from_arrays({**analysis.to_arrays(), "features": np.zeros((1, 2))})
@@ -256,11 +255,9 @@ def test_the_prior_is_estimated_from_the_dataset_itself() -> None:
     assert prior.source == "confident_labels" and prior.n_images >= 8
     assert prior.depth == pytest.approx(0.7, abs=0.08)
     assert prior.offset_x < 0.15
-    # Too few images to estimate from: the stored default; switched off: no prior at all.
-    from busseg.pseudo.appearance import DEFAULT_PRIOR
-
+    # Too few images to estimate from: the weights file's default; switched off: no prior at all.
     few = [labeler.analyse(image) for image in _dataset(0.7, 3)]
-    assert labeler.fit_prior(few) == DEFAULT_PRIOR
+    assert labeler.fit_prior(few) == labeler.default_prior
     assert AppearanceLabeler(AppearanceOptions(adapt_prior=False)).fit_prior(few) is None
 
 

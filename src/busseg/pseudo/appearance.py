@@ -34,22 +34,33 @@ Pipeline for one image:
 Labeling a dataset is therefore two passes: :meth:`~AppearanceLabeler.analyse` each
 image (the costly part, cacheable per image), :meth:`~AppearanceLabeler.fit_prior` on
 all analyses, then :meth:`~AppearanceLabeler.decide` each image (cheap).
-:meth:`~AppearanceLabeler.label` labels a single image with the stored
-:data:`DEFAULT_PRIOR` instead. The weights come from ``benchmarks/fit_appearance.py``
-(leave-one-scanner-out on BUS-BRA; see the README).
+:meth:`~AppearanceLabeler.label` labels a single image with the weights file's default
+prior instead. Everything fitted on ground truth (the scores' weights, the default prior,
+the confidence map) is read from a weights file, ``pseudo.appearance.weights``
+(:mod:`busseg.pseudo.appearance_weights`; the committed ones are fitted by
+``benchmarks/fit_appearance.py`` on BUS-BRA's seed-0 train split, see the README).
 
 The label's score is a confidence in [0, 1], a monotone map of the best
 candidate's linear score: on BUS-BRA the most confident labels are the best ones.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
 
 from busseg.errors import ConfigError
+from busseg.pseudo.appearance_weights import (
+    APPEARANCE_FEATURES,
+    DEFAULT_WEIGHTS,
+    PRIOR_FIELDS,
+    PRIOR_TERMS,  # noqa: F401 (re-exported: the fit and its tests name the terms from here)
+    AppearanceWeights,
+    load_appearance_weights,
+)
 from busseg.pseudo.base import PseudoLabel, apply_area_filter, invalid_label
 
 # Words the prompts may use. Polarity words say whether the lesion is darker or
@@ -75,8 +86,9 @@ class AppearanceOptions:
     ``prompts`` are appearance descriptions as in METHOD.md; each is a few of the
     words in :data:`KNOWN_WORDS`. ``min_area_fraction`` is the area filter.
     ``working_size`` is the long side (pixels) at which the analysis runs.
-    Candidates are ranked by the linear scores of :data:`APPEARANCE_WEIGHTS` and
-    :data:`SCORE_WEIGHTS` (fitted by ``benchmarks/fit_appearance.py``).
+    Candidates are ranked by the linear scores of the ``weights`` file (a path relative
+    to the project root; :mod:`busseg.pseudo.appearance_weights`), which also holds the
+    default prior and the confidence map (fitted by ``benchmarks/fit_appearance.py``).
     """
 
     prompts: tuple[str, ...] = ("dark oval", "dark round", "dark lobulated")
@@ -95,13 +107,12 @@ class AppearanceOptions:
     # Speckle reduction.
     median_size: int = 5
     bilateral_sigma: float = 20.0
-    # Confidence: the label's score is sigmoid((z - confidence_centre) / confidence_scale)
-    # of the best candidate's linear score z (see :data:`SCORE_WEIGHTS`).
-    confidence_centre: float = 29.645
-    confidence_scale: float = 7.192
+    # The fitted constants: score weights, default prior and confidence map (the label's
+    # score is sigmoid((z - confidence_centre) / confidence_scale) of the best candidate's z).
+    weights: str = DEFAULT_WEIGHTS
     # Dataset prior (see DatasetPrior): estimated from the dataset's own most confident
     # `prior_fraction` of labels when at least `prior_min_images` images are labeled
-    # together; otherwise, and for single images, DEFAULT_PRIOR is used.
+    # together; otherwise, and for single images, the weights file's default prior is used.
     adapt_prior: bool = True
     prior_fraction: float = 0.5
     prior_min_images: int = 8
@@ -109,45 +120,22 @@ class AppearanceOptions:
     top_k: int = 24
 
 
-# Features of a candidate that say how it looks, wherever it is (see AppearanceLabeler.describe).
-APPEARANCE_FEATURES: tuple[str, ...] = (
-    "contrast",  # ring median minus inside mean, in units of the image's std
-    "t_contrast",  # the same, in units of the pooled std of inside and ring
-    "darkness",  # image median minus inside mean, in image std
-    "shape",  # fit to the prompts' shape words
-    "solidity",
-    "aspect",  # minor / major axis
-    "level",  # threshold quantile
-    "hull",  # the convex-hull variant of a component
-    "border",  # number of tissue sides touched
-    "top",  # touching the top of the tissue: skin and subcutaneous fat
-    "log_size_rel",  # log of the area over the tissue's area: lesions are neither specks
-    "log_size_rel_sq",  # nor half the scan (a broad preference; the dataset prior adapts it)
-)
 # Derived features, recomputed from the stored ones when a first pass is read back.
 _DERIVED: dict[str, str] = {"log_size_rel_sq": "log_size_rel"}
-# Terms that compare a candidate with the dataset's lesions (DatasetPrior.terms).
-PRIOR_TERMS: tuple[str, ...] = ("prior_depth", "prior_x", "prior_size")
 
-# Weights of the linear scores z = bias + sum(weight * feature). Fitted by
-# `benchmarks/fit_appearance.py fit` on all of BUS-BRA by maximising the expected Dice of a
-# per-image softmax over candidates (its leave-one-scanner-out figures are in the README).
-# The scale of z is arbitrary; only its order within an image picks the lesion, its value
-# across images is the confidence. APPEARANCE_WEIGHTS rank candidates before the dataset
-# prior is known (first pass); SCORE_WEIGHTS, with the prior's terms, make the final choice.
-APPEARANCE_WEIGHTS: dict[str, float] = {
-    "contrast": 11.913, "t_contrast": 6.385, "darkness": 4.708, "shape": 1.079, "solidity": 2.066,
-    "aspect": 9.487, "level": 6.421, "hull": 5.605, "border": -17.822, "top": -0.001,
-    "log_size_rel": 0.821, "log_size_rel_sq": -0.694,
-}
-APPEARANCE_BIAS = 0.0  # a constant shift changes no choice; the confidence options absorb it
-SCORE_WEIGHTS: dict[str, float] = {
-    "contrast": 12.432, "t_contrast": 4.916, "darkness": 7.993, "shape": 2.585, "solidity": 1.58,
-    "aspect": 9.885, "level": 5.071, "hull": 5.407, "border": -10.66, "top": -1.817,
-    "log_size_rel": 0.676, "log_size_rel_sq": -0.657,
-    "prior_depth": 2.437, "prior_x": 2.587, "prior_size": 0.233,
-}
-SCORE_BIAS = 0.0
+MOVED_TO_WEIGHTS: tuple[str, ...] = ("confidence_centre", "confidence_scale")
+"""Former options of ``pseudo.appearance`` that are now part of the weights file."""
+
+
+def check_moved_options(options: Mapping[str, Any], section: str = "pseudo.appearance") -> None:
+    """Raise :class:`ConfigError` for an option that moved into the weights file, with where it is now."""
+    for key in MOVED_TO_WEIGHTS:
+        if key in options:
+            raise ConfigError(
+                f"{section}.{key}",
+                f"no longer an option: it lives in the weights file ({section}.weights, default {DEFAULT_WEIGHTS}) "
+                "with the score weights it was fitted with; fit a file with benchmarks/fit_appearance.py",
+            )
 
 
 @dataclass(frozen=True)
@@ -201,22 +189,21 @@ class DatasetPrior:
         return cls(d[0], d[1], x[0], x[1], s[0], s[1], source=source, n_images=len(depth))
 
     @classmethod
-    def from_dict(cls, values: dict[str, float | str | int]) -> DatasetPrior:
-        """Inverse of :meth:`as_dict`."""
-        numbers = ("depth", "depth_spread", "offset_x", "offset_x_spread", "log_size", "log_size_spread")
-        return cls(*(float(values[k]) for k in numbers), source=str(values["source"]), n_images=int(values["n_images"]))
+    def from_dict(cls, values: Mapping[str, float | str | int]) -> DatasetPrior:
+        """Inverse of :meth:`as_dict` (``source`` and ``n_images`` default to a default prior's)."""
+        return cls(
+            *(float(values[k]) for k in PRIOR_FIELDS),
+            source=str(values.get("source", "default")),
+            n_images=int(values.get("n_images", 0)),
+        )
 
     def as_dict(self) -> dict[str, float | str | int]:
         """JSON-ready values (rounded, so that the file is stable across platforms)."""
         out: dict[str, float | str | int] = {}
-        for name in ("depth", "depth_spread", "offset_x", "offset_x_spread", "log_size", "log_size_spread"):
+        for name in PRIOR_FIELDS:
             out[name] = round(float(getattr(self, name)), 6)
         out.update(source=self.source, n_images=self.n_images)
         return out
-
-
-# Used for single images (and datasets too small to estimate their own): fitted with the weights.
-DEFAULT_PRIOR = DatasetPrior(0.33681, 0.119125, 0.055081, 0.06, -2.586174, 0.807775)
 
 
 @dataclass
@@ -332,19 +319,23 @@ def parse_prompts(prompts: tuple[str, ...] | list[str]) -> ParsedPrompts:
 class AppearanceLabeler:
     """Pseudo labels from classical image analysis driven by appearance words."""
 
-    def __init__(self, options: AppearanceOptions = AppearanceOptions()) -> None:
+    def __init__(self, options: AppearanceOptions = AppearanceOptions(), weights: AppearanceWeights | None = None) -> None:
+        """``weights`` default to the file ``options.weights`` names (a
+        :class:`~busseg.errors.DataError` naming it when it is missing or malformed)."""
         _check_options(options)
         self.options = options
         self.prompt = parse_prompts(options.prompts)
+        self.weights = weights if weights is not None else load_appearance_weights(options.weights)
+        self.default_prior = DatasetPrior.from_dict(self.weights.default_prior)
 
     def label(self, image: np.ndarray) -> PseudoLabel:
         """Pseudo label of one greyscale uint8 image ``(H, W)``; the mask has shape ``(H, W)``.
 
-        One image has no dataset to estimate a prior from: :data:`DEFAULT_PRIOR` stands
-        in (or none with ``adapt_prior: false``). Label a dataset with
+        One image has no dataset to estimate a prior from: the weights file's default
+        prior stands in (or none with ``adapt_prior: false``). Label a dataset with
         :meth:`analyse`, :meth:`fit_prior` and :meth:`decide` to adapt to it.
         """
-        return self.decide(self.analyse(image), DEFAULT_PRIOR if self.options.adapt_prior else None)
+        return self.decide(self.analyse(image), self.default_prior if self.options.adapt_prior else None)
 
     # -- the two passes -------------------------------------------------------------------
 
@@ -377,8 +368,8 @@ class AppearanceLabeler:
     def fit_prior(self, analyses: Sequence[ImageAnalysis]) -> DatasetPrior | None:
         """The dataset's prior from its most confident first-pass labels.
 
-        ``None`` with ``adapt_prior: false``; :data:`DEFAULT_PRIOR` when fewer than
-        ``prior_min_images`` images have a lesion-sized candidate.
+        ``None`` with ``adapt_prior: false``; the weights file's default prior when fewer
+        than ``prior_min_images`` images have a lesion-sized candidate.
         """
         o = self.options
         if not o.adapt_prior:
@@ -386,7 +377,7 @@ class AppearanceLabeler:
         margin = 1.1 * o.min_area_fraction
         best = [a.candidates[0] for a in analyses if a.candidates and np.exp(a.candidates[0].features["log_area"]) > margin]
         if len(best) < o.prior_min_images:
-            return DEFAULT_PRIOR
+            return self.default_prior
         best.sort(key=lambda c: -c.score)
         kept = best[: max(o.prior_min_images, int(np.ceil(o.prior_fraction * len(best))))]
         return DatasetPrior.estimate(
@@ -543,19 +534,20 @@ class AppearanceLabeler:
 
     def appearance_score(self, f: dict[str, float]) -> float:
         """First-pass evidence that a candidate is the lesion, from how it looks (unbounded)."""
-        return APPEARANCE_BIAS + sum(weight * f[name] for name, weight in APPEARANCE_WEIGHTS.items())
+        w = self.weights
+        return w.appearance_bias + sum(weight * f[name] for name, weight in w.appearance.items())
 
     def final_score(self, f: dict[str, float], prior: DatasetPrior | None, appearance: float | None = None) -> float:
         """Evidence with the dataset prior's terms; without a prior, the appearance score."""
         if prior is None:
             return self.appearance_score(f) if appearance is None else appearance
         terms = {**f, **prior.terms(f)}
-        return SCORE_BIAS + sum(weight * terms[name] for name, weight in SCORE_WEIGHTS.items())
+        return self.weights.score_bias + sum(weight * terms[name] for name, weight in self.weights.score.items())
 
     def confidence(self, z: float) -> float:
         """Map the best candidate's evidence ``z`` to a confidence in [0, 1]."""
-        o = self.options
-        return float(1.0 / (1.0 + np.exp(-(z - o.confidence_centre) / o.confidence_scale)))
+        w = self.weights
+        return float(1.0 / (1.0 + np.exp(-(z - w.confidence_centre) / w.confidence_scale)))
 
     def _shape_prior(self, f: dict[str, float]) -> float:
         """How well the region fits the prompts' shape words (best word wins); 1 without shape words."""
@@ -698,8 +690,8 @@ def _check_options(o: AppearanceOptions) -> None:
         raise ConfigError("max_candidate_fraction", "need 0 < min_candidate_fraction < max_candidate_fraction <= 1")
     if o.median_size < 1 or o.bilateral_sigma <= 0:
         raise ConfigError("median_size", "median_size must be >= 1 and bilateral_sigma > 0")
-    if o.confidence_scale <= 0:
-        raise ConfigError("confidence_scale", f"must be > 0, got {o.confidence_scale}")
+    if not o.weights.strip():
+        raise ConfigError("weights", f"expected the path of a weights file, got {o.weights!r}")
     if not 0.0 < o.prior_fraction <= 1.0:
         raise ConfigError("prior_fraction", f"must be in (0, 1], got {o.prior_fraction}")
     if o.prior_min_images < 1:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from busseg.config import from_dict, join_key
@@ -10,8 +11,9 @@ from busseg.pseudo.base import PseudoLabeler
 
 
 def _appearance(options: Mapping[str, Any]) -> PseudoLabeler:
-    from busseg.pseudo.appearance import AppearanceLabeler, AppearanceOptions
+    from busseg.pseudo.appearance import AppearanceLabeler, AppearanceOptions, check_moved_options
 
+    check_moved_options(options)
     return AppearanceLabeler(from_dict(AppearanceOptions, options, "pseudo.appearance"))
 
 
@@ -33,6 +35,21 @@ TWO_PASS_BACKENDS = frozenset({"appearance"})
 
 SHARED_KEYS = ("prompts", "min_area_fraction")
 """Options every backend receives from the ``pseudo`` section itself (``pseudo.prompts``)."""
+
+
+def input_files(backend: str, options: Mapping[str, Any]) -> list[Path]:
+    """Files besides the images whose content a backend's labels depend on.
+
+    The ``appearance`` backend's weights file (``pseudo.appearance.weights``): its content
+    hash enters the labeling stage's resume key, so that first passes scored with other
+    weights are never reused. Model checkpoints of ``grounded_sam`` are keyed by path (they
+    are large, and a changed checkpoint is a new file name in practice).
+    """
+    if backend == "appearance":
+        from busseg.pseudo.appearance_weights import DEFAULT_WEIGHTS
+
+        return [Path(str(options.get("weights", DEFAULT_WEIGHTS)))]
+    return []
 
 
 def build_labeler(backend: str, options: Mapping[str, Any]) -> PseudoLabeler:

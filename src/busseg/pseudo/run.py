@@ -35,9 +35,11 @@ from busseg.visualize import render_overlay
 LABEL_COLUMNS = ("id", "valid", "score", "reason", "area_fraction", "box")
 
 
-def options_key(backend: str, options: Mapping[str, Any]) -> str:
-    """A short stable hash of the backend and its options (the scratch-cache namespace)."""
-    return inputs_key({"backend": backend, "options": options}, [])
+def options_key(backend: str, options: Mapping[str, Any], files: Iterable[str | Path] = ()) -> str:
+    """A short stable hash of the backend, its options and the content of ``files`` (the
+    backend's other inputs, :func:`busseg.pseudo.registry.input_files`): the scratch-cache
+    namespace, so that results of other options or other weights are never reused."""
+    return inputs_key({"backend": backend, "options": options}, files)
 
 
 class LabelCache:
