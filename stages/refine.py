@@ -8,7 +8,8 @@
 
 Each of ``pseudo.refine_rounds`` rounds: the current teacher re-labels the train split
 (busseg.pseudo.refine), and a new static teacher is warmed up on those labels with the
-``warmup`` settings. With 0 rounds the warm-up's teacher passes through unchanged. As in
+``warmup`` settings. With 0 rounds the warm-up's teacher passes through unchanged (without
+loading torch). As in
 warm-up, no ground truth trains anything (the validation split picks the best epoch), so
 nothing here depends on ``label_ratio``. The metrics compare each round's labels with
 the first round's on the train split.
@@ -16,25 +17,16 @@ the first round's on the train split.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
+from typing import Any
 
 from _params import load_params, main_guard, setup_runtime
 
 from busseg.atomic import copy_file, write_json
-from busseg.config import from_dict
-from busseg.data.dataset import SegmentationDataset
 from busseg.data.prepared import PreparedDataset, PseudoLabels
 from busseg.data.split import read_id_list
-from busseg.distributed import destroy_process_group, init_process_group, rank_device
-from busseg.models import ModelConfig, build_model
-from busseg.pseudo.refine import InMemoryLabels, label_quality, read_labels, refine_labels, write_labels
-from busseg.runtime import seed_everything
-from busseg.scratch import inputs_key, release, scratch_dir, usage_note
-from busseg.ssl.ema import freeze
-from busseg.training.checkpoint import load_model
-from busseg.training.config import warmup_config
-from busseg.training.loop import TrainData, fit
-from busseg.training.methods import Supervised
+from busseg.pseudo.refine import label_quality, read_labels, write_labels
 
 
 def main() -> None:
@@ -43,6 +35,50 @@ def main() -> None:
         parser.add_argument(flag, type=Path, required=True)
     args = parser.parse_args()
     params = load_params()
+    if int(params["pseudo"].get("refine_rounds", 0)) == 0:
+        pass_through(args)
+    else:
+        refine(args, params)
+
+
+def pass_through(args: argparse.Namespace) -> None:
+    """0 rounds: the warm-up's teacher and the first labels as they are, and their quality.
+
+    The same outputs as :func:`refine` with 0 rounds, without loading torch (seconds of start-up
+    on a small machine). Under torchrun (``runtime.nproc`` > 1) rank 0 alone writes them.
+    """
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    prepared = PreparedDataset(args.prepared)
+    labels = read_labels(PseudoLabels(args.pseudo), read_id_list(args.train_ids))
+    quality: dict[str, Any] = {"rounds": 0, "round_0": label_quality(labels, prepared)}
+    write_labels(args.labels, labels)
+    copy_file(args.static_teacher, args.out)
+    write_json(args.metrics, quality)
+    _print_quality(quality)
+
+
+def _print_quality(quality: dict[str, Any]) -> None:
+    for name, row in quality.items():
+        if isinstance(row, dict) and "dice" in row:
+            print(f"{name}: label dice {row['dice']:.4f} (top 50 % {row['dice_top50']:.4f}), coverage {row['coverage']:.3f}")
+
+
+def refine(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    """``pseudo.refine_rounds`` >= 1 rounds of re-labelling and warming up a new teacher."""
+    from busseg.config import from_dict
+    from busseg.data.dataset import SegmentationDataset
+    from busseg.distributed import destroy_process_group, init_process_group, rank_device
+    from busseg.models import ModelConfig, build_model
+    from busseg.pseudo.refine import InMemoryLabels, refine_labels
+    from busseg.runtime import seed_everything
+    from busseg.scratch import inputs_key, release, scratch_dir, usage_note
+    from busseg.ssl.ema import freeze
+    from busseg.training.checkpoint import load_model
+    from busseg.training.config import warmup_config
+    from busseg.training.loop import TrainData, fit
+    from busseg.training.methods import Supervised
+
     device, progress = setup_runtime(params)
     context = init_process_group(device)
     device, progress = rank_device(device, context), progress and context.is_main
@@ -103,9 +139,7 @@ def main() -> None:
     copy_file(teacher_path, args.out)
     write_json(args.metrics, quality)
     release(scratch)
-    for name, row in quality.items():
-        if isinstance(row, dict) and "dice" in row:
-            print(f"{name}: label dice {row['dice']:.4f} (top 50 % {row['dice_top50']:.4f}), coverage {row['coverage']:.3f}")
+    _print_quality(quality)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""Stages without a network (and cross_evaluate's diagonal) start without torch (issue 22: seconds per stage on a small machine).
+"""Stages without a network start without torch (issue 22: seconds per stage on a small machine).
+
+That includes cross_evaluate (whose diagonal loads nothing) and refine (0 rounds by default).
 
 Every stage checks the whole params.yaml, which used to import torch (busseg.runtime,
 busseg.models) and torchvision's detection ops (busseg.pseudo.grounded_sam) even with the
@@ -26,7 +28,7 @@ print(sorted(m for m in ("torch", "torchvision", "groundingdino") if m in sys.mo
 """
 
 
-@pytest.mark.parametrize("stage", ["prepare", "split", "calibrate", "report", "pseudo_label", "cross_evaluate"])
+@pytest.mark.parametrize("stage", ["prepare", "split", "calibrate", "report", "pseudo_label", "cross_evaluate", "refine"])
 def test_stage_without_a_network_loads_no_torch(stage: str) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "stages")])}
     proc = subprocess.run([sys.executable, "-c", PROBE.format(stage=stage)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
