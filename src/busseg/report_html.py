@@ -39,7 +39,8 @@ body { font-family: "DejaVu Sans", "Helvetica Neue", Arial, sans-serif; margin: 
        max-width: 1150px; padding: 0 1em; color: #222; }
 h1 { margin-bottom: 0.2em; }
 h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }
-table { border-collapse: collapse; margin: 0.5em 0 1em; }
+.table { overflow-x: auto; margin: 0.5em 0 1em; }
+table { border-collapse: collapse; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 th { background: #f2f2f2; }
@@ -171,7 +172,7 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         "<tr>" + "".join(f"<td>{html.escape(format_value(c) if c is not None else '')}</td>" for c in row) + "</tr>"
         for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="table"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def summary_section(summary: Mapping[str, Mapping[str, Any]]) -> str:
