@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 import matplotlib
 from matplotlib import style as mpl_style
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 #: One curve: x values and y values of the same length.
@@ -50,7 +51,7 @@ def figure_svg(fig: Figure) -> str:
     return buffer.getvalue()
 
 
-def _new_figure(n_panels: int) -> tuple[Figure, list]:
+def _new_figure(n_panels: int) -> tuple[Figure, list[Axes]]:
     """A figure with ``n_panels`` axes side by side (call inside :func:`report_style`)."""
     fig = Figure(figsize=(PANEL_SIZE[0] * n_panels, PANEL_SIZE[1]), layout="constrained")
     return fig, [fig.add_subplot(1, n_panels, i + 1) for i in range(n_panels)]

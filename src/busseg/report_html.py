@@ -162,6 +162,7 @@ def data_uri(payload: bytes | str, mime: str) -> str:
 
 
 def _chart(svg: str, alt: str) -> str:
+    """An SVG chart as an ``<img>`` with a data URI (its ids stay apart from other charts')."""
     return f'<figure class="chart"><img alt="{html.escape(alt)}" src="{data_uri(svg, "image/svg+xml")}"></figure>'
 
 
@@ -199,6 +200,7 @@ def cross_section(matrix: Mapping[str, Mapping[str, float | None]], metric: str 
 
 
 def _curve_panels(series: Mapping[str, Series]) -> list[tuple[str, str, dict[str, Series]]]:
+    """:data:`CURVE_PANELS` filled with the ``series`` a run recorded (absent names left out)."""
     return [(title, ylabel, {n: series[n] for n in names if n in series}) for title, ylabel, names in CURVE_PANELS]
 
 
