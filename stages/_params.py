@@ -100,8 +100,14 @@ def dataset_spec(params: dict[str, Any], name: str) -> dict[str, Any]:
     return dict(datasets[name])
 
 
+def runtime_progress(params: dict[str, Any]) -> bool:
+    """``runtime.progress``: for the stages without a network, which need no :func:`setup_runtime`
+    (it loads torch, seconds of start-up on a small machine)."""
+    return bool((params.get("runtime") or {}).get("progress", True))
+
+
 def setup_runtime(params: dict[str, Any]):
-    """Apply ``runtime.threads`` and return ``(device, progress)``."""
+    """Apply ``runtime.threads`` (torch's) and return ``(device, progress)``."""
     runtime = params.get("runtime") or {}
     set_threads(runtime.get("threads", 1))
     return resolve_device(str(runtime.get("device", "auto"))), bool(runtime.get("progress", True))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from _params import load_params, main_guard, setup_runtime
+from _params import load_params, main_guard
 
 from busseg.atomic import write_json
 from busseg.data.prepared import PreparedDataset
@@ -32,8 +32,7 @@ def main() -> None:
     for flag in ("--prepared", "--labeled-ids", "--out"):
         parser.add_argument(flag, type=Path, required=True)
     args = parser.parse_args()
-    params = load_params()
-    setup_runtime(params)
+    params = load_params()  # the appearance prior needs no torch (runtime.* does not apply)
     pseudo = params["pseudo"]
     calibration, backend = str(pseudo.get("calibration", "none")), str(pseudo["backend"])
     if calibration not in CALIBRATIONS:

@@ -18,8 +18,6 @@ from _params import load_params, main_guard, setup_runtime
 
 from busseg.atomic import write_json
 from busseg.data.split import read_id_list
-from busseg.evaluation import evaluate_split, summarize
-from busseg.training.checkpoint import load_model
 
 
 def main() -> None:
@@ -33,6 +31,10 @@ def main() -> None:
     options = params.get("evaluate") or {}
     result = {}
     if args.train != args.test and options.get("cross_dataset", True):
+        # Here, not at the top: the diagonal and a switched-off pair load no torch (seconds).
+        from busseg.evaluation import evaluate_split, summarize
+        from busseg.training.checkpoint import load_model
+
         device, progress = setup_runtime(params)
         per_image = evaluate_split(
             load_model(args.model, device),

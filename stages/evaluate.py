@@ -2,7 +2,11 @@
 
     python stages/evaluate.py --prepared data/prepared/NAME --test-ids data/splits/NAME/test.txt \
         --model models/NAME/student.pt --metrics metrics/eval/NAME.json \
-        --per-image reports/eval/NAME/per_image.csv --overlays reports/eval/NAME/overlays
+        --per-image reports/eval/NAME/per_image.csv --overlays reports/eval/NAME/overlays \
+        --cases reports/eval/NAME/cases
+
+--cases gets the overlays of the best, median and worst test images by Dice and cases.json
+(their ids and Dice), which the report stage puts in reports/index.html.
 """
 from __future__ import annotations
 
@@ -19,14 +23,14 @@ from busseg.training.checkpoint import load_model
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    for flag in ("--prepared", "--test-ids", "--model", "--metrics", "--per-image", "--overlays"):
+    for flag in ("--prepared", "--test-ids", "--model", "--metrics", "--per-image", "--overlays", "--cases"):
         parser.add_argument(flag, type=Path, required=True)
     args = parser.parse_args()
     params = load_params()
     device, progress = setup_runtime(params)
     options = params.get("evaluate") or {}
     model = load_model(args.model, device)
-    with atomic_dir(args.overlays) as overlays:
+    with atomic_dir(args.overlays) as overlays, atomic_dir(args.cases) as cases:
         per_image = evaluate_split(
             model,
             args.prepared,
@@ -35,6 +39,7 @@ def main() -> None:
             threshold=float(options.get("threshold", 0.5)),
             overlay_dir=overlays,
             n_overlays=int(options.get("n_overlays", 8)),
+            case_dir=cases,
             progress=progress,
         )
     write_text(args.per_image, per_image.to_csv(index=False, float_format="%.6f"))

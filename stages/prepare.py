@@ -8,7 +8,7 @@ import argparse
 import signal
 from pathlib import Path
 
-from _params import dataset_spec, load_params, main_guard, setup_runtime
+from _params import dataset_spec, load_params, main_guard, runtime_progress
 
 from busseg.atomic import write_json
 from busseg.data.prepare import prepare_dataset
@@ -27,7 +27,7 @@ def main() -> None:
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     params = load_params()
-    _, progress = setup_runtime(params)
+    progress = runtime_progress(params)  # no network here: torch is not loaded
     report = prepare_dataset(args.dataset, dataset_spec(params, args.dataset), args.out, progress=progress)
     try:
         write_json(args.report, report.to_dict())

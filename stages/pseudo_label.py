@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from _params import load_params, main_guard, setup_runtime
+from _params import load_params, main_guard, runtime_progress, setup_runtime
 
 from busseg.data.prepared import PreparedDataset
 from busseg.pseudo.appearance import DatasetPrior
-from busseg.pseudo.registry import TWO_PASS_BACKENDS, build_labeler, input_files
+from busseg.pseudo.registry import TORCH_FREE_BACKENDS, TWO_PASS_BACKENDS, build_labeler, input_files
 from busseg.pseudo.run import (
     LabelCache,
     dice_vs_coverage,
@@ -40,9 +40,12 @@ def main() -> None:
     parser.add_argument("--calibration", type=Path, required=True, help="the calibrate stage's output")
     args = parser.parse_args()
     params = load_params()
-    device, progress = setup_runtime(params)
     pseudo = params["pseudo"]
     backend = str(pseudo["backend"])
+    if backend in TORCH_FREE_BACKENDS:
+        device, progress = None, runtime_progress(params)
+    else:
+        device, progress = setup_runtime(params)
     options = {
         "prompts": list(pseudo["prompts"]),
         "min_area_fraction": float(pseudo["min_area_fraction"]),

@@ -15,42 +15,27 @@ is warmed up on those labels with the ``warmup`` settings, from the warm-up's in
 or from the best teacher (``pseudo.refine_init``). A round whose teacher does not validate
 better than the best so far (by more than ``pseudo.refine_min_gain``) is rejected: the best
 teacher and its labels are kept, and the rounds stop. With 0 rounds the warm-up's teacher
-passes through unchanged. The validation split picks each teacher's best epoch and judges
-the rounds. The metrics compare each round's labels with the first round's on the train
-images whose labels are pseudo labels (the unlabeled ones when ground truth is used).
+passes through unchanged (without loading torch). The validation split picks each teacher's
+best epoch and judges the rounds. The metrics compare each round's labels with the first
+round's on the train images whose labels are pseudo labels (the unlabeled ones when ground
+truth is used).
 """
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
+from typing import Any
 
 from _params import load_params, main_guard, setup_runtime
 
 from busseg.atomic import copy_file, write_json
 from busseg.config import from_dict
-from busseg.data.dataset import SegmentationDataset
 from busseg.data.prepared import PreparedDataset, PseudoLabels
 from busseg.data.split import read_id_list
-from busseg.distributed import destroy_process_group, init_process_group, rank_device
-from busseg.models import ModelConfig, build_model
 from busseg.params_schema import PseudoParams
+from busseg.pseudo.refine import label_quality, read_labels, write_labels
 from busseg.pseudo.rounds import Labels, read_refinement_inputs, run_rounds
-from busseg.pseudo.refine import (
-    InMemoryLabels,
-    ground_truth_labels,
-    label_quality,
-    read_labels,
-    refine_labels,
-    write_labels,
-)
-from busseg.runtime import seed_everything
-from busseg.scratch import inputs_key, release, scratch_dir, usage_note
-from busseg.ssl.ema import freeze
-from busseg.training.checkpoint import load_model
-from busseg.training.config import warmup_config
-from busseg.training.loop import TrainData, fit, validate
-from busseg.training.methods import Supervised
-from busseg.training.student import StudentSplits, train_student
 
 
 def main() -> None:
@@ -60,12 +45,59 @@ def main() -> None:
         parser.add_argument(flag, type=Path, required=True)
     args = parser.parse_args()
     params = load_params()
+    pseudo = params["pseudo"]
+    options = from_dict(PseudoParams, {k: v for k, v in pseudo.items() if not isinstance(v, dict)}, "pseudo")
+    if options.refine_rounds == 0:
+        pass_through(args)
+    else:
+        refine(args, params, options)
+
+
+def pass_through(args: argparse.Namespace) -> None:
+    """0 rounds: the warm-up's teacher and the first labels as they are, and their quality.
+
+    The same outputs as :func:`refine` would give with 0 rounds, without loading torch
+    (seconds of start-up on a small machine). Under torchrun (``runtime.nproc`` > 1) rank 0
+    alone writes them.
+    """
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    prepared = PreparedDataset(args.prepared)
+    labels = read_labels(PseudoLabels(args.pseudo), read_id_list(args.train_ids))
+    quality: dict[str, Any] = {"rounds": 0, "accepted_round": 0, "max_rounds": 0, "quality_images": "train",
+                               "round_0": label_quality(labels, prepared)}
+    write_labels(args.labels, labels)
+    copy_file(args.static_teacher, args.out)
+    write_json(args.metrics, quality)
+    _print_quality(quality)
+
+
+def _print_quality(quality: dict[str, Any]) -> None:
+    for name, row in quality.items():
+        if isinstance(row, dict) and "dice" in row:
+            print(f"{name}: label dice {row['dice']:.4f} (top 50 % {row['dice_top50']:.4f}), coverage {row['coverage']:.3f}")
+
+
+def refine(args: argparse.Namespace, params: dict[str, Any], options: PseudoParams) -> None:
+    """``pseudo.refine_rounds`` >= 1 self-training rounds (see the module docstring)."""
+    from busseg.data.dataset import SegmentationDataset
+    from busseg.distributed import destroy_process_group, init_process_group, rank_device
+    from busseg.models import ModelConfig, build_model
+    from busseg.pseudo.refine import InMemoryLabels, ground_truth_labels, refine_labels
+    from busseg.runtime import seed_everything
+    from busseg.scratch import inputs_key, release, scratch_dir, usage_note
+    from busseg.ssl.ema import freeze
+    from busseg.training.checkpoint import load_model
+    from busseg.training.config import warmup_config
+    from busseg.training.loop import TrainData, fit, validate
+    from busseg.training.methods import Supervised
+    from busseg.training.student import StudentSplits, train_student
+
     device, progress = setup_runtime(params)
     context = init_process_group(device)
     device, progress = rank_device(device, context), progress and context.is_main
     seed = int(params.get("seed", 0))
     pseudo = params["pseudo"]
-    options = from_dict(PseudoParams, {k: v for k, v in pseudo.items() if not isinstance(v, dict)}, "pseudo")
     rounds, min_area, min_score = options.refine_rounds, options.min_area_fraction, options.min_score
     model_config = from_dict(ModelConfig, params.get("model"), "model")
     config = warmup_config(params.get("warmup"))
@@ -134,34 +166,28 @@ def main() -> None:
         row["kept_previous"] = sum(label.reason.startswith("kept_previous") for label in labels.values())
         return row
 
-    teacher_path, kept_labels = args.static_teacher, labels
-    if rounds:
-        if context.is_main and (note := usage_note()) is not None:
-            print(note)
-        start_val = validate(load_model(args.static_teacher), val_data, device)
-        quality["round_0"]["teacher_val_dice"] = round(start_val, 6)  # type: ignore[index]
-        outcome = run_rounds(args.static_teacher, start_val, labels, relabel, retrain, rounds,
-                             options.refine_min_gain, describe)
-        teacher_path, kept_labels = outcome.teacher, outcome.labels
-        quality.update(rounds=len(outcome.history), accepted_round=outcome.accepted_round)
-        for record, student_dice in zip(outcome.history, student_val_dice or [None] * len(outcome.history)):
-            if student_dice is not None:
-                record["labeler_student_val_dice"] = student_dice
-            quality[f"round_{record.pop('round')}"] = record
-        if outcome.stopped:
-            quality["stopped"] = outcome.stopped
-            if context.is_main:
-                print(f"refine: {outcome.stopped}")
+    if context.is_main and (note := usage_note()) is not None:
+        print(note)
+    start_val = validate(load_model(args.static_teacher), val_data, device)
+    quality["round_0"]["teacher_val_dice"] = round(start_val, 6)  # type: ignore[index]
+    outcome = run_rounds(args.static_teacher, start_val, labels, relabel, retrain, rounds, options.refine_min_gain, describe)
+    quality.update(rounds=len(outcome.history), accepted_round=outcome.accepted_round)
+    for record, student_dice in zip(outcome.history, student_val_dice or [None] * len(outcome.history)):
+        if student_dice is not None:
+            record["labeler_student_val_dice"] = student_dice
+        quality[f"round_{record.pop('round')}"] = record
+    if outcome.stopped:
+        quality["stopped"] = outcome.stopped
+        if context.is_main:
+            print(f"refine: {outcome.stopped}")
     destroy_process_group()
     if not context.is_main:
         return
-    write_labels(args.labels, dict(kept_labels))
-    copy_file(teacher_path, args.out)
+    write_labels(args.labels, dict(outcome.labels))
+    copy_file(outcome.teacher, args.out)
     write_json(args.metrics, quality)
     release(scratch)
-    for name, row in quality.items():
-        if isinstance(row, dict) and "dice" in row:
-            print(f"{name}: label dice {row['dice']:.4f} (top 50 % {row['dice_top50']:.4f}), coverage {row['coverage']:.3f}")
+    _print_quality(quality)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,23 @@ def test_evaluate_split_rows_and_overlays(tiny_prepared: Path, checkpoint: Path,
     assert overlay.ndim == 3 and overlay.shape[1] == 2 * 64 + 4
 
 
+def test_evaluate_split_draws_best_median_worst_from_the_measured_masks(tiny_prepared: Path, checkpoint: Path, tmp_path: Path) -> None:
+    import json
+
+    from busseg.cases import select_cases
+    from busseg.training.checkpoint import load_model
+
+    ids = sorted(read_index(tiny_prepared / "index.csv")["id"])[:6]
+    per_image = evaluate_split(load_model(checkpoint), tiny_prepared, ids, torch.device("cpu"), case_dir=tmp_path / "cases", progress=False)
+    listing = json.loads((tmp_path / "cases" / "cases.json").read_text())
+    dice = {str(i): round(float(d), 6) for i, d in zip(per_image["id"], per_image["dice"])}
+    assert {case: entry["id"] for case, entry in listing.items()} == select_cases(dice)
+    assert all(entry["dice"] == dice[entry["id"]] for entry in listing.values())
+    for case in ("best", "median", "worst"):
+        overlay = np.asarray(Image.open(tmp_path / "cases" / f"{case}.png"))
+        assert overlay.ndim == 3 and overlay.shape[1] == 2 * 64 + 4
+
+
 def test_predict_command_writes_masks(tiny_prepared: Path, checkpoint: Path, tmp_path: Path, capsys) -> None:
     code = cli_main(["predict", "--model", str(checkpoint), "--out", str(tmp_path / "pred"), "--overlay", "--no-progress", str(tiny_prepared / "images")])
     assert code == 0

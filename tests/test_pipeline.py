@@ -119,6 +119,13 @@ def test_repro_runs_every_stage_and_writes_the_results(project: Path, first_repr
     assert (project / "reports/train/synthetic/plots/metrics/val_dice.tsv").is_file()
     assert "synthetic" in (project / "reports/summary.md").read_text()
     assert json.loads((project / "metrics/prepare/synthetic.json").read_text())["n_images"] == 30
+    cases = json.loads((project / "reports/eval/synthetic/cases/cases.json").read_text())
+    assert list(cases) == ["best", "median", "worst"]
+    assert cases["best"]["dice"] == per_image["dice"].max().round(6) and cases["worst"]["dice"] == per_image["dice"].min().round(6)
+    page = (project / "reports/index.html").read_text()
+    for section in ("Summary", "Warm-up", "Training (student)", "Dice against coverage", "Label refinement", "best: "):
+        assert section in page, section
+    assert "<script" not in page and page.count("data:image/png;base64,") == 3
 
 
 def test_metrics_diff_prints_dataset_rows(project: Path, first_repro: str) -> None:

@@ -1,6 +1,12 @@
-"""Evaluating a trained student on a split: per-image metrics, their means, overlays."""
+"""Evaluating a trained student on a split: per-image metrics, their means, overlays.
+
+Besides the overlays of the first test images (by id), :func:`evaluate_split` can draw the
+split's best, median and worst cases by Dice (:func:`busseg.cases.select_cases` on Dice), which the HTML report
+(:mod:`busseg.report_html`) shows with their ids and Dice read back from the per-image CSV.
+"""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +15,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from busseg.cases import select_cases
 from busseg.data.prepared import PreparedDataset
 from busseg.inference import predict_probability_maps
 from busseg.metrics import METRIC_NAMES, segmentation_metrics
@@ -25,25 +32,58 @@ def evaluate_split(
     threshold: float = 0.5,
     overlay_dir: str | Path | None = None,
     n_overlays: int = 0,
+    case_dir: str | Path | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Per-image Dice, IoU, accuracy and HD95 of ``model`` on ``ids`` at full resolution.
 
-    Overlays of the first ``n_overlays`` ids (sorted) go to ``overlay_dir``.
+    Overlays of the first ``n_overlays`` ids (sorted) go to ``overlay_dir``. With ``case_dir``,
+    the best, median and worst cases by Dice (:func:`busseg.cases.select_cases`) go there as
+    ``best.png``, ``median.png`` and ``worst.png``, drawn from the very masks that were measured
+    (kept bit-packed meanwhile, not predicted again), with ``cases.json`` naming each one's id
+    and Dice for the HTML report.
     """
     prepared = PreparedDataset(prepared_dir)
     images = (prepared.image(i) for i in ids)
     rows = []
+    packed: dict[str, tuple[np.ndarray, tuple[int, int]]] = {}
     probs = predict_probability_maps(model, images, device)
     for n, (image_id, prob) in enumerate(tqdm(zip(ids, probs), total=len(ids), desc="evaluate", disable=not progress)):
         truth = prepared.mask(image_id)
         pred = prob > threshold
         rows.append({"id": image_id, **segmentation_metrics(pred, truth)})
+        if case_dir is not None:
+            packed[image_id] = (np.packbits(pred), pred.shape)
         if overlay_dir is not None and n < n_overlays:
-            image = prepared.image(image_id)
-            Path(overlay_dir).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(render_overlay(image, truth, pred)).save(Path(overlay_dir) / f"{image_id}.png")
-    return pd.DataFrame(rows, columns=["id", *METRIC_NAMES])
+            _save_overlay(prepared, image_id, pred, Path(overlay_dir) / f"{image_id}.png")
+    per_image = pd.DataFrame(rows, columns=["id", *METRIC_NAMES])
+    if case_dir is not None:
+        _save_cases(prepared, per_image, packed, Path(case_dir))
+    return per_image
+
+
+def _save_cases(
+    prepared: PreparedDataset,
+    per_image: pd.DataFrame,
+    packed: dict[str, tuple[np.ndarray, tuple[int, int]]],
+    case_dir: Path,
+) -> None:
+    """``<case>.png`` overlays and ``cases.json`` (case -> id, dice) of the best, median, worst."""
+    dice = {str(i): round(float(d), 6) for i, d in zip(per_image["id"], per_image["dice"])}
+    cases = select_cases(dice)
+    for case, image_id in cases.items():
+        bits, shape = packed[image_id]
+        pred = np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)
+        _save_overlay(prepared, image_id, pred, case_dir / f"{case}.png")
+    case_dir.mkdir(parents=True, exist_ok=True)
+    listing = {case: {"id": image_id, "dice": dice[image_id]} for case, image_id in cases.items()}
+    (case_dir / "cases.json").write_text(json.dumps(listing, indent=2) + "\n", encoding="utf-8")
+
+
+def _save_overlay(prepared: PreparedDataset, image_id: str, pred: np.ndarray, path: Path) -> None:
+    """The overlay of ``image_id`` (ground truth green, ``pred`` red) as a PNG at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(render_overlay(prepared.image(image_id), prepared.mask(image_id), pred)).save(path)
 
 
 def summarize(per_image: pd.DataFrame) -> dict[str, float]:

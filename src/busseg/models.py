@@ -15,21 +15,9 @@ import torch
 from torch import nn
 
 from busseg.errors import ConfigError
+from busseg.model_config import ModelConfig  # noqa: F401  (re-exported: busseg.models.ModelConfig)
 
 ARCHITECTURES = ("unet",)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Network choice; saved inside every checkpoint so a model can be rebuilt from it alone."""
-
-    arch: str = "unet"
-    encoder: str = "resnet34"
-    # None = random initialisation; "imagenet" = smp's ImageNet weights (a network on first
-    # use); a path (ending .pth / .pt / .bin / .safetensors) = a local file of encoder weights.
-    encoder_weights: str | None = None
-    image_size: int = 224
-    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
 
 
 class SegmentationNet(nn.Module):

@@ -155,7 +155,7 @@ def _warmup_fixed() -> dict[str, Any]:
 
 
 def _model_config() -> type:
-    from busseg.models import ModelConfig
+    from busseg.model_config import ModelConfig  # not busseg.models: no torch to check params
 
     return ModelConfig
 
@@ -199,7 +199,9 @@ def backend_options() -> dict[str, type]:
     without an entry here fails CI rather than every stage.
     """
     from busseg.pseudo.appearance import AppearanceOptions
-    from busseg.pseudo.grounded_sam import GroundedSamOptions
+    # The options' own module, not busseg.pseudo.grounded_sam, which loads torch and torchvision's
+    # detection ops (seconds) in every stage even when the backend is appearance.
+    from busseg.pseudo.grounded_sam_options import GroundedSamOptions
 
     return {"appearance": AppearanceOptions, "grounded_sam": GroundedSamOptions}
 

@@ -58,7 +58,8 @@ def build_summary(
     return summary
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A table cell: floats with 4 decimals (``nan`` for NaN), anything else as ``str``."""
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.4f}"
     return str(value)
@@ -73,26 +74,42 @@ def markdown_table(summary: dict[str, dict[str, float]], header: str = "") -> st
     lines.append("| dataset | " + " | ".join(columns) + " |")
     lines.append("|---|" + "---|" * len(columns))
     for name, row in summary.items():
-        lines.append(f"| {name} | " + " | ".join(_fmt(row.get(c, "")) for c in columns) + " |")
+        lines.append(f"| {name} | " + " | ".join(format_value(row.get(c, "")) for c in columns) + " |")
     return "\n".join(lines) + "\n"
 
 
-def cross_table(eval_dir: str | Path, cross_dir: str | Path, datasets: list[str], metric: str = "dice") -> str:
-    """Markdown train-on-X (rows) / test-on-Y (columns) table of ``metric``.
+def cross_matrix(
+    eval_dir: str | Path, cross_dir: str | Path, datasets: list[str], metric: str = "dice"
+) -> dict[str, dict[str, float | None]]:
+    """``train -> test -> metric`` for every pair of ``datasets`` (None where not measured).
 
-    The diagonal comes from the ordinary evaluation; an empty string when there is only
-    one dataset or cross-dataset evaluation is switched off.
+    The diagonal comes from the ordinary evaluation; an empty dict when there is only one
+    dataset or cross-dataset evaluation is switched off.
     """
     evals = _read_json_dir(Path(eval_dir))
     # cross_evaluate@<train>-<test> writes <cross_dir>/<train>/<test>.json
     cross = {train: _read_json_dir(Path(cross_dir) / train) for train in datasets}
     if len(datasets) < 2 or not any(cross.get(name) for name in datasets):
+        return {}
+    matrix: dict[str, dict[str, float | None]] = {}
+    for train in datasets:
+        matrix[train] = {}
+        for test in datasets:
+            source = evals.get(train, {}) if test == train else cross.get(train, {}).get(test, {})
+            matrix[train][test] = source.get(metric)
+    return matrix
+
+
+def cross_table(eval_dir: str | Path, cross_dir: str | Path, datasets: list[str], metric: str = "dice") -> str:
+    """Markdown train-on-X (rows) / test-on-Y (columns) table of ``metric`` (:func:`cross_matrix`).
+
+    An empty string when there is only one dataset or cross-dataset evaluation is switched off.
+    """
+    matrix = cross_matrix(eval_dir, cross_dir, datasets, metric)
+    if not matrix:
         return ""
     lines = [f"| train \\ test ({metric}) | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
     for train in datasets:
-        cells = []
-        for test in datasets:
-            source = evals.get(train, {}) if test == train else cross.get(train, {}).get(test, {})
-            cells.append(_fmt(source[metric]) if metric in source else "")
+        cells = ["" if matrix[train][test] is None else format_value(matrix[train][test]) for test in datasets]
         lines.append(f"| {train} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

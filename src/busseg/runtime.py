@@ -1,18 +1,28 @@
-"""Process-wide runtime settings: device, threads, seeds."""
+"""Process-wide runtime settings: device, threads, seeds.
+
+torch is imported inside the functions that use it: every stage imports this module (through
+``stages/_params.py``), and the stages without a network (prepare, split, calibrate, report)
+would otherwise spend seconds loading torch for nothing.
+"""
 from __future__ import annotations
 
 import os
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from busseg.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def resolve_device(name: str) -> torch.device:
     """``"auto"`` -> cuda when available, else cpu; anything else is passed to torch."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -50,6 +60,8 @@ def set_threads(threads: int | str) -> int:
     default of one thread per core. Results depend on it: a convolution summed over 2 threads
     rounds differently from one summed over 1, so the committed results hold for one count.
     """
+    import torch
+
     count = resolve_threads(threads)
     if count:
         torch.set_num_threads(count)
@@ -58,6 +70,8 @@ def set_threads(threads: int | str) -> int:
 
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (all devices)."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)

@@ -10,19 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import pandas as pd
-import torch
 from PIL import Image
 
 from busseg.atomic import atomic_dir
 from busseg.data.prepared import PreparedDataset, PseudoLabels
-from busseg.inference import predict_keyed
-from busseg.models import SegmentationNet
 from busseg.pseudo.base import PseudoLabel, apply_area_filter, invalid_label
 from busseg.pseudo.run import centroid_hit, label_table
+
+if TYPE_CHECKING:  # only refine_labels runs a network; the label I/O and quality need no torch
+    import torch
+
+    from busseg.models import SegmentationNet
 
 # The lesion's box is widened by this fraction of its size on every side when measuring
 # how certain the teacher is: the uncertain band sits at the boundary, just outside it too.
@@ -74,6 +77,8 @@ def refine_labels(
     (``teacher_empty``, ``area_below_min``) but ``previous`` holds a valid label, that label
     is kept (see :func:`keep_previous_where_invalid`).
     """
+    from busseg.inference import predict_keyed  # torch: here, not at the module's top
+
     def both_views() -> Iterator[tuple[tuple[str, bool], np.ndarray]]:
         for sample_id in ids:  # each image read once; the mirror follows it in the same stream
             image = prepared.image(sample_id)

@@ -33,6 +33,9 @@ BACKENDS: dict[str, Callable[[Mapping[str, Any]], PseudoLabeler]] = {
 TWO_PASS_BACKENDS = frozenset({"appearance"})
 """Backends that adapt to the dataset (:class:`busseg.pseudo.base.TwoPassLabeler`)."""
 
+TORCH_FREE_BACKENDS = frozenset({"appearance"})
+"""Backends that run no network: their stages need not load torch (nor runtime.threads/device)."""
+
 SHARED_KEYS = ("prompts", "min_area_fraction")
 """Options every backend receives from the ``pseudo`` section itself (``pseudo.prompts``)."""
 
