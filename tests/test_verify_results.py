@@ -33,3 +33,22 @@ def test_metric_differences_respect_the_tolerance() -> None:
         "synthetic.dice: committed 0.613491, produced 0.686",
         "synthetic.extra: missing in the committed file",
     ]
+
+
+def test_on_another_cpu_numbers_may_move_within_the_band_but_counts_may_not() -> None:
+    committed = {"s": {"dice": 0.7292, "hd95": 27.4, "n_images": 41}}
+    near = {"s": {"dice": 0.7232, "hd95": 30.1, "n_images": 41}}
+    assert verify.differences(committed, near) != []  # same CPU: exact
+    assert verify.differences(committed, near, verify.CROSS_CPU_ABS, verify.CROSS_CPU_REL) == []
+    far = {"s": {"dice": 0.65, "hd95": 40.0, "n_images": 40}}
+    assert verify.differences(committed, far, verify.CROSS_CPU_ABS, verify.CROSS_CPU_REL) == [
+        "s.dice: committed 0.7292, produced 0.65",
+        "s.hd95: committed 27.4, produced 40.0",
+        "s.n_images: committed 41, produced 40",
+    ]
+
+
+def test_cpu_model_names_vendor_family_model_and_name() -> None:
+    info = "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\nmodel name\t: Intel Xeon\n\nprocessor\t: 1\nvendor_id\t: Other\n"
+    assert verify.cpu_model(info) == "GenuineIntel family 6 model 143 (Intel Xeon)"
+    assert verify.cpu_model("") == "unknown"
