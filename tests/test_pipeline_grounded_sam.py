@@ -87,6 +87,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     (root / WEIGHTS).mkdir(parents=True)
     shutil.copy(REPO / WEIGHTS / "README.md", root / WEIGHTS / "README.md")
+    # calibrate depends on the appearance labeler's weights file (pseudo.appearance.weights)
+    # whatever the backend: dvc.yaml's deps are static.
+    shutil.copytree(REPO / "models/appearance", root / "models/appearance")
     with tiny_swin():
         write_tiny_dino(root / WEIGHTS / "tiny_dino")
     write_tiny_sam(root / WEIGHTS)

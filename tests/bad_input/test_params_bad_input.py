@@ -113,7 +113,8 @@ def test_bad_params_fail_the_split_stage_with_one_error_line(tmp_path: Path, tin
 @pytest.mark.parametrize("datasets", [{}, None])
 def test_no_dataset_fails_the_report_stage(tmp_path: Path, datasets: object) -> None:
     (tmp_path / "params.yaml").write_text(replaced("datasets", datasets))
-    args = ("--eval", "e", "--pseudo", "p", "--refine", "r", "--cross", "c", "--summary", "summary.json", "--table", "summary.md")
+    args = ("--eval", "e", "--pseudo", "p", "--refine", "r", "--cross", "c", "--summary", "summary.json", "--table", "summary.md",
+            "--train-live", "t", "--warmup-live", "w", "--pseudo-reports", "pr", "--eval-reports", "er", "--html", "index.html")
     proc = run_stage(tmp_path, "report.py", *args)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
