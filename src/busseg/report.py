@@ -13,16 +13,18 @@ EVAL_KEYS = (*METRIC_NAMES, "n_images")
 PSEUDO_KEYS = ("dice", "dice_valid", "coverage", "hit_rate")
 
 
+def read_json(path: Path) -> Any:
+    """The JSON document in ``path``; a :class:`DataError` naming the file when it is not JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"not valid JSON: {exc}") from None
+
+
 def _read_json_dir(folder: Path) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
     if not folder.is_dir():
-        return out
-    for path in sorted(folder.glob("*.json")):
-        try:
-            out[path.stem] = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise DataError(path, f"not valid JSON: {exc}") from None
-    return out
+        return {}
+    return {path.stem: read_json(path) for path in sorted(folder.glob("*.json"))}
 
 
 def build_summary(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 from busseg.cases import CASES
 from busseg.errors import DataError
-from busseg.report import format_value
+from busseg.report import format_value, read_json
 from busseg.report_figures import Series, coverage_svg, curves_svg, rounds_svg
 
 #: dvclive series of a training run, grouped into the panels of its chart: (title, y label, names).
@@ -112,10 +111,7 @@ def read_refine_rounds(path: Path) -> list[dict[str, float]]:
     """Label quality per round ``[round_0, round_1, ...]`` when the refine stage ran rounds, else []."""
     if not path.is_file():
         return []
-    try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(path, f"not valid JSON: {exc}") from None
+    metrics = read_json(path)
     rounds = int(metrics.get("rounds", 0))
     if rounds <= 0:
         return []
@@ -128,10 +124,7 @@ def read_cases(folder: Path) -> list[tuple[str, str, float, bytes]]:
     listing_path = folder / "cases.json"
     if not listing_path.is_file():
         return []
-    try:
-        listing = json.loads(listing_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(listing_path, f"not valid JSON: {exc}") from None
+    listing = read_json(listing_path)
     cases = []
     for case in CASES:
         if case not in listing:

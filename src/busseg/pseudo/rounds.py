@@ -7,11 +7,13 @@ stand-ins for the two steps.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from busseg.errors import DataError
 from busseg.pseudo.base import PseudoLabel
 
 Labels = Mapping[str, PseudoLabel]
@@ -97,10 +99,6 @@ def refinement_inputs(
 
 def read_refinement_inputs(path: str | Path) -> dict[str, Any]:
     """The record :func:`refinement_inputs` wrote (stage ``refine_inputs``)."""
-    import json
-
-    from busseg.errors import DataError
-
     path = Path(path)
     try:
         record = json.loads(path.read_text())
