@@ -15,10 +15,12 @@ export DVC_NO_ANALYTICS := 1
 
 install: $(STAMP)
 
+# --no-compile: pip would byte-compile every installed module (torch alone has thousands),
+# ~40 s of a fresh install on a 2-core machine; Python compiles the few it imports on first use.
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-compile -c requirements.lock -e ".[dev]"
 	touch $(STAMP)
 
 repro: install

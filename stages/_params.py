@@ -67,7 +67,7 @@ if _wants_portable_kernels():
 
 from busseg.errors import BussegError, ConfigError, DataError  # noqa: E402
 from busseg.params_schema import validate_params  # noqa: E402
-from busseg.runtime import resolve_device, set_threads  # noqa: E402
+from busseg.runtime import resolve_device, resolve_threads, set_threads  # noqa: E402
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
@@ -104,6 +104,14 @@ def runtime_progress(params: dict[str, Any]) -> bool:
     """``runtime.progress``: for the stages without a network, which need no :func:`setup_runtime`
     (it loads torch, seconds of start-up on a small machine)."""
     return bool((params.get("runtime") or {}).get("progress", True))
+
+
+def cpu_workers(params: dict[str, Any]) -> int:
+    """Processes for a stage's CPU work without a network (the appearance labeler's first passes):
+    ``runtime.threads``' count (0: every core this process may use), the same CPU budget the
+    training stages get."""
+    count = resolve_threads((params.get("runtime") or {}).get("threads", 1))
+    return count or len(os.sched_getaffinity(0))
 
 
 def setup_runtime(params: dict[str, Any]):

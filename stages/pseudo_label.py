@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _params import load_params, main_guard, runtime_progress, setup_runtime
+from _params import cpu_workers, load_params, main_guard, runtime_progress, setup_runtime
 
 from busseg.data.prepared import PreparedDataset
 from busseg.pseudo.appearance import DatasetPrior
@@ -61,7 +61,8 @@ def main() -> None:
     prior = DatasetPrior.from_dict(calibrated) if calibrated is not None else None
     cache = LabelCache(cache_root, "analyses" if two_pass else "labels")
     table, seconds = label_dataset(
-        lambda: build_labeler(backend, options), args.prepared, index, args.out, cache, two_pass=two_pass, prior=prior, progress=progress
+        lambda: build_labeler(backend, options), args.prepared, index, args.out, cache, two_pass=two_pass, prior=prior,
+        progress=progress, workers=cpu_workers(params),
     )
     release(cache_root)  # the labels are written: per-image resume state is no longer needed
     scored = score_against_truth(args.prepared, index, args.out)

@@ -142,3 +142,21 @@ def test_two_pass_labeling_adapts_caches_first_passes_and_takes_a_calibrated_pri
     calibrated = DatasetPrior(0.9, 0.05, 0.4, 0.05, -1.0, 0.4, source="ground_truth", n_images=3)
     label_dataset(AppearanceLabeler, tiny_prepared, index, tmp_path / "cal", cache, two_pass=True, prior=calibrated, progress=False)
     assert json.loads((tmp_path / "cal" / "prior.json").read_text()) == calibrated.as_dict()
+
+
+def test_two_pass_first_passes_in_worker_processes_give_the_same_labels(tiny_prepared: Path, tmp_path: Path) -> None:
+    """Two forked workers share the first passes: masks, table and prior are byte-identical to one
+    process's, and the cache is filled for a resume either way."""
+    from busseg.data.prepared import PreparedDataset
+    from busseg.pseudo.appearance import AppearanceLabeler
+
+    index = PreparedDataset(tiny_prepared).index
+    label_dataset(AppearanceLabeler, tiny_prepared, index, tmp_path / "one", two_pass=True, progress=False, workers=1)
+    cache = LabelCache(tmp_path / "cache", options_key("appearance", {}))
+    _, seconds = label_dataset(AppearanceLabeler, tiny_prepared, index, tmp_path / "two", cache, two_pass=True, progress=False, workers=2)
+    assert len(seconds) == len(index) and min(seconds) > 0
+    assert len(list(cache.dir.glob("*.npz"))) == len(index)
+    one, two = sorted((tmp_path / "one").rglob("*")), sorted((tmp_path / "two").rglob("*"))
+    assert [p.relative_to(tmp_path / "one") for p in one] == [p.relative_to(tmp_path / "two") for p in two]
+    for a, b in zip(one, two):
+        assert a.is_dir() or a.read_bytes() == b.read_bytes(), a.name

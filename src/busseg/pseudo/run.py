@@ -13,8 +13,9 @@ The prior is written beside the labels (``prior.json``).
 """
 from __future__ import annotations
 
+import multiprocessing
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,7 @@ def label_dataset(
     two_pass: bool = False,
     prior: Any = None,
     progress: bool = True,
+    workers: int = 1,
 ) -> tuple[pd.DataFrame, list[float]]:
     """Label every image of ``index``; write ``out_dir/masks/<id>.png`` and ``labels.csv``.
 
@@ -130,13 +132,14 @@ def label_dataset(
     backend's reason. With ``two_pass`` the labeler must be a :class:`TwoPassLabeler`
     (the cache then holds first passes) and ``out_dir/prior.json`` records the dataset
     prior it adapted, or ``prior`` when given (few-shot calibration: measured on ground
-    truth). The output folder appears only when every image is done. Returns
+    truth). ``workers`` processes share a two-pass labeler's first passes (the labels are the
+    same for any count). The output folder appears only when every image is done. Returns
     the label table and the seconds each image took (when first labeled), which belong
     in logs, not in the output.
     """
     prepared = PreparedDataset(prepared_dir)
     if two_pass:
-        labels_and_seconds, prior = _two_pass_labels(make_labeler, prepared, index, cache, progress, prior)
+        labels_and_seconds, prior = _two_pass_labels(make_labeler, prepared, index, cache, progress, prior, workers)
     else:
         labels_and_seconds, prior = _one_pass_labels(make_labeler, prepared, index, cache, progress), None
     with atomic_dir(out_dir) as tmp:
@@ -179,32 +182,84 @@ def _two_pass_labels(
     cache: LabelCache | None,
     progress: bool,
     prior: Any = None,
+    workers: int = 1,
 ) -> tuple[list[tuple[PseudoLabel, float]], Any]:
     """First pass per image (cached), the dataset prior (unless given), then every image's label."""
     labeler = make_labeler()
     if not isinstance(labeler, TwoPassLabeler):
         raise TypeError(f"{type(labeler).__name__} has no analyse/fit_prior/decide: it cannot label in two passes")
-    analyses, seconds = [], []
-    for record in tqdm(index.itertuples(index=False), total=len(index), desc="pseudo labels", disable=not progress):
+    records = list(index.itertuples(index=False))
+    done: dict[str, tuple[Any, float]] = {}
+    for record in records:
         arrays = cache.get_arrays(record.hash) if cache is not None else None
-        analysis = None
         if arrays is not None:
             try:
-                analysis, took = labeler.load_analysis(arrays), float(arrays["seconds"])
+                done[record.id] = labeler.load_analysis(arrays), float(arrays["seconds"])
             except (KeyError, ValueError):
-                analysis = None  # written by another version: analyse again
-        if analysis is None:
-            image = prepared.image(record.id)
-            start = time.perf_counter()
-            analysis = labeler.analyse(image)
-            took = time.perf_counter() - start
-            if cache is not None:
-                cache.put_arrays(record.hash, {**analysis.to_arrays(), "seconds": np.float64(took)})
-        analyses.append(analysis)
-        seconds.append(took)
+                pass  # written by another version: analyse again
+    missing = [record for record in records if record.id not in done]
+    for record, (analysis, took) in zip(missing, _first_passes(labeler, make_labeler, prepared, missing, workers, progress)):
+        done[record.id] = analysis, took
+        if cache is not None:  # stored as each image finishes: an interrupted run resumes here
+            cache.put_arrays(record.hash, {**analysis.to_arrays(), "seconds": np.float64(took)})
+    analyses = [done[record.id][0] for record in records]
+    seconds = [done[record.id][1] for record in records]
     if prior is None:
         prior = labeler.fit_prior(analyses)
     return [(labeler.decide(a, prior), s) for a, s in zip(analyses, seconds)], prior
+
+
+# The labeler and prepared dataset of a first-pass worker process (set by _start_first_pass_worker).
+_WORKER_STATE: dict[str, Any] = {}
+
+
+def _start_first_pass_worker(make_labeler: Callable[[], PseudoLabeler], prepared: PreparedDataset) -> None:
+    """Pool initialiser: one labeler per process, OpenCV on one thread (the processes share the cores)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    _WORKER_STATE.update(labeler=make_labeler(), prepared=prepared)
+
+
+def _first_pass_in_worker(image_id: str) -> tuple[Any, float]:
+    return _analyse_timed(_WORKER_STATE["labeler"], _WORKER_STATE["prepared"], image_id)
+
+
+def _analyse_timed(labeler: Any, prepared: PreparedDataset, image_id: str) -> tuple[Any, float]:
+    """One image's first pass and its wall seconds."""
+    image = prepared.image(image_id)
+    start = time.perf_counter()
+    analysis = labeler.analyse(image)
+    return analysis, time.perf_counter() - start
+
+
+def _first_passes(
+    labeler: Any,
+    make_labeler: Callable[[], PseudoLabeler],
+    prepared: PreparedDataset,
+    records: list[Any],
+    workers: int,
+    progress: bool,
+) -> Iterator[tuple[Any, float]]:
+    """(analysis, seconds) of each record, in order; ``workers`` > 1 processes share the images.
+
+    A first pass depends on its image only, so the processes give the same analyses as one
+    (they cross the process boundary pickled, exactly). The workers are forked: the labeler
+    factory need not be picklable, and a torch-free stage starts them in milliseconds.
+    """
+    bar = tqdm(total=len(records), desc="pseudo labels", disable=not progress)
+    ids = [record.id for record in records]
+    if workers > 1 and len(ids) > 1 and "fork" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("fork")
+        with context.Pool(min(workers, len(ids)), _start_first_pass_worker, (make_labeler, prepared)) as pool:
+            for result in pool.imap(_first_pass_in_worker, ids, chunksize=4):
+                bar.update()
+                yield result
+    else:
+        for image_id in ids:
+            bar.update()
+            yield _analyse_timed(labeler, prepared, image_id)
+    bar.close()
 
 
 def centroid_hit(pseudo: np.ndarray, truth: np.ndarray) -> bool:
