@@ -156,3 +156,40 @@ def test_mean_teacher_confidence_mask(model_config: ModelConfig) -> None:
         squared = (torch.sigmoid(method.student(x_u)) - target) ** 2
     assert parts["loss_u"] == pytest.approx(float((squared * keep).sum() / keep.sum()), rel=1e-4)
     assert parts["loss_u"] != pytest.approx(float(squared.mean()), rel=1e-3)
+
+
+def test_static_teacher_probabilities_are_remembered_per_image_with_the_same_bits(
+    model_config: ModelConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of images seen before does not run the frozen static teacher again, and gets the
+    very values it would have computed; beyond the memory bound it computes as before."""
+    import busseg.training.methods.dual_teacher as dual_teacher_module
+
+    method = dual(model_config)
+    method.eval()
+    g = torch.Generator().manual_seed(3)
+    images = torch.rand(6, 1, model_config.image_size, model_config.image_size, generator=g)
+    calls: list[int] = []
+    method.static_teacher.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    first, second = torch.tensor([0, 1, 2, 3]), torch.tensor([4, 2, 5, 0])
+    method.static_probabilities(images[first], first)
+    fresh = method.static_probabilities(images[second], second)  # 4 and 5 are new: computed
+    assert calls == [4, 4]
+    for order in (torch.tensor([2, 0, 5, 1]), torch.tensor([3, 4, 1, 2])):
+        remembered = method.static_probabilities(images[order], order)
+        assert calls == [4, 4]
+        with torch.no_grad():
+            direct = torch.sigmoid(method.static_teacher(images[order]).float())
+        calls.pop()
+        assert torch.equal(remembered, direct)
+    assert torch.equal(method.teacher_target(images[second], 0.0, second), method.teacher_target(images[second], 0.0))
+    calls.clear()
+    # Bounded memory: a method that may remember one image computes every batch holding another.
+    monkeypatch.setattr(dual_teacher_module, "STATIC_MEMORY_BYTES", fresh[0].nbytes)
+    bounded = dual(model_config)
+    bounded.eval()
+    bounded.static_teacher.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    bounded.static_probabilities(images[first], first)
+    bounded.static_probabilities(images[first], first)
+    bounded.static_probabilities(images[:1], torch.tensor([0]))
+    assert calls == [4, 4] and len(bounded._static_memory) == 1

@@ -101,6 +101,11 @@ class DualTeacherConfig(EMATeacherConfig):
             )
 
 
+STATIC_MEMORY_BYTES = 1 << 30
+"""At most this many bytes of remembered static-teacher probabilities (1 GiB: 16k images at
+128 px, 5k at 224 px, on the training device)."""
+
+
 class DualTeacher(EMATeacherMethod):
     """The paper's dual-teacher SSL: static teacher + EMA teacher, UEWF fusion, AURCL.
 
@@ -138,6 +143,10 @@ class DualTeacher(EMATeacherMethod):
             section=section,
         )
         self.options = options
+        # The static teacher's probabilities per unlabeled image (static_probabilities); not
+        # state: a resumed run rebuilds it with the same values.
+        self._static_memory: dict[int, Tensor] = {}
+        self._static_memory_bytes = 0
         self.aurcl: AURCLLoss | PrototypeAURCLLoss | None = None
         if options.use_aurcl and options.aurcl_variant == "paper":
             self.aurcl = AURCLLoss(
@@ -190,13 +199,40 @@ class DualTeacher(EMATeacherMethod):
             return 0.5 * (p_a.float() + p_b.float())
         return (static_weight * p_a.float() + p_b.float()) / (1.0 + static_weight)
 
-    def teacher_target(self, images: Tensor, progress: float = 0.0) -> Tensor:
-        """Fused soft target of the switched-on teachers for unlabeled ``images`` (clean, unaugmented)."""
+    def static_probabilities(self, images: Tensor, index: Tensor | None = None) -> Tensor:
+        """The frozen static teacher's probabilities for ``images``, remembered per image ``index``.
+
+        The teacher is frozen and sees the clean image, so an image's probabilities never
+        change: a batch whose images were all seen before is served from memory (10 % of a
+        default step). Missing images are computed with the whole batch, as without memory,
+        and a convolution computes each image of a batch on its own, so the values are the
+        same bits either way. Memory is bounded (:data:`STATIC_MEMORY_BYTES`); beyond it,
+        new images are computed every time.
+        """
+        assert self.static_teacher is not None
+        if index is None:
+            return teacher_probabilities(self.static_teacher, images)
+        keys = index.tolist()
+        if all(key in self._static_memory for key in keys):
+            return torch.stack([self._static_memory[key] for key in keys])
+        probs = teacher_probabilities(self.static_teacher, images)
+        for key, prob in zip(keys, probs):
+            if key not in self._static_memory and self._static_memory_bytes + prob.nbytes <= STATIC_MEMORY_BYTES:
+                self._static_memory[key] = prob.clone()
+                self._static_memory_bytes += prob.nbytes
+        return probs
+
+    def teacher_target(self, images: Tensor, progress: float = 0.0, index: Tensor | None = None) -> Tensor:
+        """Fused soft target of the switched-on teachers for unlabeled ``images`` (clean, unaugmented).
+
+        ``index``: the images' positions in the unlabeled set (the batch's ``index``), which
+        lets the static teacher's probabilities be remembered (:meth:`static_probabilities`).
+        """
         static = self.static_teacher
         weight = self.static_weight(progress)
         if weight == 0.0 and self.ema_teacher is not None:
             static = None  # annealed out: skip its forward pass
-        p_a = teacher_probabilities(static, images) if static is not None else None
+        p_a = self.static_probabilities(images, index) if static is not None else None
         p_b = teacher_probabilities(self.ema_teacher, images) if self.ema_teacher is not None else None
         return self.fused_target(p_a, p_b, weight)
 
@@ -206,7 +242,7 @@ class DualTeacher(EMATeacherMethod):
         logits_l, logits_u, features_u = self.student_outputs(labeled, {"image": view.images})
         loss_s = bce_dice_loss(logits_l, labeled["mask"])
         # Teachers see the clean image; the target is warped into the student's view.
-        target = view.align(self.teacher_target(unlabeled["image"], progress))
+        target = view.align(self.teacher_target(unlabeled["image"], progress, unlabeled.get("index")))
         threshold = self.options.confidence_threshold
         if view.theta is None and threshold <= 0.5:
             loss_u = bce_dice_loss(logits_u, target)  # every pixel counts (METHOD.md)
