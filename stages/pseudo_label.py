@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +62,7 @@ def main() -> None:
     prior = DatasetPrior.from_dict(calibrated) if calibrated is not None else None
     cache = LabelCache(cache_root, "analyses" if two_pass else "labels")
     table, seconds = label_dataset(
-        lambda: build_labeler(backend, options), args.prepared, index, args.out, cache, two_pass=two_pass, prior=prior,
+        partial(build_labeler, backend, options), args.prepared, index, args.out, cache, two_pass=two_pass, prior=prior,
         progress=progress, workers=cpu_workers(params),
     )
     release(cache_root)  # the labels are written: per-image resume state is no longer needed

@@ -20,14 +20,21 @@ class ConfigError(BussegError):
         self.problem = problem
         super().__init__(f"parameter '{key}': {problem}")
 
+    def __reduce__(self):  # picklable: raised in a worker process, re-raised in the stage
+        return type(self), (self.key, self.problem)
+
 
 class DataError(BussegError):
     """An input file is missing, unreadable or of the wrong kind."""
 
     def __init__(self, path: str | Path, problem: str) -> None:
         self.path = Path(path)
+        self._path_text = str(path)  # as given: the message keeps it
         self.problem = problem
         super().__init__(f"{path}: {problem}")
+
+    def __reduce__(self):  # picklable: raised in a worker process, re-raised in the stage
+        return type(self), (self._path_text, self.problem)
 
 
 class TrainingError(BussegError):

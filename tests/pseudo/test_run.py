@@ -160,3 +160,22 @@ def test_two_pass_first_passes_in_worker_processes_give_the_same_labels(tiny_pre
     assert [p.relative_to(tmp_path / "one") for p in one] == [p.relative_to(tmp_path / "two") for p in two]
     for a, b in zip(one, two):
         assert a.is_dir() or a.read_bytes() == b.read_bytes(), a.name
+
+
+def test_a_bad_image_in_a_worker_process_is_the_same_error_line(tiny_prepared: Path, tmp_path: Path) -> None:
+    """An error a worker raises reaches the stage as the same busseg error (it must pickle)."""
+    from busseg.data.prepared import PreparedDataset
+    from busseg.errors import DataError
+    from busseg.pseudo.appearance import AppearanceLabeler
+
+    import shutil
+
+    prepared = tmp_path / "prepared"
+    shutil.copytree(tiny_prepared, prepared)  # the fixture is shared: break a copy
+    index = PreparedDataset(prepared).index
+    broken = prepared / "images" / f"{index['id'].iloc[3]}.png"
+    assert broken.is_file()
+    broken.write_bytes(b"not a png")
+    with pytest.raises(DataError, match=broken.name):
+        label_dataset(AppearanceLabeler, prepared, index, tmp_path / "out", two_pass=True, progress=False, workers=2)
+    assert not (tmp_path / "out").exists()

@@ -209,6 +209,9 @@ def _two_pass_labels(
     return [(labeler.decide(a, prior), s) for a, s in zip(analyses, seconds)], prior
 
 
+MIN_IMAGES_PER_WORKER = 8
+"""A first-pass worker process is started for at least this many images (its start-up is ~1 s)."""
+
 # The labeler and prepared dataset of a first-pass worker process (set by _start_first_pass_worker).
 _WORKER_STATE: dict[str, Any] = {}
 
@@ -244,14 +247,17 @@ def _first_passes(
     """(analysis, seconds) of each record, in order; ``workers`` > 1 processes share the images.
 
     A first pass depends on its image only, so the processes give the same analyses as one
-    (they cross the process boundary pickled, exactly). The workers are forked: the labeler
-    factory need not be picklable, and a torch-free stage starts them in milliseconds.
+    (they cross the process boundary pickled, exactly). The workers are spawned, not forked
+    (a fork of a process with threads, tqdm's monitor for one, can deadlock), so
+    ``make_labeler`` must pickle: a class or a ``functools.partial``, not a lambda. Each
+    worker costs a fresh interpreter (about a second), so a handful of images stays in-process.
     """
     bar = tqdm(total=len(records), desc="pseudo labels", disable=not progress)
     ids = [record.id for record in records]
-    if workers > 1 and len(ids) > 1 and "fork" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("fork")
-        with context.Pool(min(workers, len(ids)), _start_first_pass_worker, (make_labeler, prepared)) as pool:
+    if workers > 1 and len(ids) >= MIN_IMAGES_PER_WORKER * 2:
+        workers = min(workers, len(ids) // MIN_IMAGES_PER_WORKER)
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(workers, _start_first_pass_worker, (make_labeler, prepared)) as pool:
             for result in pool.imap(_first_pass_in_worker, ids, chunksize=4):
                 bar.update()
                 yield result
