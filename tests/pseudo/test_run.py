@@ -145,7 +145,7 @@ def test_two_pass_labeling_adapts_caches_first_passes_and_takes_a_calibrated_pri
 
 
 def test_two_pass_first_passes_in_worker_processes_give_the_same_labels(tiny_prepared: Path, tmp_path: Path) -> None:
-    """Two forked workers share the first passes: masks, table and prior are byte-identical to one
+    """Two worker processes share the first passes: masks, table and prior are byte-identical to one
     process's, and the cache is filled for a resume either way."""
     from busseg.data.prepared import PreparedDataset
     from busseg.pseudo.appearance import AppearanceLabeler
@@ -164,11 +164,11 @@ def test_two_pass_first_passes_in_worker_processes_give_the_same_labels(tiny_pre
 
 def test_a_bad_image_in_a_worker_process_is_the_same_error_line(tiny_prepared: Path, tmp_path: Path) -> None:
     """An error a worker raises reaches the stage as the same busseg error (it must pickle)."""
+    import shutil
+
     from busseg.data.prepared import PreparedDataset
     from busseg.errors import DataError
     from busseg.pseudo.appearance import AppearanceLabeler
-
-    import shutil
 
     prepared = tmp_path / "prepared"
     shutil.copytree(tiny_prepared, prepared)  # the fixture is shared: break a copy
