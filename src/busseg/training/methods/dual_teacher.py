@@ -146,7 +146,6 @@ class DualTeacher(EMATeacherMethod):
         # The static teacher's probabilities per unlabeled image (static_probabilities); not
         # state: a resumed run rebuilds it with the same values.
         self._static_memory: dict[int, Tensor] = {}
-        self._static_memory_bytes = 0
         self.aurcl: AURCLLoss | PrototypeAURCLLoss | None = None
         if options.use_aurcl and options.aurcl_variant == "paper":
             self.aurcl = AURCLLoss(
@@ -216,10 +215,10 @@ class DualTeacher(EMATeacherMethod):
         if all(key in self._static_memory for key in keys):
             return torch.stack([self._static_memory[key] for key in keys])
         probs = teacher_probabilities(self.static_teacher, images)
+        capacity = STATIC_MEMORY_BYTES // probs[0].nbytes  # every image of a run has the same size
         for key, prob in zip(keys, probs):
-            if key not in self._static_memory and self._static_memory_bytes + prob.nbytes <= STATIC_MEMORY_BYTES:
+            if key not in self._static_memory and len(self._static_memory) < capacity:
                 self._static_memory[key] = prob.clone()
-                self._static_memory_bytes += prob.nbytes
         return probs
 
     def teacher_target(self, images: Tensor, progress: float = 0.0, index: Tensor | None = None) -> Tensor:
