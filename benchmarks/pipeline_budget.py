@@ -56,6 +56,8 @@ def make_copy(root: Path, params: dict, env: dict[str, str]) -> None:
         shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     (root / "models" / "weights").mkdir(parents=True)
     shutil.copy(REPO / "models/weights/README.md", root / "models/weights/README.md")
+    # The appearance labeler's committed weights files (pseudo.appearance.weights, a stage dependency).
+    shutil.copytree(REPO / "models" / "appearance", root / "models" / "appearance")
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     if shutil.which("git", path=env["PATH"]):
         commands = [["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"],

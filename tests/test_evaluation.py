@@ -10,6 +10,7 @@ from PIL import Image
 
 from busseg.cli import main as cli_main
 from busseg.data.index import read_index
+from busseg.data.prepared import PreparedDataset
 from busseg.evaluation import evaluate_split, summarize
 from busseg.inference import predict_probability_maps
 from busseg.models import build_model
@@ -56,7 +57,9 @@ def test_evaluate_split_draws_best_median_worst_from_the_measured_masks(tiny_pre
     per_image = evaluate_split(load_model(checkpoint), tiny_prepared, ids, torch.device("cpu"), case_dir=tmp_path / "cases", progress=False)
     listing = json.loads((tmp_path / "cases" / "cases.json").read_text())
     dice = {str(i): round(float(d), 6) for i, d in zip(per_image["id"], per_image["dice"])}
-    assert {case: entry["id"] for case, entry in listing.items()} == select_cases(dice)
+    prepared = PreparedDataset(tiny_prepared)
+    lesion_ids = {i for i in ids if prepared.mask(i).any()}
+    assert {case: entry["id"] for case, entry in listing.items()} == select_cases(dice, lesion_ids)
     assert all(entry["dice"] == dice[entry["id"]] for entry in listing.values())
     for case in ("best", "median", "worst"):
         overlay = np.asarray(Image.open(tmp_path / "cases" / f"{case}.png"))

@@ -1,8 +1,8 @@
 """Evaluating a trained student on a split: per-image metrics, their means, overlays.
 
 Besides the overlays of the first test images (by id), :func:`evaluate_split` can draw the
-split's best, median and worst cases by Dice (:func:`busseg.cases.select_cases` on Dice), which the HTML report
-(:mod:`busseg.report_html`) shows with their ids and Dice read back from the per-image CSV.
+split's best, median and worst cases by Dice among its images with a lesion
+(:func:`busseg.cases.select_cases`), which the HTML report (:mod:`busseg.report_html`) shows with their ids and Dice read back from the per-image CSV.
 """
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ def evaluate_split(
     """Per-image Dice, IoU, accuracy and HD95 of ``model`` on ``ids`` at full resolution.
 
     Overlays of the first ``n_overlays`` ids (sorted) go to ``overlay_dir``. With ``case_dir``,
-    the best, median and worst cases by Dice (:func:`busseg.cases.select_cases`) go there as
+    the best, median and worst cases by Dice among the images with a lesion
+    (:func:`busseg.cases.select_cases`) go there as
     ``best.png``, ``median.png`` and ``worst.png``, drawn from the very masks that were measured
     (kept bit-packed meanwhile, not predicted again), with ``cases.json`` naming each one's id
     and Dice for the HTML report.
@@ -47,6 +48,7 @@ def evaluate_split(
     images = (prepared.image(i) for i in ids)
     rows = []
     packed: dict[str, tuple[np.ndarray, tuple[int, int]]] = {}
+    lesion_ids: set[str] = set()
     probs = predict_probability_maps(model, images, device)
     for n, (image_id, prob) in enumerate(tqdm(zip(ids, probs), total=len(ids), desc="evaluate", disable=not progress)):
         truth = prepared.mask(image_id)
@@ -54,11 +56,13 @@ def evaluate_split(
         rows.append({"id": image_id, **segmentation_metrics(pred, truth)})
         if case_dir is not None:
             packed[image_id] = (np.packbits(pred), pred.shape)
+            if truth.any():
+                lesion_ids.add(str(image_id))
         if overlay_dir is not None and n < n_overlays:
             _save_overlay(prepared, image_id, pred, Path(overlay_dir) / f"{image_id}.png")
     per_image = pd.DataFrame(rows, columns=["id", *METRIC_NAMES])
     if case_dir is not None:
-        _save_cases(prepared, per_image, packed, Path(case_dir))
+        _save_cases(prepared, per_image, packed, lesion_ids, Path(case_dir))
     return per_image
 
 
@@ -66,11 +70,16 @@ def _save_cases(
     prepared: PreparedDataset,
     per_image: pd.DataFrame,
     packed: dict[str, tuple[np.ndarray, tuple[int, int]]],
+    lesion_ids: set[str],
     case_dir: Path,
 ) -> None:
-    """``<case>.png`` overlays and ``cases.json`` (case -> id, dice) of the best, median, worst."""
+    """``<case>.png`` overlays and ``cases.json`` (case -> id, dice) of the best, median, worst.
+
+    Ranked among ``lesion_ids`` (the images with a lesion) when there are any, see
+    :func:`busseg.cases.select_cases`.
+    """
     dice = {str(i): round(float(d), 6) for i, d in zip(per_image["id"], per_image["dice"])}
-    cases = select_cases(dice)
+    cases = select_cases(dice, lesion_ids)
     for case, image_id in cases.items():
         bits, shape = packed[image_id]
         pred = np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)

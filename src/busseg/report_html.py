@@ -224,8 +224,9 @@ def dataset_section(material: DatasetMaterial) -> str:
     parts.append("<h3>Test cases: best, median and worst by Dice</h3>")
     if material.cases:
         parts.append(
-            '<p class="note">Left: the image; right: <span class="legend-truth">ground truth</span> and '
-            '<span class="legend-pred">prediction</span> outlines.</p><div class="cases">'
+            '<p class="note">Among the test images with a lesion. Left: the image; right: '
+            '<span class="legend-truth">ground truth</span> and <span class="legend-pred">prediction</span> '
+            'outlines.</p><div class="cases">'
         )
         for case, image_id, dice, png in material.cases:
             caption = f"{case}: {image_id}, Dice {dice:.4f}"
