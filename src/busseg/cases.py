@@ -23,8 +23,8 @@ def select_cases(scores: Mapping[str, float], lesion_ids: Collection[str] | None
     """
     usable = {str(i): float(s) for i, s in scores.items() if not math.isnan(float(s))}
     if lesion_ids is not None:
-        with_lesion = {i: s for i, s in usable.items() if i in set(map(str, lesion_ids))}
-        usable = with_lesion or usable
+        wanted = {str(i) for i in lesion_ids}
+        usable = {i: s for i, s in usable.items() if i in wanted} or usable
     ranked = sorted(((score, image_id) for image_id, score in usable.items()), key=lambda pair: (-pair[0], pair[1]))
     if not ranked:
         return {}

@@ -2,7 +2,8 @@
 
 Besides the overlays of the first test images (by id), :func:`evaluate_split` can draw the
 split's best, median and worst cases by Dice among its images with a lesion
-(:func:`busseg.cases.select_cases`), which the HTML report (:mod:`busseg.report_html`) shows with their ids and Dice read back from the per-image CSV.
+(:func:`busseg.cases.select_cases`), which the HTML report (:mod:`busseg.report_html`) shows
+with their ids and Dice read back from the per-image CSV.
 """
 from __future__ import annotations
 
