@@ -11,7 +11,8 @@ Each of at most ``pseudo.refine_rounds`` rounds: the best teacher so far re-labe
 split, or (``pseudo.refine_relabel: student``) a student trained from it with the ``train``
 settings does (busseg.pseudo.refine; an image it finds nothing on keeps its label), the labeled
 split's ground truth replaces its labels (``pseudo.refine_ground_truth``), and a new teacher
-is warmed up on those labels with the ``warmup`` settings, from the warm-up's initialisation
+is warmed up on those labels with the ``warmup`` settings (leaving out the re-labeled pixels
+whose certainty is below ``pseudo.refine_pixel_certainty``), from the warm-up's initialisation
 or from the best teacher (``pseudo.refine_init``). A round whose teacher does not validate
 better than the best so far (by more than ``pseudo.refine_min_gain``) is rejected: the best
 teacher and its labels are kept, and the rounds stop. With 0 rounds the warm-up's teacher
@@ -83,7 +84,7 @@ def refine(args: argparse.Namespace, params: dict[str, Any], options: PseudoPara
     from busseg.data.dataset import SegmentationDataset
     from busseg.distributed import destroy_process_group, init_process_group, rank_device
     from busseg.models import ModelConfig, build_model
-    from busseg.pseudo.refine import InMemoryLabels, ground_truth_labels, refine_labels
+    from busseg.pseudo.refine import InMemoryLabels, certain_fraction, ground_truth_labels, refine_labels
     from busseg.runtime import seed_everything
     from busseg.scratch import inputs_key, release, scratch_dir, usage_note
     from busseg.ssl.ema import freeze
@@ -99,6 +100,7 @@ def refine(args: argparse.Namespace, params: dict[str, Any], options: PseudoPara
     seed = int(params.get("seed", 0))
     pseudo = params["pseudo"]
     rounds, min_area, min_score = options.refine_rounds, options.min_area_fraction, options.min_score
+    min_certainty = options.refine_pixel_certainty
     model_config = from_dict(ModelConfig, params.get("model"), "model")
     config = warmup_config(params.get("warmup"))
     prepared = PreparedDataset(args.prepared)
@@ -136,18 +138,20 @@ def refine(args: argparse.Namespace, params: dict[str, Any], options: PseudoPara
             if context.is_main:
                 print(f"refine: student of {teacher_path.stem}, val dice {result.best_val_dice:.4f}")
         labeler = freeze(load_model(labeler_path)).to(device)
-        candidate = refine_labels(labeler, prepared, train_ids, device, min_area, previous=previous)
+        candidate = refine_labels(labeler, prepared, train_ids, device, min_area, previous=previous,
+                                  pixel_certainty=min_certainty > 0.0)
         candidate.update(ground_truth_labels(prepared, labeled_ids))
         return candidate
 
     def retrain(round_: int, labels: Labels, best_teacher: Path) -> tuple[Path, float]:
-        source = InMemoryLabels(labels)
+        source = InMemoryLabels(labels, min_certainty)
         trainable = source.trainable(min_score)
         seed_everything(seed)  # a fresh teacher starts from the warm-up's initialisation
         fresh = options.refine_init == "fresh"
         network = build_model(model_config) if fresh else load_model(best_teacher).train()
         data = TrainData(
-            labeled=SegmentationDataset(prepared, trainable, model_config.image_size, masks=source, progress=progress),
+            labeled=SegmentationDataset(prepared, trainable, model_config.image_size, masks=source, progress=progress,
+                                        weights=source if min_certainty > 0.0 else None),
             val=val_data,
         )
         round_path = scratch / f"teacher_round{round_}.pt"
@@ -164,6 +168,8 @@ def refine(args: argparse.Namespace, params: dict[str, Any], options: PseudoPara
     def describe(labels: Labels) -> dict[str, object]:
         row: dict[str, object] = dict(label_quality({i: labels[i] for i in scored_ids}, prepared))
         row["kept_previous"] = sum(label.reason.startswith("kept_previous") for label in labels.values())
+        if min_certainty > 0.0:  # how much of the re-labeled images the next warm-up trains on
+            row["certain_pixels"] = certain_fraction([labels[i] for i in scored_ids], min_certainty)
         return row
 
     if context.is_main and (note := usage_note()) is not None:

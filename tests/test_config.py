@@ -177,6 +177,7 @@ def test_schema_follows_the_dataclasses() -> None:
         (lambda p: p["pseudo"].update(refine_init="warm"), "pseudo.refine_init"),
         (lambda p: p["pseudo"].update(refine_min_gain=-0.1), "pseudo.refine_min_gain"),
         (lambda p: p["pseudo"].update(refine_ground_truth="yes"), "pseudo.refine_ground_truth"),
+        (lambda p: p["pseudo"].update(refine_pixel_certainty=1.5), "pseudo.refine_pixel_certainty"),
         (lambda p: p["pseudo"]["appearance"].update(working_size="big"), "pseudo.appearance.working_size"),
         (lambda p: p["pseudo"].pop("prompts"), "pseudo.prompts"),
         (lambda p: p["evaluate"].update(threshold=2), "evaluate.threshold"),

@@ -69,6 +69,9 @@ class PseudoParams:
     # The labeled split's ground truth replaces its pseudo labels in every round (refine then
     # depends on label_ratio and re-runs with it; with 0 rounds it passes the teacher through).
     refine_ground_truth: bool = True
+    # Pixels of a re-labeled image whose certainty |2p - 1| is below this are left out of the
+    # next teacher's loss (0 = every pixel counts); ground truth and first-round labels count whole.
+    refine_pixel_certainty: float = 0.0
     # Read by calibrate: none | labeled (few-shot calibration of the appearance prior).
     calibration: str = "none"
 
@@ -80,6 +83,7 @@ class PseudoParams:
         if self.refine_init not in REFINE_INITS:
             raise ConfigError("pseudo.refine_init", f"unknown '{self.refine_init}'; available: {', '.join(REFINE_INITS)}")
         check_range("pseudo.refine_min_gain", self.refine_min_gain, 0.0, 1.0)
+        check_range("pseudo.refine_pixel_certainty", self.refine_pixel_certainty, 0.0, 1.0)
         if self.refine_relabel not in REFINE_RELABELERS:
             raise ConfigError("pseudo.refine_relabel", f"unknown '{self.refine_relabel}'; available: {', '.join(REFINE_RELABELERS)}")
         if not self.prompts:

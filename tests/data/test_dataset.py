@@ -48,3 +48,30 @@ def test_prepared_dataset_and_pseudo_labels_share_one_layout(tiny_prepared: Path
     assert labels.mask_path(first) == tmp_path / "masks" / f"{first}.png"
     with pytest.raises(DataError, match="mask not found"):
         labels.mask(first)
+
+
+class HalfWeights:
+    """Keeps the left half of every mask's pixels, except for ``whole`` (all of them)."""
+
+    def __init__(self, prepared: PreparedDataset, whole: str) -> None:
+        self.prepared, self.whole = prepared, whole
+
+    def weight(self, sample_id: str):
+        if sample_id == self.whole:
+            return None
+        keep = self.prepared.mask(sample_id) * False
+        keep[:, : keep.shape[1] // 2] = True
+        return keep
+
+
+def test_per_pixel_weights_travel_with_items_and_batches(tiny_prepared: Path) -> None:
+    ids = sorted(read_index(tiny_prepared / "index.csv")["id"])[:3]
+    prepared = PreparedDataset(tiny_prepared)
+    ds = SegmentationDataset(prepared, ids, 32, masks=prepared, weights=HalfWeights(prepared, whole=ids[1]))
+    assert ds[0]["weight"].shape == (1, 32, 32)
+    assert bool(ds[0]["weight"][..., :16].eq(1).all()) and bool(ds[0]["weight"][..., 16:].eq(0).all())
+    batch = as_batch(ds, [0, 1])
+    assert batch["weight"].dtype == torch.float32 and bool(batch["weight"][1].eq(1).all())
+    assert "weight" not in as_batch(SegmentationDataset(prepared, ids, 32, masks=prepared), [0])
+    with pytest.raises(ValueError, match="need masks"):
+        SegmentationDataset(prepared, ids, 32, weights=HalfWeights(prepared, whole=ids[1]))

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from busseg.data.prepared import PreparedDataset, PseudoLabels
@@ -153,3 +154,42 @@ def test_ground_truth_labels_are_valid_certain_and_boxed(tiny_prepared: Path) ->
             x0, y0, x1, y1 = label.box
             assert truth[y0:y1, x0:x1].sum() == truth.sum() and truth[y0, :].any() and truth[:, x1 - 1].any()
     assert set(InMemoryLabels(labels).trainable(min_score=1.0)) == set(ids)
+
+
+def test_pixel_certainty_is_high_where_the_label_agrees_with_the_network_and_zero_where_it_does_not() -> None:
+    from busseg.pseudo.refine import certain_pixels, pixel_certainty_map
+
+    prob = np.zeros((60, 60), np.float32)
+    prob[disc((60, 60), (30, 30), 14)] = 0.98
+    prob[disc((60, 60), (30, 30), 14) & ~disc((60, 60), (30, 30), 11)] = 0.6  # a hesitant rim
+    prob[disc((60, 60), (8, 50), 3)] = 0.9  # a second blob the largest-component rule drops
+    label = label_from_probabilities(prob, 0.01, pixel_certainty=True)
+    assert label.certainty is not None and label.certainty.dtype == np.uint8
+    assert label.certainty[30, 30] == round(255 * 0.96) and label.certainty[0, 0] == 255
+    assert label.certainty[30, 43] == round(255 * 0.2)  # the rim: inside the label, unsure
+    assert not label.mask[8, 50] and label.certainty[8, 50] == 0  # labeled background, network says lesion
+    keep = certain_pixels(label.certainty, 0.5)
+    assert keep is not None and keep[30, 30] and keep[0, 0] and not keep[30, 43] and not keep[8, 50]
+    assert certain_pixels(label.certainty, 0.0) is None and certain_pixels(None, 0.5) is None
+    assert label_from_probabilities(prob, 0.01).certainty is None  # only when asked for
+
+
+def test_certainty_weights_follow_the_labels_and_are_written_to_look_at(tmp_path: Path) -> None:
+    from busseg.pseudo.refine import CERTAINTY_DIR, certain_fraction, keep_previous_where_invalid
+
+    certainty = np.full((32, 32), 255, np.uint8)
+    certainty[:, :8] = 40
+    refined = PseudoLabel(disc((32, 32), (16, 16), 6), 0.8, True, "", (10, 10, 23, 23), certainty)
+    truth = PseudoLabel(disc((32, 32), (16, 16), 5), 1.0, True, "ground_truth")
+    labels = {"a": refined, "gt": truth, "gone": PseudoLabel(np.zeros((32, 32), bool), 0.0, False, "teacher_empty")}
+    source = InMemoryLabels(labels, min_certainty=0.5)
+    weight = source.weight("a")
+    assert weight is not None and not weight[:, :8].any() and weight[:, 8:].all()
+    assert source.weight("gt") is None  # ground truth counts whole
+    assert InMemoryLabels(labels).weight("a") is None  # no threshold: every pixel
+    assert certain_fraction([refined, truth, labels["gone"]], 0.5) == pytest.approx(1 - 8 / 64)
+    kept = keep_previous_where_invalid({"a": labels["gone"]}, {"a": refined})["a"]
+    assert kept.certainty is certainty  # a kept label keeps its certainty
+    write_labels(tmp_path / "refined", labels)
+    assert sorted(p.name for p in (tmp_path / "refined" / CERTAINTY_DIR).iterdir()) == ["a.png"]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "refined" / CERTAINTY_DIR / "a.png")), certainty)

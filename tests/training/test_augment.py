@@ -164,3 +164,30 @@ def test_shards_of_a_global_batch_get_the_one_process_parameters() -> None:
         torch.testing.assert_close(part.images, whole.images[2 * rank : 2 * rank + 2])
     boxes = cutmix_boxes(4, 32, 32, torch.Generator().manual_seed(1))
     assert torch.equal(cutmix_boxes(2, 32, 32, torch.Generator().manual_seed(1), shard=(1, 2)), boxes[2:])
+
+
+def test_supervised_leaves_out_the_pixels_a_weight_drops_and_warps_the_weight_with_the_mask(tiny_model_config) -> None:
+    from busseg.losses import masked_bce_dice_loss
+    from busseg.models import build_model
+    from busseg.training.config import TrainConfig
+    from busseg.training.methods import Supervised
+
+    torch.manual_seed(0)
+    image, mask = square_batch(n=2, size=64)
+    weight = torch.ones_like(mask)
+    weight[..., :, 40:] = 0.0
+    wrong = mask.clone()
+    wrong[..., :, 40:] = 1.0  # a label that is wrong only where the weight drops it
+    clean = Supervised(build_model(tiny_model_config), TrainConfig(augment="none")).eval()
+    loss_right, _ = clean.loss({"image": image, "mask": mask, "weight": weight}, None, 0.0)
+    loss_wrong, _ = clean.loss({"image": image, "mask": wrong, "weight": weight}, None, 0.0)
+    unweighted, _ = clean.loss({"image": image, "mask": wrong}, None, 0.0)
+    assert float(loss_right.detach()) == pytest.approx(float(loss_wrong.detach()), rel=1e-6)
+    assert float(unweighted.detach()) != pytest.approx(float(loss_wrong.detach()), rel=1e-3)
+    weak = Supervised(clean.student, TrainConfig(augment="weak")).eval()
+    weak.begin_step(3)
+    loss, _ = weak.loss({"image": image, "mask": mask, "weight": weight}, None, 0.0)
+    theta = sample_affine(2, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = masked_bce_dice_loss(weak.student(warp(image, theta)), warp(mask, theta), warp(weight, theta))
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)

@@ -35,12 +35,20 @@ class MaskSource(Protocol):
     def mask(self, sample_id: str) -> np.ndarray: ...
 
 
+class WeightSource(Protocol):
+    """Which pixels of each mask train: ``bool`` (H, W) at the mask's size, or ``None`` for all
+    (:class:`busseg.pseudo.refine.InMemoryLabels` with a certainty threshold)."""
+
+    def weight(self, sample_id: str) -> np.ndarray | None: ...
+
+
 class SegmentationDataset(Dataset):
     """Images of ``ids`` from ``prepared`` (and their masks from ``masks``, when given),
     resized to ``size``.
 
     Each item is a dict: ``image`` float (1, S, S) in [0, 1], ``mask`` float (1, S, S)
-    (only with masks), ``index`` int. ``masks`` is the prepared dataset itself for
+    (only with masks), ``index`` int, and ``weight`` float (1, S, S) in {0, 1} (only with
+    ``weights``: the pixels a loss may use). ``masks`` is the prepared dataset itself for
     ground truth, or a :class:`~busseg.data.prepared.PseudoLabels` folder.
     """
 
@@ -52,16 +60,22 @@ class SegmentationDataset(Dataset):
         masks: MaskSource | None = None,
         progress: bool = False,
         desc: str = "loading images",
+        weights: WeightSource | None = None,
     ) -> None:
+        if weights is not None and masks is None:
+            raise ValueError("per-pixel weights need masks")
         self.ids = list(ids)
         self.size = size
         self.has_masks = masks is not None
         self.images = np.empty((len(self.ids), size, size), dtype=np.uint8)
         self.masks = np.empty((len(self.ids), size, size), dtype=bool) if masks is not None else None
+        self.weights = np.ones((len(self.ids), size, size), dtype=bool) if weights is not None else None
         for n, image_id in enumerate(tqdm(self.ids, desc=desc, disable=not progress, leave=False)):
             self.images[n] = resize_image(prepared.image(image_id), size)
             if masks is not None and self.masks is not None:
                 self.masks[n] = resize_mask(masks.mask(image_id), (size, size))
+            if weights is not None and self.weights is not None and (keep := weights.weight(image_id)) is not None:
+                self.weights[n] = resize_mask(keep, (size, size))
 
     def to_device(self, device: torch.device) -> "SegmentationDataset":
         """Keep a copy of the images (uint8) and masks on ``device``; :func:`as_batch` then
@@ -70,6 +84,7 @@ class SegmentationDataset(Dataset):
         if device.type != "cpu":
             self.device_images = torch.from_numpy(self.images).to(device)
             self.device_masks = torch.from_numpy(self.masks).to(device) if self.masks is not None else None
+            self.device_weights = torch.from_numpy(self.weights).to(device) if self.weights is not None else None
         return self
 
     def __len__(self) -> int:
@@ -82,6 +97,8 @@ class SegmentationDataset(Dataset):
         }
         if self.masks is not None:
             item["mask"] = torch.from_numpy(self.masks[i]).float().unsqueeze(0)
+        if self.weights is not None:
+            item["weight"] = torch.from_numpy(self.weights[i]).float().unsqueeze(0)
         return item
 
 
@@ -94,6 +111,8 @@ def as_batch(dataset: SegmentationDataset, indices: Sequence[int]) -> dict[str, 
         batch = {"image": grey_to_unit(device_images[index]).unsqueeze(1), "index": index}
         if dataset.device_masks is not None:
             batch["mask"] = dataset.device_masks[index].float().unsqueeze(1)
+        if getattr(dataset, "device_weights", None) is not None:
+            batch["weight"] = dataset.device_weights[index].float().unsqueeze(1)
         return batch
     batch = {
         "image": grey_to_unit(torch.from_numpy(dataset.images[idx])).unsqueeze(1),
@@ -101,4 +120,6 @@ def as_batch(dataset: SegmentationDataset, indices: Sequence[int]) -> dict[str, 
     }
     if dataset.masks is not None:
         batch["mask"] = torch.from_numpy(dataset.masks[idx]).float().unsqueeze(1)
+    if dataset.weights is not None:
+        batch["weight"] = torch.from_numpy(dataset.weights[idx]).float().unsqueeze(1)
     return batch

@@ -15,6 +15,8 @@ class PseudoLabel:
     ``score`` is the backend's confidence in [0, 1]; ``reason`` says why a label is
     invalid (empty string when valid), e.g. ``"no_candidate"`` or ``"area_below_min"``.
     ``box`` is the chosen box ``(x0, y0, x1, y1)`` in pixels, when the backend has one.
+    ``certainty`` is a per-pixel certainty map, ``uint8`` (H, W) with 255 = sure, when the
+    label comes from a network's probabilities (refinement); ``None`` trusts every pixel.
     """
 
     mask: np.ndarray
@@ -22,6 +24,7 @@ class PseudoLabel:
     valid: bool
     reason: str = ""
     box: tuple[int, int, int, int] | None = None
+    certainty: np.ndarray | None = None
 
 
 class PseudoLabeler(Protocol):

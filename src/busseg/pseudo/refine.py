@@ -31,8 +31,13 @@ if TYPE_CHECKING:  # only refine_labels runs a network; the label I/O and qualit
 # how certain the teacher is: the uncertain band sits at the boundary, just outside it too.
 _BOX_MARGIN = 0.25
 
+#: Where :func:`write_labels` puts the per-pixel certainty maps of refined labels.
+CERTAINTY_DIR = "certainty"
 
-def label_from_probabilities(prob: np.ndarray, min_area_fraction: float, threshold: float = 0.5) -> PseudoLabel:
+
+def label_from_probabilities(
+    prob: np.ndarray, min_area_fraction: float, threshold: float = 0.5, pixel_certainty: bool = False
+) -> PseudoLabel:
     """A pseudo label from a teacher's probability map ``prob`` (H, W) in [0, 1].
 
     The lesion is the largest connected component at ``threshold`` with its holes filled
@@ -40,7 +45,8 @@ def label_from_probabilities(prob: np.ndarray, min_area_fraction: float, thresho
     confidence is the mean certainty ``|2p - 1|`` over the lesion's widened box, low when
     the teacher hesitates about the boundary or about the lesion itself. Labels whose
     area is <= ``min_area_fraction`` of the image are invalid (``area_below_min``); an
-    empty prediction is invalid (``teacher_empty``).
+    empty prediction is invalid (``teacher_empty``). With ``pixel_certainty`` the label
+    carries :func:`pixel_certainty_map` (which pixels the next warm-up may trust).
     """
     foreground = (prob >= threshold).astype(np.uint8)
     count, components, stats, _ = cv2.connectedComponentsWithStats(foreground, connectivity=8)
@@ -56,8 +62,34 @@ def label_from_probabilities(prob: np.ndarray, min_area_fraction: float, thresho
     dx, dy = int(np.ceil(_BOX_MARGIN * w)), int(np.ceil(_BOX_MARGIN * h))
     box_prob = prob[max(0, y - dy) : y + h + dy, max(0, x - dx) : x + w + dx]
     confidence = float(np.abs(2.0 * box_prob.astype(np.float64) - 1.0).mean())
-    label = PseudoLabel(mask=mask, score=round(confidence, 6), valid=True, box=(x, y, x + w, y + h))
+    certainty = pixel_certainty_map(prob, mask) if pixel_certainty else None
+    label = PseudoLabel(mask=mask, score=round(confidence, 6), valid=True, box=(x, y, x + w, y + h), certainty=certainty)
     return apply_area_filter(label, min_area_fraction)
+
+
+def pixel_certainty_map(prob: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """How sure the network is of each pixel's label, ``uint8`` (H, W): ``255 * max(0, 2p - 1)``
+    inside ``mask``, ``255 * max(0, 1 - 2p)`` outside.
+
+    Near 255 where the probability is near the label's side (0 or 1), near 0 in the band
+    where it hesitates, at the boundary. A pixel whose label contradicts the probability
+    (a second blob dropped by the largest-component rule, a hole filled) gets 0, so a
+    certainty threshold leaves it out instead of training it as a sure label.
+    """
+    p = prob.astype(np.float64)
+    agreement = np.where(mask, 2.0 * p - 1.0, 1.0 - 2.0 * p)
+    return np.round(255.0 * np.clip(agreement, 0.0, 1.0)).astype(np.uint8)
+
+
+def certain_pixels(certainty: np.ndarray | None, min_certainty: float) -> np.ndarray | None:
+    """The pixels a warm-up trains on (``bool`` (H, W)): certainty >= ``min_certainty`` (in [0, 1]).
+
+    ``None`` (every pixel) when the label has no certainty map (ground truth, first-round
+    labels) or ``min_certainty`` is 0.
+    """
+    if certainty is None or min_certainty <= 0.0:
+        return None
+    return certainty >= round(255.0 * min_certainty)
 
 
 def refine_labels(
@@ -68,6 +100,7 @@ def refine_labels(
     min_area_fraction: float,
     batch_size: int = 16,
     previous: Mapping[str, PseudoLabel] | None = None,
+    pixel_certainty: bool = False,
 ) -> dict[str, PseudoLabel]:
     """The teacher's label for each image of ``ids``, at the image's own size.
 
@@ -75,7 +108,8 @@ def refine_labels(
     image (left-right flip: a breast lesion has no handedness), which costs one more forward
     pass and smooths the teacher's own noise. Where the teacher finds nothing usable
     (``teacher_empty``, ``area_below_min``) but ``previous`` holds a valid label, that label
-    is kept (see :func:`keep_previous_where_invalid`).
+    is kept (see :func:`keep_previous_where_invalid`). ``pixel_certainty``: each new label
+    carries its per-pixel certainty (:func:`pixel_certainty_map`).
     """
     from busseg.inference import predict_keyed  # torch: here, not at the module's top
 
@@ -91,7 +125,9 @@ def refine_labels(
         if not mirrored:
             pending = prob
             continue
-        out[sample_id] = label_from_probabilities(0.5 * (pending + prob[:, ::-1]), min_area_fraction)  # type: ignore[operator]
+        out[sample_id] = label_from_probabilities(
+            0.5 * (pending + prob[:, ::-1]), min_area_fraction, pixel_certainty=pixel_certainty  # type: ignore[operator]
+        )
     return keep_previous_where_invalid(out, previous) if previous is not None else out
 
 
@@ -107,7 +143,7 @@ def keep_previous_where_invalid(new: Mapping[str, PseudoLabel], previous: Mappin
     for sample_id, label in new.items():
         before = previous.get(sample_id)
         if not label.valid and before is not None and before.valid:
-            out[sample_id] = PseudoLabel(before.mask, before.score, True, f"kept_previous:{label.reason}", before.box)
+            out[sample_id] = PseudoLabel(before.mask, before.score, True, f"kept_previous:{label.reason}", before.box, before.certainty)
     return out
 
 
@@ -128,14 +164,35 @@ def ground_truth_labels(prepared: PreparedDataset, ids: Sequence[str]) -> dict[s
     return out
 
 
-class InMemoryLabels:
-    """Refined labels as a mask source for :class:`busseg.data.dataset.SegmentationDataset`."""
+def certain_fraction(labels: Sequence[PseudoLabel], min_certainty: float) -> float:
+    """The share of the valid labels' pixels that train at ``min_certainty`` (1.0 without labels)."""
+    kept = total = 0
+    for label in labels:
+        if not label.valid:
+            continue
+        keep = certain_pixels(label.certainty, min_certainty)
+        kept += int(keep.sum()) if keep is not None else label.mask.size
+        total += label.mask.size
+    return round(kept / total, 6) if total else 1.0
 
-    def __init__(self, labels: Mapping[str, PseudoLabel]) -> None:
+
+class InMemoryLabels:
+    """Refined labels as a mask source for :class:`busseg.data.dataset.SegmentationDataset`.
+
+    With ``min_certainty`` > 0 it is a weight source too: :meth:`weight` keeps the pixels
+    whose certainty reaches it (``pseudo.refine_pixel_certainty``).
+    """
+
+    def __init__(self, labels: Mapping[str, PseudoLabel], min_certainty: float = 0.0) -> None:
         self.labels = dict(labels)
+        self.min_certainty = min_certainty
 
     def mask(self, sample_id: str) -> np.ndarray:
         return self.labels[sample_id].mask
+
+    def weight(self, sample_id: str) -> np.ndarray | None:
+        """The pixels of ``sample_id``'s label that train (``bool`` (H, W)), ``None`` for all of them."""
+        return certain_pixels(self.labels[sample_id].certainty, self.min_certainty)
 
     def trainable(self, min_score: float) -> list[str]:
         """Ids of valid labels scoring at least ``min_score`` (sorted, as for the first round).
@@ -145,12 +202,18 @@ class InMemoryLabels:
 
 
 def write_labels(out_dir: str | Path, labels: Mapping[str, PseudoLabel]) -> None:
-    """Write labels in the first round's layout (``masks/<id>.png`` and ``labels.csv``), atomically."""
+    """Write labels in the first round's layout (``masks/<id>.png`` and ``labels.csv``), atomically.
+
+    Labels with a per-pixel certainty also get ``certainty/<id>.png`` (0-255), to look at.
+    """
     with atomic_dir(out_dir) as tmp:
         folder = PseudoLabels(tmp)
         folder.masks_dir.mkdir()
         for sample_id, label in labels.items():
             Image.fromarray(label.mask.astype(np.uint8) * 255).save(folder.mask_path(sample_id))
+            if label.certainty is not None:
+                (tmp / CERTAINTY_DIR).mkdir(exist_ok=True)
+                Image.fromarray(label.certainty).save(tmp / CERTAINTY_DIR / f"{sample_id}.png")
         label_table(labels.items()).to_csv(folder.table_path, index=False)
 
 

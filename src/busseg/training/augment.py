@@ -255,11 +255,15 @@ class Augmenter:
         return self.mode != "none"
 
     def labeled(self, batch: dict[str, Tensor], generator: torch.Generator, shard: Shard = (0, 1)) -> dict[str, Tensor]:
-        """A labeled batch in the weak view (image and mask warped alike); unchanged under ``none``."""
+        """A labeled batch in the weak view (image, mask and any per-pixel ``weight`` warped
+        alike; a weight pixel that mixed with the outside counts less); unchanged under ``none``."""
         if not self.enabled:
             return batch
         theta = sample_affine(batch["image"].shape[0], generator, self.spec, shard)
-        return {**batch, "image": warp(batch["image"], theta), "mask": warp(batch["mask"], theta)}
+        out = {**batch, "image": warp(batch["image"], theta), "mask": warp(batch["mask"], theta)}
+        if "weight" in batch:
+            out["weight"] = warp(batch["weight"], theta)
+        return out
 
     def student_view(
         self, images: Tensor, generator: torch.Generator, strong: bool | None = None, shard: Shard = (0, 1)

@@ -6,18 +6,23 @@ from __future__ import annotations
 
 import torch
 
-from busseg.losses import bce_dice_loss
+from busseg.losses import bce_dice_loss, masked_bce_dice_loss
 from busseg.training.methods.base import Batch, TrainingMethod
 
 
 class Supervised(TrainingMethod):
-    """Labeled images only, BCE + Dice."""
+    """Labeled images only, BCE + Dice; over the pixels a batch's ``weight`` keeps, when it has one
+    (a refinement round's warm-up on labels with a per-pixel certainty)."""
 
     name = "supervised"
 
     def loss(self, labeled: Batch, unlabeled: Batch | None, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
         labeled = self.augment.labeled(labeled, self.generator, self.shard)
-        loss = bce_dice_loss(self.student(labeled["image"]), labeled["mask"])
+        logits = self.student(labeled["image"])
+        if "weight" in labeled:
+            loss = masked_bce_dice_loss(logits, labeled["mask"], labeled["weight"])
+        else:
+            loss = bce_dice_loss(logits, labeled["mask"])
         return loss, {"loss_s": float(loss.detach())}
 
 
