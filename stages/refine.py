@@ -12,7 +12,8 @@ split, or (``pseudo.refine_relabel: student``) a student trained from it with th
 settings does (busseg.pseudo.refine; an image it finds nothing on keeps its label), the labeled
 split's ground truth replaces its labels (``pseudo.refine_ground_truth``), and a new teacher
 is warmed up on those labels with the ``warmup`` settings (leaving out the re-labeled pixels
-whose certainty is below ``pseudo.refine_pixel_certainty``), from the warm-up's initialisation
+whose certainty is below ``pseudo.refine_pixel_certainty``; with ``pseudo.refine_snap`` each
+re-labeled image's label is first snapped to the appearance labeler's best-agreeing candidate), from the warm-up's initialisation
 or from the best teacher (``pseudo.refine_init``). A round whose teacher does not validate
 better than the best so far (by more than ``pseudo.refine_min_gain``) is rejected: the best
 teacher and its labels are kept, and the rounds stop. With 0 rounds the warm-up's teacher
@@ -28,6 +29,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from _params import load_params, main_guard, setup_runtime
 
 from busseg.atomic import copy_file, write_json
@@ -35,7 +38,7 @@ from busseg.config import from_dict
 from busseg.data.prepared import PreparedDataset, PseudoLabels
 from busseg.data.split import read_id_list
 from busseg.params_schema import PseudoParams
-from busseg.pseudo.refine import label_quality, read_labels, write_labels
+from busseg.pseudo.refine import Snapper, label_quality, read_labels, write_labels
 from busseg.pseudo.rounds import Labels, read_refinement_inputs, run_rounds
 
 
@@ -71,6 +74,27 @@ def pass_through(args: argparse.Namespace) -> None:
     copy_file(args.static_teacher, args.out)
     write_json(args.metrics, quality)
     _print_quality(quality)
+
+
+def make_snapper(pseudo: dict[str, Any], options: PseudoParams) -> Snapper:
+    """``pseudo.refine_snap``: the appearance labeler (``pseudo.appearance`` options and weights file,
+    whatever the first round's backend) snaps each re-labeled image's label to its best-agreeing
+    candidate region (:func:`busseg.pseudo.snap.snap_to_candidate`)."""
+    from busseg.pseudo.appearance import AppearanceLabeler, AppearanceOptions, check_moved_options
+    from busseg.pseudo.snap import snap_to_candidate
+
+    section = dict(pseudo.get("appearance") or {})
+    check_moved_options(section)
+    appearance = AppearanceLabeler(from_dict(
+        AppearanceOptions, {"prompts": list(options.prompts), "min_area_fraction": options.min_area_fraction, **section},
+        "pseudo.appearance",
+    ))
+
+    def snap(image: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+        snapped = snap_to_candidate(appearance, image, mask, options.refine_snap)  # type: ignore[arg-type]
+        return snapped.mask if snapped is not None else None
+
+    return snap
 
 
 def _print_quality(quality: dict[str, Any]) -> None:
@@ -126,6 +150,7 @@ def refine(args: argparse.Namespace, params: dict[str, Any], options: PseudoPara
     compile_model = bool((params.get("runtime") or {}).get("compile", False))
 
     student_val_dice: list[float] = []
+    snapper = make_snapper(pseudo, options) if options.refine_snap > 0.0 else None
 
     def relabel(teacher_path: Path, previous: Labels) -> Labels:
         labeler_path = teacher_path
@@ -139,7 +164,7 @@ def refine(args: argparse.Namespace, params: dict[str, Any], options: PseudoPara
                 print(f"refine: student of {teacher_path.stem}, val dice {result.best_val_dice:.4f}")
         labeler = freeze(load_model(labeler_path)).to(device)
         candidate = refine_labels(labeler, prepared, train_ids, device, min_area, previous=previous,
-                                  pixel_certainty=min_certainty > 0.0)
+                                  pixel_certainty=min_certainty > 0.0, snap=snapper)
         candidate.update(ground_truth_labels(prepared, labeled_ids))
         return candidate
 
@@ -168,6 +193,8 @@ def refine(args: argparse.Namespace, params: dict[str, Any], options: PseudoPara
     def describe(labels: Labels) -> dict[str, object]:
         row: dict[str, object] = dict(label_quality({i: labels[i] for i in scored_ids}, prepared))
         row["kept_previous"] = sum(label.reason.startswith("kept_previous") for label in labels.values())
+        if snapper is not None:
+            row["snapped"] = sum(label.reason == "snapped" for label in labels.values())
         if min_certainty > 0.0:  # how much of the re-labeled images the next warm-up trains on
             row["certain_pixels"] = certain_fraction([labels[i] for i in scored_ids], min_certainty)
         return row

@@ -246,20 +246,23 @@ def test_a_student_relabels_in_the_rounds_when_asked(project: Path, first_repro:
     run(["dvc", "exp", "run", "-S", "pseudo.refine_relabel=teacher"], project)
 
 
-def test_pixel_certainty_leaves_the_unsure_pixels_out_of_a_round(project: Path, first_repro: str) -> None:
-    output = run(["dvc", "exp", "run", "-S", "pseudo.refine_pixel_certainty=0.5", "refine@synthetic"], project)
+def test_pixel_certainty_and_snapping_in_a_round(project: Path, first_repro: str) -> None:
+    output = run(["dvc", "exp", "run", "-S", "pseudo.refine_pixel_certainty=0.5", "-S", "pseudo.refine_snap=0.5",
+                  "refine@synthetic"], project)
     ran = ran_stages(output)
     assert "refine@synthetic" in ran and not ran & {"pseudo_label@synthetic", "warmup@synthetic", "refine_inputs@synthetic"}
     refined = json.loads((project / "metrics/refine/synthetic.json").read_text())
     assert 0.0 < refined["round_1"]["certain_pixels"] < 1.0  # some boundary pixels were left out
+    assert refined["round_1"]["snapped"] > 0  # the synthetic lesions are dark regions the labeler finds
     certainty = project / "data/refined/synthetic/certainty"
     if refined["accepted_round"] == 1:  # the kept labels are the round's: each re-labeled one has its map
         table = pd.read_csv(project / "data/refined/synthetic/labels.csv", keep_default_na=False, dtype={"id": str})
-        relabeled = table[(table["valid"].astype(str) == "True") & (table["reason"] == "")]  # not ground truth, not kept
+        relabeled = table[(table["valid"].astype(str) == "True") & table["reason"].isin(["", "snapped"])]  # not GT, not kept
         assert sorted(p.stem for p in certainty.iterdir()) == sorted(relabeled["id"])
     else:  # a rejected round leaves the first-round labels, which have no certainty maps
         assert not certainty.exists()
-    run(["dvc", "exp", "run", "-S", "pseudo.refine_pixel_certainty=0.0", "refine@synthetic"], project)
+    run(["dvc", "exp", "run", "-S", "pseudo.refine_pixel_certainty=0.0", "-S", "pseudo.refine_snap=0.0", "refine@synthetic"],
+        project)
     assert not certainty.exists()
 
 

@@ -72,6 +72,10 @@ class PseudoParams:
     # Pixels of a re-labeled image whose certainty |2p - 1| is below this are left out of the
     # next teacher's loss (0 = every pixel counts); ground truth and first-round labels count whole.
     refine_pixel_certainty: float = 0.0
+    # Snap each re-labeled image's label to the appearance labeler's candidate region that agrees
+    # best with it, when their Dice agreement reaches this (0 = off): location from the network,
+    # boundary from the image.
+    refine_snap: float = 0.0
     # Read by calibrate: none | labeled (few-shot calibration of the appearance prior).
     calibration: str = "none"
 
@@ -84,6 +88,7 @@ class PseudoParams:
             raise ConfigError("pseudo.refine_init", f"unknown '{self.refine_init}'; available: {', '.join(REFINE_INITS)}")
         check_range("pseudo.refine_min_gain", self.refine_min_gain, 0.0, 1.0)
         check_range("pseudo.refine_pixel_certainty", self.refine_pixel_certainty, 0.0, 1.0)
+        check_range("pseudo.refine_snap", self.refine_snap, 0.0, 1.0)
         if self.refine_relabel not in REFINE_RELABELERS:
             raise ConfigError("pseudo.refine_relabel", f"unknown '{self.refine_relabel}'; available: {', '.join(REFINE_RELABELERS)}")
         if not self.prompts:

@@ -8,7 +8,7 @@ and its confidence says how sure the teacher was about the lesion and its bounda
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +26,9 @@ if TYPE_CHECKING:  # only refine_labels runs a network; the label I/O and qualit
     import torch
 
     from busseg.models import SegmentationNet
+
+#: (image, the network's label mask) -> the region that replaces the label, or None to keep it
+Snapper = Callable[[np.ndarray, np.ndarray], "np.ndarray | None"]
 
 # The lesion's box is widened by this fraction of its size on every side when measuring
 # how certain the teacher is: the uncertain band sits at the boundary, just outside it too.
@@ -101,6 +104,7 @@ def refine_labels(
     batch_size: int = 16,
     previous: Mapping[str, PseudoLabel] | None = None,
     pixel_certainty: bool = False,
+    snap: Snapper | None = None,
 ) -> dict[str, PseudoLabel]:
     """The teacher's label for each image of ``ids``, at the image's own size.
 
@@ -109,7 +113,9 @@ def refine_labels(
     pass and smooths the teacher's own noise. Where the teacher finds nothing usable
     (``teacher_empty``, ``area_below_min``) but ``previous`` holds a valid label, that label
     is kept (see :func:`keep_previous_where_invalid`). ``pixel_certainty``: each new label
-    carries its per-pixel certainty (:func:`pixel_certainty_map`).
+    carries its per-pixel certainty (:func:`pixel_certainty_map`). ``snap`` (image, label
+    mask) -> a region of the image that replaces a valid label (``reason: snapped``; see
+    :mod:`busseg.pseudo.snap`), or ``None`` to keep it.
     """
     from busseg.inference import predict_keyed  # torch: here, not at the module's top
 
@@ -120,15 +126,27 @@ def refine_labels(
             yield (sample_id, True), np.ascontiguousarray(image[:, ::-1])
 
     out: dict[str, PseudoLabel] = {}
-    pending: np.ndarray | None = None
-    for (sample_id, mirrored), _, prob in predict_keyed(teacher, both_views(), device, 2 * batch_size):
+    pending: tuple[np.ndarray, np.ndarray] | None = None
+    for (sample_id, mirrored), image, prob in predict_keyed(teacher, both_views(), device, 2 * batch_size):
         if not mirrored:
-            pending = prob
+            pending = image, prob
             continue
-        out[sample_id] = label_from_probabilities(
-            0.5 * (pending + prob[:, ::-1]), min_area_fraction, pixel_certainty=pixel_certainty  # type: ignore[operator]
-        )
+        assert pending is not None  # the mirror view always follows its image
+        image, mean_prob = pending[0], 0.5 * (pending[1] + prob[:, ::-1])
+        label = label_from_probabilities(mean_prob, min_area_fraction, pixel_certainty=pixel_certainty)
+        if snap is not None and label.valid and (snapped := snap(image, label.mask)) is not None:
+            label = snapped_label(snapped, label.score, mean_prob if pixel_certainty else None, min_area_fraction)
+        out[sample_id] = label
     return keep_previous_where_invalid(out, previous) if previous is not None else out
+
+
+def snapped_label(mask: np.ndarray, score: float, prob: np.ndarray | None, min_area_fraction: float) -> PseudoLabel:
+    """The label of a snapped region ``mask`` (reason ``snapped``), with the network's ``score``
+    and, given its probabilities ``prob``, the per-pixel certainty of the new mask."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+    certainty = pixel_certainty_map(prob, mask) if prob is not None else None
+    return apply_area_filter(PseudoLabel(mask, score, True, "snapped", box, certainty), min_area_fraction)
 
 
 def keep_previous_where_invalid(new: Mapping[str, PseudoLabel], previous: Mapping[str, PseudoLabel]) -> dict[str, PseudoLabel]:
