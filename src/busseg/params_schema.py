@@ -69,8 +69,9 @@ class PseudoParams:
     # The labeled split's ground truth replaces its pseudo labels in every round (refine then
     # depends on label_ratio and re-runs with it; with 0 rounds it passes the teacher through).
     refine_ground_truth: bool = True
-    # Pixels of a re-labeled image whose certainty |2p - 1| is below this are left out of the
-    # next teacher's loss (0 = every pixel counts); ground truth and first-round labels count whole.
+    # Pixels of a re-labeled image whose certainty (busseg.pseudo.refine.pixel_certainty_map) is
+    # below this are left out of the next teacher's loss (0 = every pixel counts); ground truth
+    # and first-round labels count whole.
     refine_pixel_certainty: float = 0.0
     # Snap each re-labeled image's label to the appearance labeler's candidate region that agrees
     # best with it, when their Dice agreement reaches this (0 = off): location from the network,
