@@ -80,15 +80,12 @@ def make_snapper(pseudo: dict[str, Any], options: PseudoParams) -> Snapper:
     """``pseudo.refine_snap``: the appearance labeler (``pseudo.appearance`` options and weights file,
     whatever the first round's backend) snaps each re-labeled image's label to its best-agreeing
     candidate region (:func:`busseg.pseudo.snap.snap_to_candidate`)."""
-    from busseg.pseudo.appearance import AppearanceLabeler, AppearanceOptions, check_moved_options
+    from busseg.pseudo.appearance import AppearanceLabeler
     from busseg.pseudo.snap import snap_to_candidate
 
-    section = dict(pseudo.get("appearance") or {})
-    check_moved_options(section)
-    appearance = AppearanceLabeler(from_dict(
-        AppearanceOptions, {"prompts": list(options.prompts), "min_area_fraction": options.min_area_fraction, **section},
-        "pseudo.appearance",
-    ))
+    appearance = AppearanceLabeler.from_section(
+        {"prompts": list(options.prompts), "min_area_fraction": options.min_area_fraction, **(pseudo.get("appearance") or {})}
+    )
 
     def snap(image: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
         snapped = snap_to_candidate(appearance, image, mask, options.refine_snap)  # type: ignore[arg-type]

@@ -187,6 +187,25 @@ def test_bad_options_raise_config_error(field, value) -> None:
         AppearanceLabeler(AppearanceOptions(**{field: value}))
 
 
+def test_from_section_builds_the_labeler_a_params_section_describes() -> None:
+    labeler = AppearanceLabeler.from_section({"prompts": ["bright round"], "min_area_fraction": 0.02, "top_k": 3})
+    assert labeler.prompt == parse_prompts(["bright round"])
+    assert (labeler.options.min_area_fraction, labeler.options.top_k) == (0.02, 3)
+
+
+@pytest.mark.parametrize(
+    ("options", "key"),
+    [
+        ({"prompts": ["dark oval"], "confidence_scale": 1.0}, "pseudo.appearance.confidence_scale"),  # moved to the weights file
+        ({"prompts": ["dark oval"], "no_such_option": 1}, "pseudo.appearance.no_such_option"),
+    ],
+)
+def test_from_section_names_the_bad_key(options, key) -> None:
+    with pytest.raises(ConfigError) as info:
+        AppearanceLabeler.from_section(options)
+    assert key in str(info.value)
+
+
 def test_busbra_sample_reaches_a_modest_floor() -> None:
     if not (BUSBRA / "images").is_dir():
         pytest.skip(f"BUS-BRA not found at {BUSBRA}")

@@ -52,6 +52,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from busseg.config import from_dict
 from busseg.errors import ConfigError
 from busseg.pseudo.appearance_weights import (
     APPEARANCE_FEATURES,
@@ -327,6 +328,15 @@ class AppearanceLabeler:
         self.prompt = parse_prompts(options.prompts)
         self.weights = weights if weights is not None else load_appearance_weights(options.weights)
         self.default_prior = DatasetPrior.from_dict(self.weights.default_prior)
+
+    @classmethod
+    def from_section(cls, options: Mapping[str, Any], section: str = "pseudo.appearance") -> AppearanceLabeler:
+        """The labeler a params section describes: ``pseudo.appearance`` plus the shared
+        ``prompts`` and ``min_area_fraction``. Options that moved into the weights file and
+        unknown keys are :class:`ConfigError` naming ``section``. The one constructor of the
+        first-round backend (:mod:`busseg.pseudo.registry`) and of refinement's snapping."""
+        check_moved_options(options, section)
+        return cls(from_dict(AppearanceOptions, options, section))
 
     def label(self, image: np.ndarray) -> PseudoLabel:
         """Pseudo label of one greyscale uint8 image ``(H, W)``; the mask has shape ``(H, W)``.

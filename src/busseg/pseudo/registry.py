@@ -11,10 +11,9 @@ from busseg.pseudo.base import PseudoLabeler
 
 
 def _appearance(options: Mapping[str, Any]) -> PseudoLabeler:
-    from busseg.pseudo.appearance import AppearanceLabeler, AppearanceOptions, check_moved_options
+    from busseg.pseudo.appearance import AppearanceLabeler
 
-    check_moved_options(options)
-    return AppearanceLabeler(from_dict(AppearanceOptions, options, "pseudo.appearance"))
+    return AppearanceLabeler.from_section(options)
 
 
 def _grounded_sam(options: Mapping[str, Any]) -> PseudoLabeler:
