@@ -1,0 +1,98 @@
+"""Label quality of a refinement re-label under multi-scale test-time augmentation.
+
+    python benchmarks/relabel_tta.py --prepared data/prepared/toshiba --pseudo data/pseudo/toshiba \
+        --teacher models/toshiba/static_teacher.pt --ids data/splits/toshiba/unlabeled.txt \
+        --sizes 144 160 192
+
+A refinement round's teacher re-labels each image from the mean of its probability maps of
+the image and its mirror image at the network's input size (:func:`busseg.pseudo.refine.refine_labels`).
+Issue 20 asks whether more input sizes help ("scales if they help"). This script re-labels the
+images of ``--ids`` with the flip pair at the network's size alone, and with the flip pair at
+the network's size plus each of ``--sizes`` (and all of them together), and prints the mean
+Dice against ground truth (images with a lesion; an invalid label counts 0) of each, with the
+first-round labels for reference. No training: run it in a project or benchmark clone after
+its warm-up, on a train split.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from busseg.data.prepared import PreparedDataset, PseudoLabels
+from busseg.data.split import read_id_list
+from busseg.imageio import resize_image
+from busseg.inference import probabilities
+from busseg.metrics import dice
+from busseg.models import SegmentationNet
+from busseg.pseudo.base import PseudoLabel
+from busseg.pseudo.refine import label_from_probabilities, read_labels
+from busseg.ssl.ema import freeze
+from busseg.training.checkpoint import load_model
+
+
+def probability_at(net: SegmentationNet, image: np.ndarray, size: int, mirrored: bool) -> np.ndarray:
+    """The network's probability map of ``image`` (H, W) fed at ``size`` x ``size``, at the image's size."""
+    view = np.ascontiguousarray(image[:, ::-1] if mirrored else image)
+    x = torch.from_numpy(np.array(resize_image(view, size))).float().div_(255.0)[None, None]
+    prob = probabilities(net, x, torch.device("cpu"))
+    prob = F.interpolate(prob, size=image.shape, mode="bilinear", align_corners=False)[0, 0].numpy()
+    return prob[:, ::-1] if mirrored else prob
+
+
+def relabel_scores(
+    net: SegmentationNet,
+    prepared: PreparedDataset,
+    ids: list[str],
+    first: dict[str, PseudoLabel],
+    sizes: list[int],
+    min_area_fraction: float,
+) -> dict[str, float]:
+    """Mean label Dice over ``ids`` of the first-round labels ``first`` and of the re-label with
+    the flip pair at the network's size (``flip``, what a refinement round does), plus each
+    extra size of ``sizes`` (``flip+<size>``) and, with several, all of them (``flip+<a>,<b>``)."""
+    base = net.config.image_size
+    variants = {"flip": (base,), **{f"flip+{s}": (base, s) for s in sizes}}
+    if len(sizes) > 1:
+        variants["flip+" + ",".join(map(str, sizes))] = (base, *sizes)
+    scores: dict[str, list[float]] = {"first_round": [], **{name: [] for name in variants}}
+    for sample_id in ids:
+        image, truth = prepared.image(sample_id), prepared.mask(sample_id)
+        label = first[sample_id]
+        scores["first_round"].append(dice(label.mask, truth) if label.valid else 0.0)
+        maps = {(s, m): probability_at(net, image, s, m) for s in {base, *sizes} for m in (False, True)}
+        for name, used in variants.items():
+            relabel = label_from_probabilities(np.mean([maps[s, m] for s in used for m in (False, True)], axis=0), min_area_fraction)
+            scores[name].append(dice(relabel.mask, truth) if relabel.valid else 0.0)
+    return {name: float(np.mean(v)) for name, v in scores.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prepared", type=Path, required=True)
+    parser.add_argument("--pseudo", type=Path, required=True, help="the first round's labels (pseudo_label's output)")
+    parser.add_argument("--teacher", type=Path, required=True)
+    parser.add_argument("--ids", type=Path, required=True, help="the images to re-label (a split file)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[144, 160, 192], help="extra input sizes (pixels, square)")
+    parser.add_argument("--min-area-fraction", type=float, default=0.01)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    prepared = PreparedDataset(args.prepared)
+    ids = [i for i in read_id_list(args.ids) if prepared.mask(i).any()]
+    first = read_labels(PseudoLabels(args.pseudo), ids)
+    net = freeze(load_model(args.teacher))
+    scores = relabel_scores(net, prepared, ids, first, args.sizes, args.min_area_fraction)
+    rows = {"n_images": len(ids), **{name: round(value, 4) for name, value in scores.items()}}
+    print(json.dumps(rows, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
