@@ -54,7 +54,8 @@ def relabel_scores(
 ) -> dict[str, float]:
     """Mean label Dice over ``ids`` of the first-round labels ``first`` and of the re-label with
     the flip pair at the network's size (``flip``, what a refinement round does), plus each
-    extra size of ``sizes`` (``flip+<size>``) and, with several, all of them (``flip+<a>,<b>``)."""
+    extra size of ``sizes`` (``flip+<size>``) and, with several, all of them (``flip+<a>,<b>``).
+    As in a round, an image on which the network finds nothing keeps its first-round label."""
     base = net.config.image_size
     variants = {"flip": (base,), **{f"flip+{s}": (base, s) for s in sizes}}
     if len(sizes) > 1:
@@ -67,6 +68,8 @@ def relabel_scores(
         maps = {(s, m): probability_at(net, image, s, m) for s in {base, *sizes} for m in (False, True)}
         for name, used in variants.items():
             relabel = label_from_probabilities(np.mean([maps[s, m] for s in used for m in (False, True)], axis=0), min_area_fraction)
+            if not relabel.valid:  # a round keeps the previous label where the network finds nothing
+                relabel = label
             scores[name].append(dice(relabel.mask, truth) if relabel.valid else 0.0)
     return {name: float(np.mean(v)) for name, v in scores.items()}
 
