@@ -16,23 +16,19 @@ its warm-up, on a train split.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from relabel_inputs import add_relabel_arguments, load_relabel_inputs, report
 
-from busseg.data.prepared import PreparedDataset, PseudoLabels
-from busseg.data.split import read_id_list
+from busseg.data.prepared import PreparedDataset
 from busseg.imageio import resize_image
 from busseg.inference import probabilities
 from busseg.metrics import dice
 from busseg.models import SegmentationNet
 from busseg.pseudo.base import PseudoLabel
-from busseg.pseudo.refine import label_from_probabilities, read_labels
-from busseg.ssl.ema import freeze
-from busseg.training.checkpoint import load_model
+from busseg.pseudo.refine import label_from_probabilities
 
 
 def probability_at(net: SegmentationNet, image: np.ndarray, size: int, mirrored: bool) -> np.ndarray:
@@ -76,25 +72,12 @@ def relabel_scores(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prepared", type=Path, required=True)
-    parser.add_argument("--pseudo", type=Path, required=True, help="the first round's labels (pseudo_label's output)")
-    parser.add_argument("--teacher", type=Path, required=True)
-    parser.add_argument("--ids", type=Path, required=True, help="the images to re-label (a split file)")
+    add_relabel_arguments(parser)
     parser.add_argument("--sizes", type=int, nargs="+", default=[144, 160, 192], help="extra input sizes (pixels, square)")
-    parser.add_argument("--min-area-fraction", type=float, default=0.01)
-    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-
-    prepared = PreparedDataset(args.prepared)
-    ids = [i for i in read_id_list(args.ids) if prepared.mask(i).any()]
-    first = read_labels(PseudoLabels(args.pseudo), ids)
-    net = freeze(load_model(args.teacher))
-    scores = relabel_scores(net, prepared, ids, first, args.sizes, args.min_area_fraction)
-    rows = {"n_images": len(ids), **{name: round(value, 4) for name, value in scores.items()}}
-    print(json.dumps(rows, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    inputs = load_relabel_inputs(args)
+    scores = relabel_scores(inputs.teacher, inputs.prepared, inputs.ids, inputs.first, args.sizes, args.min_area_fraction)
+    report({"n_images": len(inputs.ids), **{name: round(value, 4) for name, value in scores.items()}}, args.json)
 
 
 if __name__ == "__main__":

@@ -14,21 +14,17 @@ No training: it measures what one re-label gives, for choosing the threshold on 
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import numpy as np
 import torch
+from relabel_inputs import add_relabel_arguments, load_relabel_inputs, report
 
-from busseg.data.prepared import PreparedDataset, PseudoLabels
-from busseg.data.split import read_id_list
+from busseg.data.prepared import PreparedDataset
 from busseg.metrics import dice
 from busseg.pseudo.appearance import AppearanceLabeler, AppearanceOptions
 from busseg.pseudo.base import PseudoLabel
-from busseg.pseudo.refine import read_labels, refine_labels
+from busseg.pseudo.refine import refine_labels
 from busseg.pseudo.snap import snap_to_candidate
-from busseg.ssl.ema import freeze
-from busseg.training.checkpoint import load_model
 
 
 def mean_dice(labels: dict[str, PseudoLabel], prepared: PreparedDataset, ids: list[str]) -> float:
@@ -38,22 +34,13 @@ def mean_dice(labels: dict[str, PseudoLabel], prepared: PreparedDataset, ids: li
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prepared", type=Path, required=True)
-    parser.add_argument("--pseudo", type=Path, required=True, help="the first round's labels (pseudo_label's output)")
-    parser.add_argument("--teacher", type=Path, required=True)
-    parser.add_argument("--ids", type=Path, required=True, help="the images to re-label (a split file)")
+    add_relabel_arguments(parser)
     parser.add_argument("--weights", required=True, help="the appearance labeler's weights file (pseudo.appearance.weights)")
     parser.add_argument("--snap", type=float, nargs="+", default=[0.3, 0.5, 0.7])
-    parser.add_argument("--min-area-fraction", type=float, default=0.01)
-    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-
-    prepared = PreparedDataset(args.prepared)
-    ids = [i for i in read_id_list(args.ids) if prepared.mask(i).any()]
-    first = read_labels(PseudoLabels(args.pseudo), ids)
-    teacher = freeze(load_model(args.teacher))
-    relabeled = refine_labels(teacher, prepared, ids, torch.device("cpu"), args.min_area_fraction, previous=first)
+    inputs = load_relabel_inputs(args)
+    prepared, ids, first = inputs.prepared, inputs.ids, inputs.first
+    relabeled = refine_labels(inputs.teacher, prepared, ids, torch.device("cpu"), args.min_area_fraction, previous=first)
     labeler = AppearanceLabeler(AppearanceOptions(weights=args.weights))
     rows: dict[str, float] = {"n_images": len(ids), "first_round": mean_dice(first, prepared, ids),
                               "teacher": mean_dice(relabeled, prepared, ids)}
@@ -70,10 +57,7 @@ def main() -> None:
             score = snapped_dice if use else (dice(label.mask, prepared.mask(sample_id)) if label.valid else 0.0)
             rows[key] = rows.get(key, 0.0) + score / len(ids)
             rows[f"{key}_share"] = rows.get(f"{key}_share", 0.0) + float(use) / len(ids)
-    rows = {k: round(v, 4) for k, v in rows.items()}
-    print(json.dumps(rows, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    report({k: round(v, 4) for k, v in rows.items()}, args.json)
 
 
 if __name__ == "__main__":
