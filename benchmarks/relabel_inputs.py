@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from busseg.data.prepared import PreparedDataset, PseudoLabels
 from busseg.data.split import read_id_list
+from busseg.metrics import dice
 from busseg.models import SegmentationNet
 from busseg.pseudo.base import PseudoLabel
 from busseg.pseudo.refine import read_labels
@@ -48,6 +50,11 @@ def load_relabel_inputs(args: argparse.Namespace) -> RelabelInputs:
     prepared = PreparedDataset(args.prepared)
     ids = [i for i in read_id_list(args.ids) if prepared.mask(i).any()]
     return RelabelInputs(prepared, ids, read_labels(PseudoLabels(args.pseudo), ids), freeze(load_model(args.teacher)))
+
+
+def label_dice(label: PseudoLabel, truth: np.ndarray) -> float:
+    """Dice of ``label`` against the ground truth ``truth``; an invalid label counts 0."""
+    return dice(label.mask, truth) if label.valid else 0.0
 
 
 def report(rows: dict[str, Any], json_path: Path | None) -> None:

@@ -20,15 +20,14 @@ import argparse
 import numpy as np
 import torch
 import torch.nn.functional as F
-from relabel_inputs import add_relabel_arguments, load_relabel_inputs, report
+from relabel_inputs import add_relabel_arguments, label_dice, load_relabel_inputs, report
 
 from busseg.data.prepared import PreparedDataset
 from busseg.imageio import resize_image
 from busseg.inference import probabilities
-from busseg.metrics import dice
 from busseg.models import SegmentationNet
 from busseg.pseudo.base import PseudoLabel
-from busseg.pseudo.refine import label_from_probabilities
+from busseg.pseudo.refine import keep_previous_where_invalid, label_from_probabilities
 
 
 def probability_at(net: SegmentationNet, image: np.ndarray, size: int, mirrored: bool) -> np.ndarray:
@@ -60,13 +59,13 @@ def relabel_scores(
     for sample_id in ids:
         image, truth = prepared.image(sample_id), prepared.mask(sample_id)
         label = first[sample_id]
-        scores["first_round"].append(dice(label.mask, truth) if label.valid else 0.0)
+        scores["first_round"].append(label_dice(label, truth))
         maps = {(s, m): probability_at(net, image, s, m) for s in {base, *sizes} for m in (False, True)}
         for name, used in variants.items():
             relabel = label_from_probabilities(np.mean([maps[s, m] for s in used for m in (False, True)], axis=0), min_area_fraction)
-            if not relabel.valid:  # a round keeps the previous label where the network finds nothing
-                relabel = label
-            scores[name].append(dice(relabel.mask, truth) if relabel.valid else 0.0)
+            # as in a round, the previous label stays where the network finds nothing
+            relabel = keep_previous_where_invalid({sample_id: relabel}, {sample_id: label})[sample_id]
+            scores[name].append(label_dice(relabel, truth))
     return {name: float(np.mean(v)) for name, v in scores.items()}
 
 

@@ -17,7 +17,7 @@ import argparse
 
 import numpy as np
 import torch
-from relabel_inputs import add_relabel_arguments, load_relabel_inputs, report
+from relabel_inputs import add_relabel_arguments, label_dice, load_relabel_inputs, report
 
 from busseg.data.prepared import PreparedDataset
 from busseg.metrics import dice
@@ -28,8 +28,7 @@ from busseg.pseudo.snap import snap_to_candidate
 
 
 def mean_dice(labels: dict[str, PseudoLabel], prepared: PreparedDataset, ids: list[str]) -> float:
-    scores = [dice(labels[i].mask, prepared.mask(i)) if labels[i].valid else 0.0 for i in ids]
-    return float(np.mean(scores))
+    return float(np.mean([label_dice(labels[i], prepared.mask(i)) for i in ids]))
 
 
 def main() -> None:
@@ -54,7 +53,7 @@ def main() -> None:
         for threshold in args.snap:
             use = snapped is not None and snapped.agreement >= threshold
             key = f"snap_{threshold:g}"
-            score = snapped_dice if use else (dice(label.mask, prepared.mask(sample_id)) if label.valid else 0.0)
+            score = snapped_dice if use else label_dice(label, prepared.mask(sample_id))
             rows[key] = rows.get(key, 0.0) + score / len(ids)
             rows[f"{key}_share"] = rows.get(f"{key}_share", 0.0) + float(use) / len(ids)
     report({k: round(v, 4) for k, v in rows.items()}, args.json)
