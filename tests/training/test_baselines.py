@@ -11,7 +11,9 @@ import torch
 from busseg.errors import ConfigError
 from busseg.models import ModelConfig
 from busseg.training.loop import fit
-from busseg.training.methods import BCP, UniMatch, get_method
+from busseg.training.methods import BCP, MeanTeacher, Requirements, StudentAverageMethod, UniMatch, get_method
+from busseg.training.methods.bcp import BCPConfig
+from busseg.training.methods.mean_teacher import MeanTeacherConfig
 from busseg.training.methods.bcp import largest_component, paste_box
 
 from .test_ssl_methods import CONFIG, SIZE, batches, make_net, tiny_data
@@ -36,6 +38,22 @@ def test_baselines_are_registered_and_need_unlabeled_batches_only() -> None:
         assert needs.unlabeled and not needs.static_teacher
         # train.init is the loop's, the same for every method: no method refuses it.
         assert cls.requirements(replace(CONFIG, method=name, init="static_teacher")) == needs
+
+
+@pytest.mark.parametrize(
+    ("cls", "options_type", "own_key"), [(MeanTeacher, MeanTeacherConfig, "rampup_epochs"), (BCP, BCPConfig, "bcp_u_weight")]
+)
+def test_student_average_methods_build_their_section_and_ignore_a_static_teacher(
+    model_config: ModelConfig, cls: type[StudentAverageMethod], options_type: type, own_key: str
+) -> None:
+    config = replace(CONFIG, method=cls.name, ema_decay=0.9)
+    method = cls(make_net(model_config, 0), config, static_teacher=make_net(model_config, 1))
+    assert isinstance(method.options, options_type) and method.ema_decay == 0.9
+    assert method.static_teacher is None and method.ema_teacher is not None
+    assert cls.requirements(config) == Requirements(unlabeled=True, static_teacher=False)
+    with pytest.raises(ConfigError) as info:  # the subclass's own section is checked, not just the EMA knobs
+        cls.requirements(replace(config, **{own_key: -1.0}))
+    assert info.value.key == f"train.{own_key}"
 
 
 @pytest.mark.parametrize(

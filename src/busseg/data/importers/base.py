@@ -32,8 +32,6 @@ rule accepts; beyond it, resizing would distort the lesion, so the pair is skipp
 
 
 @dataclass
-
-
 class Sample:
     """One usable image/mask pair.
 
@@ -67,8 +65,6 @@ class Sample:
 
 
 @dataclass
-
-
 class Skip:
     """A sample left out of the dataset, with the file at fault and why.
 
@@ -82,8 +78,6 @@ class Skip:
 
 
 @dataclass
-
-
 class Ignored:
     """A file in the dataset folder that is not part of any sample, or metadata without a file.
 
@@ -104,8 +98,6 @@ Importer = Callable[..., Iterator[Record]]
 
 
 @dataclass(frozen=True)
-
-
 class DatasetSpec:
     """A dataset entry of params.yaml taken apart: its ``kind``, its ``root`` (an absolute
     path, or None when the entry has none) and the kind's remaining ``options``."""

@@ -56,8 +56,6 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-
-
 class BusUclmOptions:
     """Options of the ``bus_uclm`` kind."""
 
@@ -117,8 +115,6 @@ _NO = {"no", "n", "false", "0", ""}
 
 
 @dataclass(frozen=True)
-
-
 class InfoRow:
     """One row of BUS-UCLM's ``INFO.csv``: the label (or ``""``) and the flag columns present."""
 

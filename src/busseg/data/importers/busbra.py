@@ -38,8 +38,6 @@ DEVICES: tuple[str, ...] = ("GE Logiq 5", "GE Logiq 7", "Toshiba Aplio 300", "U-
 
 
 @dataclass(frozen=True)
-
-
 class BusBraOptions:
     """Options of the ``busbra`` kind.
 

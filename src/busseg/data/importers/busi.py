@@ -36,8 +36,6 @@ from busseg.data.importers.base import (
 
 
 @dataclass(frozen=True)
-
-
 class BusiOptions:
     """Options of the ``busi`` kind."""
 

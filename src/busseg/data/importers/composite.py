@@ -55,8 +55,6 @@ SOURCE_IMPORTERS = merge_registries(
 
 
 @dataclass(frozen=True)
-
-
 class CompositeOptions:
     """Options of the ``composite`` kind: ``sources`` maps a name to a nested spec."""
 

@@ -45,8 +45,6 @@ from busseg.errors import ConfigError
 
 
 @dataclass(frozen=True)
-
-
 class FolderOptions:
     """Options of the ``folder`` kind (see the module docstring for the pairing rule)."""
 

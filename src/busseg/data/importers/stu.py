@@ -17,8 +17,6 @@ from busseg.data.importers.base import Ignored, Record, check_root, limit_ids, l
 
 
 @dataclass(frozen=True)
-
-
 class StuOptions:
     """Options of the ``stu`` kind."""
 

@@ -27,8 +27,6 @@ from busseg.data.importers.base import (
 
 
 @dataclass(frozen=True)
-
-
 class UdiatOptions:
     """Options of the ``udiat`` kind."""
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from busseg.errors import ConfigError
 from busseg.training.methods import bcp, dual_teacher, mean_teacher, supervised, unimatch
-from busseg.training.methods.base import Batch, EMATeacherMethod, Requirements, TrainingMethod
+from busseg.training.methods.base import Batch, EMATeacherMethod, Requirements, StudentAverageMethod, TrainingMethod
 from busseg.training.methods.bcp import BCP, BCPConfig
 from busseg.training.methods.dual_teacher import DualTeacher, DualTeacherConfig
 from busseg.training.methods.mean_teacher import MeanTeacher, MeanTeacherConfig
@@ -67,6 +67,7 @@ __all__ = [
     "MeanTeacher",
     "MeanTeacherConfig",
     "Requirements",
+    "StudentAverageMethod",
     "Supervised",
     "TrainingMethod",
     "UniMatch",

@@ -1,5 +1,6 @@
 """What every training method shares: the base class, what a method needs from its stage,
-and the EMA-teacher base of the semi-supervised methods.
+the EMA-teacher base of the semi-supervised methods and the base of those whose
+only teacher is that average.
 
 A method is an ``nn.Module`` that owns the student and whatever else it trains or keeps
 (an EMA teacher, a projection head), so that ``method.state_dict()`` is everything a
@@ -252,3 +253,34 @@ class EMATeacherMethod(TrainingMethod):
         n_labeled = labeled["image"].shape[0]
         logits, features = self.student.forward_features(torch.cat([labeled["image"], unlabeled["image"]]))
         return logits[:n_labeled], logits[n_labeled:], features[n_labeled:]
+
+
+class StudentAverageMethod(EMATeacherMethod):
+    """Base of the methods whose only teacher is the EMA of the student (``mean_teacher``, ``bcp``).
+
+    A subclass names its section class in ``options_type``; the constructor builds it from
+    the config (``self.options``) and takes ``ema_decay`` from it. Such a method needs
+    unlabeled batches every step and no static teacher: one handed in by mistake is ignored
+    (not kept, not frozen).
+    """
+
+    options_type: ClassVar[type[EMATeacherConfig]] = EMATeacherConfig
+
+    def __init__(
+        self,
+        student: SegmentationNet,
+        config: TrainConfig,
+        static_teacher: SegmentationNet | None = None,
+        *,
+        section: str = "train",
+    ) -> None:
+        options = config.section(self.options_type, section)
+        super().__init__(student, config, None, ema_decay=options.ema_decay, section=section)
+        self.options = options
+
+    @classmethod
+    def requirements(cls, config: TrainConfig, section: str = "train") -> Requirements:
+        """Unlabeled batches every step; no static teacher."""
+        super().requirements(config, section)
+        config.section(cls.options_type, section)
+        return Requirements(unlabeled=True)

@@ -52,14 +52,11 @@ from torch import Tensor
 
 from busseg.config import check_range
 from busseg.losses import masked_bce_dice_loss
-from busseg.models import SegmentationNet
 from busseg.ssl import ema_update
-from busseg.training.config import TrainConfig
 from busseg.training.methods.base import (
     Batch,
     EMATeacherConfig,
-    EMATeacherMethod,
-    Requirements,
+    StudentAverageMethod,
     check_non_negative,
     require_unlabeled,
     teacher_probabilities,
@@ -109,29 +106,13 @@ class BCPConfig(EMATeacherConfig):
         check_range("bcp_pretrain_fraction", self.bcp_pretrain_fraction, 0.0, 0.95)
 
 
-class BCP(EMATeacherMethod):
+class BCP(StudentAverageMethod):
     """Bidirectional copy-paste with an EMA teacher's pseudo labels (see the module docstring)."""
 
     name = "bcp"
 
-    def __init__(
-        self,
-        student: SegmentationNet,
-        config: TrainConfig,
-        static_teacher: SegmentationNet | None = None,
-        *,
-        section: str = "train",
-    ) -> None:
-        options = config.section(BCPConfig, section)
-        super().__init__(student, config, None, ema_decay=options.ema_decay, section=section)
-        self.options = options
-
-    @classmethod
-    def requirements(cls, config: TrainConfig, section: str = "train") -> Requirements:
-        """Unlabeled batches every step; no static teacher."""
-        super().requirements(config, section)
-        config.section(BCPConfig, section)
-        return Requirements(unlabeled=True)
+    options_type = BCPConfig
+    options: BCPConfig
 
     def mixed_loss(self, logits: Tensor, target: Tensor, from_unlabeled: Tensor, valid: Tensor) -> Tensor:
         """BCP's ``mix_loss``: BCE + Dice of each region; the unlabeled image's region weighted ``bcp_u_weight``."""

@@ -17,13 +17,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from busseg.losses import bce_dice_loss
-from busseg.models import SegmentationNet
-from busseg.training.config import TrainConfig
 from busseg.training.methods.base import (
     Batch,
     EMATeacherConfig,
-    EMATeacherMethod,
-    Requirements,
+    StudentAverageMethod,
     check_non_negative,
     check_unit_interval,
     confident,
@@ -64,7 +61,7 @@ class MeanTeacherConfig(EMATeacherConfig):
         check_unit_interval(self, "confidence_threshold")
 
 
-class MeanTeacher(EMATeacherMethod):
+class MeanTeacher(StudentAverageMethod):
     """Mean teacher: ``L = L_s + w(t) * MSE(sigmoid(student(x_u)), sigmoid(teacher(x_u)))``.
 
     ``w(t) = lambda_u * sigmoid_rampup(progress, epochs, rampup_epochs)``. Under
@@ -76,25 +73,8 @@ class MeanTeacher(EMATeacherMethod):
 
     name = "mean_teacher"
 
-    def __init__(
-        self,
-        student: SegmentationNet,
-        config: TrainConfig,
-        static_teacher: SegmentationNet | None = None,
-        *,
-        section: str = "train",
-    ) -> None:
-        options = config.section(MeanTeacherConfig, section)
-        # A static teacher handed in by mistake is ignored (not kept, not frozen).
-        super().__init__(student, config, None, ema_decay=options.ema_decay, section=section)
-        self.options = options
-
-    @classmethod
-    def requirements(cls, config: TrainConfig, section: str = "train") -> Requirements:
-        """Unlabeled batches every step; no static teacher."""
-        super().requirements(config, section)
-        config.section(MeanTeacherConfig, section)
-        return Requirements(unlabeled=True)
+    options_type = MeanTeacherConfig
+    options: MeanTeacherConfig
 
     def consistency_weight(self, progress: float) -> float:
         """``lambda_u`` times the sigmoid ramp-up at ``progress``."""
