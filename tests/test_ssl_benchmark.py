@@ -148,3 +148,49 @@ def test_merge_params_rewrites_every_busbra_root(bench, tmp_path) -> None:
     assert [merged["datasets"][k]["root"] for k in "abs"] == [str(tmp_path), str(tmp_path), "z"]
     assert merged["pseudo"]["appearance"] == {"working_size": 160, "weights": "w.json"}
     assert merged["seed"] == 1 and extra["datasets"]["a"]["root"] == "x" and "weights" not in params["pseudo"]["appearance"]
+
+
+def _train_config_of(experiment, bench) -> "TrainConfig":  # noqa: F821 - imported lazily below
+    """The train section one experiment runs with: params.yaml, the benchmark budget, then its overrides."""
+    import dataclasses
+
+    import yaml
+
+    from busseg.config import from_dict
+    from busseg.training.config import TrainConfig
+
+    repo = PATH.parents[1]
+    train = dict(yaml.safe_load((repo / "params.yaml").read_text())["train"])
+    train.update(yaml.safe_load((repo / "benchmarks" / "ssl_busbra.yaml").read_text())["train"])
+    fields = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    for key, value in experiment.overrides.items():
+        if key.startswith("train."):
+            train[key.removeprefix("train.")] = yaml.safe_load(value)  # as `dvc exp run -S` parses it
+    assert set(train) <= set(fields)
+    return from_dict(TrainConfig, train, "train")
+
+
+def test_every_row_and_rung_is_a_valid_setting_of_its_method(bench) -> None:
+    """A rung that switches a teacher off must also switch off what needs it (static_anneal)."""
+    from busseg.training.methods import get_method
+
+    for experiment in bench.plan(list(bench.DEFAULT_METHODS), [0.025], [0], ladder=True):
+        config = _train_config_of(experiment, bench)
+        get_method(config.method).requirements(config)  # raises ConfigError on a contradiction
+
+
+def test_the_default_is_the_last_ladder_rung_and_the_paper_row_has_none_of_its_additions(bench) -> None:
+    """params.yaml's default dual_teacher, the benchmark's dual_teacher row and the top rung agree."""
+    import dataclasses
+
+    import yaml
+
+    plan = {e.group: e for e in bench.plan(list(bench.DEFAULT_METHODS), [0.025], [0], ladder=True)}
+    tuned = _train_config_of(plan["dual_teacher-2.5"], bench)
+    assert tuned == _train_config_of(plan["lad-anneal-2.5"], bench)
+    defaults = yaml.safe_load((PATH.parents[1] / "params.yaml").read_text())["train"]
+    for key in ("method", "aurcl_variant", "augment", "confidence_threshold", "static_anneal", "init", "uewf_kernel"):
+        assert defaults[key] == getattr(tuned, key), key
+    paper = _train_config_of(plan["dual_teacher_paper-2.5"], bench)
+    assert (paper.confidence_threshold, paper.static_anneal, paper.augment) == (0.0, 0.0, "none")
+    assert dataclasses.replace(paper, aurcl_variant="prototype", augment="strong") == _train_config_of(plan["lad-aug-2.5"], bench)
