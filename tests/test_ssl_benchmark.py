@@ -4,8 +4,12 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from busseg.training.config import TrainConfig
 
 PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "ssl_benchmark.py"
 
@@ -150,7 +154,7 @@ def test_merge_params_rewrites_every_busbra_root(bench, tmp_path) -> None:
     assert merged["seed"] == 1 and extra["datasets"]["a"]["root"] == "x" and "weights" not in params["pseudo"]["appearance"]
 
 
-def _train_config_of(experiment, bench) -> "TrainConfig":  # noqa: F821 - imported lazily below
+def _train_config_of(experiment, bench) -> TrainConfig:
     """The train section one experiment runs with: params.yaml, the benchmark budget, then its overrides."""
     import dataclasses
 
