@@ -73,9 +73,10 @@ METRICS = ("dice", "iou", "hd95")
 #: ``supervised_random`` starts from random weights and takes the warm-up's steps as training
 #: steps too (:data:`RANDOM_INIT_EPOCHS`), so its total optimizer steps equal every other row's.
 RANDOM_INIT_EPOCHS = "24"
+#: The two teacher-control keys the default adds to the issue-11 setting (README, "the ablation ladder").
+TEACHER_CONTROL: dict[str, str] = {"train.confidence_threshold": "0.8", "train.static_anneal": "1.0"}
 VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
-    "dual_teacher": ("dual_teacher", {"train.aurcl_variant": "prototype", "train.confidence_threshold": "0.8",
-                                      "train.static_anneal": "1.0"}),
+    "dual_teacher": ("dual_teacher", {"train.aurcl_variant": "prototype", **TEACHER_CONTROL}),
     # The paper has no confidence mask and keeps the static teacher's weight (params.yaml's default has both).
     "dual_teacher_paper": ("dual_teacher", {"train.augment": "none", "train.aurcl_variant": "paper",
                                             "train.confidence_threshold": "0.0", "train.static_anneal": "0.0"}),
@@ -99,8 +100,7 @@ LADDER: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("lad-proto", "+ AURCL, prototype variant", {"train.aurcl_variant": "prototype"}),
     ("lad-aug", "+ strong augmentation", _ISSUE11),
     ("lad-conf", "+ confidence mask 0.8", {**_ISSUE11, "train.confidence_threshold": "0.8"}),
-    ("lad-anneal", "+ static teacher annealed over the run (= dual_teacher)",
-     {**_ISSUE11, "train.confidence_threshold": "0.8", "train.static_anneal": "1.0"}),
+    ("lad-anneal", "+ static teacher annealed over the run (= dual_teacher)", {**_ISSUE11, **TEACHER_CONTROL}),
 )
 
 

@@ -166,11 +166,10 @@ def _train_config_of(experiment, bench) -> TrainConfig:
     repo = PATH.parents[1]
     train = dict(yaml.safe_load((repo / "params.yaml").read_text())["train"])
     train.update(yaml.safe_load((repo / "benchmarks" / "ssl_busbra.yaml").read_text())["train"])
-    fields = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
     for key, value in experiment.overrides.items():
         if key.startswith("train."):
             train[key.removeprefix("train.")] = yaml.safe_load(value)  # as `dvc exp run -S` parses it
-    assert set(train) <= set(fields)
+    assert set(train) <= {f.name for f in dataclasses.fields(TrainConfig)}
     return from_dict(TrainConfig, train, "train")
 
 
