@@ -305,35 +305,45 @@ def exp_show(work: Path) -> Any:
     return json.loads(out.stdout)
 
 
+def run_experiments(work: Path, experiments: list[Experiment], jobs: int, dry_run: bool, sequential: bool) -> Any:
+    """Run ``experiments`` in the clone ``work``; ``dvc exp show --json`` afterwards (None on a dry run).
+
+    The first one runs in the workspace, so that the stages every experiment shares (prepare,
+    pseudo labels, the static teacher of that seed) land in DVC's run cache; the others run
+    one by one (``sequential``) or through DVC's queue, ``jobs`` at a time.
+    """
+    sh(experiments[0].command(queue=False), work, dry_run)
+    if sequential:  # one after the other, no queue workers (small smoke runs)
+        for experiment in experiments[1:]:
+            sh(experiment.command(queue=False), work, dry_run)
+        return None if dry_run else exp_show(work)
+    for experiment in experiments[1:]:
+        sh(experiment.command(), work, dry_run)
+    sh(["dvc", "queue", "start", "-j", str(jobs)], work, dry_run)
+    if dry_run:
+        return None
+    while True:
+        status = subprocess.run(["dvc", "queue", "status"], cwd=work, capture_output=True, text=True,
+                                env=clone_env(work)).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(60)
+    print(status)
+    return exp_show(work)
+
+
 def run(args: argparse.Namespace) -> None:
     extra = dict(item.split("=", 1) for item in args.set)
     experiments = plan(args.methods, args.ratios, args.seeds, not args.no_ladder, extra, not args.no_upper_bound)
     print(f"{len(experiments)} experiments in {len({e.group for e in experiments})} groups, {args.jobs} at a time")
     prepare_clone(args.work, args.params, args.busbra_root.resolve(), args.dry_run)
-    # The first one runs in the workspace: it fills the run cache with the shared stages.
-    sh(experiments[0].command(queue=False), args.work, args.dry_run)
-    if args.sequential:  # one after the other, no queue workers (small smoke runs)
-        for experiment in experiments[1:]:
-            sh(experiment.command(queue=False), args.work, args.dry_run)
-        if not args.dry_run:
-            print(table(exp_show(args.work), experiments, args.dataset))
+    show = run_experiments(args.work, experiments, args.jobs, args.dry_run, args.sequential)
+    if show is None:
         return
-    for experiment in experiments[1:]:
-        sh(experiment.command(), args.work, args.dry_run)
-    sh(["dvc", "queue", "start", "-j", str(args.jobs)], args.work, args.dry_run)
-    if args.dry_run:
-        return
-    while True:
-        status = subprocess.run(["dvc", "queue", "status"], cwd=args.work, capture_output=True, text=True,
-                                env=clone_env(args.work)).stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(60)
-    print(status)
-    show = exp_show(args.work)
     print(table(show, experiments, args.dataset))
-    print()
-    print(paired_table(show, experiments, args.reference, args.dataset))
+    if not args.sequential:
+        print()
+        print(paired_table(show, experiments, args.reference, args.dataset))
 
 
 def main(argv: list[str] | None = None) -> None:
