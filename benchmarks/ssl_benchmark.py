@@ -161,11 +161,19 @@ def plan(
 
 
 def iter_experiments(show: Any) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(name, data) of every named experiment in ``dvc exp show --json`` output, whatever its nesting."""
+    """(name, data) of every finished experiment in ``dvc exp show --json`` output, whatever its nesting.
+
+    A queued, running or failed experiment (an ``executor`` with a state) is left out: while an
+    experiment runs in the workspace, ``dvc exp show`` lists it under its name with the
+    workspace's metrics files, which still hold the previous experiment's figures.
+    """
     if isinstance(show, list):
         for item in show:
             yield from iter_experiments(item)
     elif isinstance(show, dict):
+        executor = show.get("executor")
+        if isinstance(executor, dict) and executor.get("state") not in (None, "success"):
+            return
         if isinstance(show.get("name"), str) and isinstance(show.get("data"), dict):
             yield show["name"], show["data"]
         for value in show.values():

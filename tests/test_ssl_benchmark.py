@@ -85,6 +85,22 @@ def test_table_gives_mean_and_std_over_seeds(bench) -> None:
     assert bench.table([], experiments).splitlines()[2].endswith("| 0 | - | - | - |")
 
 
+def test_a_running_or_failed_experiment_is_not_read(bench) -> None:
+    """dvc exp show lists a running experiment under its name with the workspace's (stale) metrics."""
+    experiments = bench.plan(["supervised"], [0.1], [0, 1], ladder=False, upper_bound=False)
+
+    def exp(name: str, dice: float, state: str | None) -> dict:
+        rev = {"rev": "workspace" if state else "abc", "name": name,
+               "data": {"metrics": {"metrics/summary.json": {"data": {"busbra": {"dice": dice}}}}}}
+        return {"revs": [rev], "name": name, "executor": {"state": state, "name": "workspace"} if state else None}
+
+    show = [{"experiments": [exp("supervised-10-s0", 0.7, None), exp("supervised-10-s1", 0.2, "running")]}]
+    assert [name for name, _ in bench.iter_experiments(show)] == ["supervised-10-s0"]
+    assert "| supervised, 10 % | 1 | 0.700 |" in bench.table(show, experiments)
+    show[0]["experiments"][1]["executor"]["state"] = "failed"
+    assert [name for name, _ in bench.iter_experiments(show)] == ["supervised-10-s0"]
+
+
 def test_every_row_has_the_same_start_and_total_steps(bench) -> None:
     """Issue 19: one initialisation policy and one step budget, warm-up counted."""
     import yaml
