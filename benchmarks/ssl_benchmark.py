@@ -318,12 +318,17 @@ def run_experiments(work: Path, experiments: list[Experiment], jobs: int, dry_ru
 
     The first one runs in the workspace, so that the stages every experiment shares (prepare,
     pseudo labels, the static teacher of that seed) land in DVC's run cache; the others run
-    one by one (``sequential``) or through DVC's queue, ``jobs`` at a time.
+    one by one (``sequential``) or through DVC's queue, ``jobs`` at a time. A run in the
+    workspace leaves its values in params.yaml, and the next experiment (queued or not) would
+    start from them, so the committed params.yaml is restored after every such run.
     """
+    restore = ["git", "checkout", "--", "params.yaml"]
     sh(experiments[0].command(queue=False), work, dry_run)
+    sh(restore, work, dry_run)
     if sequential:  # one after the other, no queue workers (small smoke runs)
         for experiment in experiments[1:]:
             sh(experiment.command(queue=False), work, dry_run)
+            sh(restore, work, dry_run)
         return None if dry_run else exp_show(work)
     for experiment in experiments[1:]:
         sh(experiment.command(), work, dry_run)

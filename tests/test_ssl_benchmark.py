@@ -101,6 +101,18 @@ def test_a_running_or_failed_experiment_is_not_read(bench) -> None:
     assert [name for name, _ in bench.iter_experiments(show)] == ["supervised-10-s0"]
 
 
+@pytest.mark.parametrize("sequential", [False, True])
+def test_params_are_restored_after_every_run_in_the_workspace(bench, tmp_path, capsys, sequential) -> None:
+    """A workspace run leaves its -S values in params.yaml; the next experiment must not start from them."""
+    experiments = bench.plan(["supervised_random", "supervised"], [0.025], [0], ladder=False, upper_bound=False)
+    bench.run_experiments(tmp_path, experiments, jobs=2, dry_run=True, sequential=sequential)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("+ ")]
+    runs = [i for i, line in enumerate(lines) if line.startswith("+ dvc exp run")]
+    workspace_runs = runs if sequential else runs[:1]
+    assert all(lines[i + 1] == "+ git checkout -- params.yaml" for i in workspace_runs)
+    assert "--queue" in lines[runs[1]] if not sequential else "--queue" not in lines[runs[1]]
+
+
 def test_every_row_has_the_same_start_and_total_steps(bench) -> None:
     """Issue 19: one initialisation policy and one step budget, warm-up counted."""
     import yaml
