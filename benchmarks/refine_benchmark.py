@@ -77,14 +77,11 @@ def seed_row(refine: dict[str, Any] | None, none: float | None, refined: float |
     """One seed's figures: ``refine`` is the refined arm's ``metrics/refine/<ds>.json``, the rest test Dice."""
     row: dict[str, float] = {}
     if refine and "round_0" in refine:
-        last = refine.get(f"round_{refine.get('accepted_round', 0)}") or {}
-        row["labels_first"] = refine["round_0"]["dice"]
-        row["teacher_first"] = refine["round_0"]["teacher_val_dice"]
-        if refine.get("accepted_round", 0) > 0:
-            row["labels_refined"] = last["dice"]
-            row["teacher_refined"] = last["teacher_val_dice"]
-        else:  # every round was dropped: the first round's labels and teacher are what the student gets
-            row["labels_refined"], row["teacher_refined"] = row["labels_first"], row["teacher_first"]
+        first = refine["round_0"]
+        # The accepted round is what the student gets; round 0 when every round was dropped.
+        best = refine.get(f"round_{refine.get('accepted_round', 0)}") or first
+        row["labels_first"], row["teacher_first"] = first["dice"], first["teacher_val_dice"]
+        row["labels_refined"], row["teacher_refined"] = best["dice"], best["teacher_val_dice"]
         relabeler = (refine.get("round_1") or {}).get("labeler_student_val_dice")
         if relabeler is not None:
             row["relabeler_val"] = relabeler
