@@ -85,6 +85,9 @@ def seed_row(refine: dict[str, Any] | None, none: float | None, refined: float |
         relabeler = (refine.get("round_1") or {}).get("labeler_student_val_dice")
         if relabeler is not None:
             row["relabeler_val"] = relabeler
+        # With several rounds, the student that made the accepted labels is a later one.
+        if refine.get("accepted_round", 0) > 1 and (last := best.get("labeler_student_val_dice")) is not None:
+            row["relabeler_last_val"] = last
     for key, value in (("student_none", none), ("student_refined", refined), ("sup100", sup100)):
         if value is not None:
             row[key] = value
@@ -99,6 +102,7 @@ ROWS = (
     ("teacher_refined", "teacher after the rounds, val"),
     (("teacher_refined", "teacher_first"), "gain in teacher (points, paired)"),
     ("relabeler_val", "the re-labeling student, val"),
+    ("relabeler_last_val", "the accepted round's re-labeling student, val (several rounds)"),
     ("student_none", "student test, no refinement"),
     ("student_refined", "student test, after the rounds"),
     (("student_refined", "student_none"), "gain in student (points, paired)"),

@@ -83,6 +83,16 @@ def test_seed_row_reads_the_accepted_round_and_falls_back_to_the_first_when_ever
     assert "student_refined" not in dropped and bench.seed_row(None, None, None, None) == {}
 
 
+def test_seed_row_of_two_rounds_names_the_student_that_made_the_accepted_labels(bench) -> None:
+    refine = _refine_metrics(0.40, 0.50, 0.45, 0.55, accepted=1)
+    refine.update(rounds=2, accepted_round=2, round_2={"dice": 0.58, "teacher_val_dice": 0.62, "accepted": True,
+                                                      "labeler_student_val_dice": 0.65})
+    row = bench.seed_row(refine, 0.5, 0.6, 0.8)
+    assert row["labels_refined"] == 0.58 and row["teacher_refined"] == 0.62
+    assert row["relabeler_val"] == 0.6 and row["relabeler_last_val"] == 0.65
+    assert "relabeler_last_val" not in bench.seed_row(_refine_metrics(0.40, 0.50, 0.45, 0.55, accepted=1), 0.5, 0.6, 0.8)
+
+
 def _exp(name: str, dataset: str, dice: float, refine: dict | None = None) -> dict:
     metrics = {"metrics/summary.json": {"data": {dataset: {"dice": dice, "iou": dice - 0.1, "hd95": 9.0}}}}
     if refine is not None:
