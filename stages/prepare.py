@@ -33,6 +33,12 @@ def main() -> None:
         write_json(args.report, report.to_dict())
     except OSError as exc:
         raise DataError(args.report, f"cannot write the report: {exc.strerror or exc}") from None
+    if report.n_unmasked:
+        print(f"prepare {args.dataset}: {report.n_images} images, {report.n_masked} with a mask, "
+              f"{report.n_unmasked} without (unlabeled scans)")
+    if report.notes:
+        print(f"prepare {args.dataset}: {len(report.notes)} DICOM cine clips, their first frame read "
+              f"(listed under notes in {args.report})")
 
 
 if __name__ == "__main__":

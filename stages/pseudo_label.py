@@ -15,6 +15,7 @@ import numpy as np
 
 from _params import cpu_workers, load_params, main_guard, runtime_progress, setup_runtime
 
+from busseg.data.index import has_mask
 from busseg.data.prepared import PreparedDataset
 from busseg.pseudo.appearance import DatasetPrior
 from busseg.pseudo.registry import TORCH_FREE_BACKENDS, TWO_PASS_BACKENDS, build_labeler, input_files
@@ -68,6 +69,9 @@ def main() -> None:
     release(cache_root)  # the labels are written: per-image resume state is no longer needed
     scored = score_against_truth(args.prepared, index, args.out)
     summary = {"backend": backend, **quality_summary(scored)}
+    n_unmasked = int((~has_mask(index)).sum())
+    if n_unmasked:  # labeled, but without ground truth to score them on
+        summary["n_unmasked"] = n_unmasked
     write_json(args.metrics, summary)
     write_text(args.curve, dice_vs_coverage(scored).to_csv(index=False))
     render_pseudo_overlays(args.prepared, index, args.out, args.overlays, int(pseudo.get("n_overlays", 12)))

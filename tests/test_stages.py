@@ -39,6 +39,7 @@ def test_missing_root(tmp_path: Path) -> None:
 @pytest.mark.parametrize("ratio", [0, 1.5, -0.2])
 def test_label_ratio_out_of_range(tmp_path: Path, tiny_prepared: Path, ratio: float) -> None:
     write_params(tmp_path, label_ratio=ratio)
-    proc = run_stage(tmp_path, "split.py", "--index", str(tiny_prepared / "index.csv"), "--out", "splits")
+    proc = run_stage(tmp_path, "split.py", "--index", str(tiny_prepared / "index.csv"), "--out", "splits",
+                     "--metrics", "split.json")
     assert proc.returncode == 1
     assert "label_ratio" in proc.stderr and "Traceback" not in proc.stderr

@@ -17,7 +17,8 @@ input skips the output folder inside it, so ``--out`` may lie inside (or be) an 
 folder and a second run reads the same inputs as the first. Hidden files and folders
 (``.name``) are not read from input folders.
 
-An image that cannot be read (corrupt, not an image, colour content without
+Scans are images (PNG, JPEG, BMP, TIFF) or DICOM files (``.dcm``; the first frame of a
+cine clip, with a note). An image that cannot be read (corrupt, not an image, colour content without
 ``--allow-colour``) is skipped and listed with the reason; the others are still written.
 The exit code is 0 when every input was written and 1 otherwise; Ctrl-C prints one line,
 ``interrupted``, and exits with 130 (the masks written until then are whole files).
@@ -37,8 +38,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from busseg.dicom import frame_note, is_dicom
 from busseg.errors import BussegError, ConfigError, DataError
-from busseg.imageio import IMAGE_SUFFIXES, read_image
+from busseg.imageio import SCAN_SUFFIXES, read_image
 
 if TYPE_CHECKING:  # torch is imported only when a command runs (fast --help)
     import torch
@@ -78,6 +80,7 @@ class Summary:
     masks: int = 0
     overlays: int = 0
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    notes: list[tuple[Path, str]] = field(default_factory=list)
 
 
 def _is_within(path: Path, folder: Path) -> bool:
@@ -93,7 +96,7 @@ def _is_output_name(path: Path) -> bool:
 def _walk(folder: Path, out: Path) -> Iterator[Path]:
     """Files under ``folder`` that may be images (sorted), hidden entries and the output folder left out.
 
-    "May be images": the extensions of :data:`busseg.imageio.IMAGE_SUFFIXES` (case-insensitive);
+    "May be images": the extensions of :data:`busseg.imageio.SCAN_SUFFIXES` (images and DICOM, case-insensitive);
     a file named explicitly is read whatever its extension."""
     for root, dirs, files in os.walk(folder):
         here = Path(root)
@@ -101,7 +104,7 @@ def _walk(folder: Path, out: Path) -> Iterator[Path]:
         # (when it *is* the input folder, the output names are filtered per file).
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (here / d).resolve() != out)
         for name in sorted(files):
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
+            if not name.startswith(".") and Path(name).suffix.lower() in SCAN_SUFFIXES:
                 yield here / name
 
 
@@ -206,7 +209,10 @@ def run_predictions(
     def readable() -> Iterator[tuple[Job, np.ndarray]]:
         for job in plan.jobs:
             try:
-                yield job, _read(job.source, args.allow_colour)
+                image = _read(job.source, args.allow_colour)
+                if is_dicom(job.source) and (note := frame_note(job.source)):
+                    summary.notes.append((job.source, note))
+                yield job, image
             except DataError as exc:
                 summary.skipped.append((job.source, exc.problem))
 
@@ -235,6 +241,8 @@ def _report(summary: Summary, out: Path, ignored: int) -> None:
     print(f"{written} to {out}")
     if ignored:
         print(f"ignored {ignored} earlier output{'s' * (ignored != 1)} of busseg predict (*{MASK_SUFFIX}, *{OVERLAY_SUFFIX})")
+    for path, note in summary.notes:
+        print(f"note {path}: {note}", file=sys.stderr)
     for path, reason in summary.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
 

@@ -54,6 +54,7 @@ import numpy as np
 from PIL import Image
 
 from busseg.atomic import atomic_path
+from busseg.dicom import DICOM_SUFFIXES, is_dicom, read_dicom_pixels
 from busseg.errors import DataError
 
 GREY_TOLERANCE = 2
@@ -122,6 +123,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 """File extensions read as images or masks from a folder (case-insensitive): by the
 importers (``folder``, ``udiat``, ...) and by ``busseg predict`` for its input folders."""
 
+SCAN_SUFFIXES = IMAGE_SUFFIXES + DICOM_SUFFIXES
+"""File extensions read as scans (images, never masks): the image formats and DICOM."""
+
 _HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 
 
@@ -165,9 +169,17 @@ def read_image_with_colour(path: str | Path) -> tuple[np.ndarray, ColourContent]
     """Read an image as ``uint8`` (H, W) by its luma, and say what its colour content was.
 
     Every importer reads images through here, so that the colour rule is the same for
-    every dataset kind; the caller decides what to record. Raises :class:`DataError`
+    every dataset kind; the caller decides what to record. DICOM files
+    (:func:`busseg.dicom.is_dicom`) are read by :func:`busseg.dicom.read_dicom_pixels`
+    (their first frame) and pass the same colour rule. Raises :class:`DataError`
     naming ``path`` for unreadable files.
     """
+    if is_dicom(path):
+        pixels = read_dicom_pixels(path, MAX_PIXELS)
+        if pixels.ndim == 2:
+            return pixels, ColourContent()
+        luma = np.asarray(Image.fromarray(pixels).convert("L"), dtype=np.uint8)
+        return luma, classify_colour(pixels, luma)
     image = _open(path, "image")
     if image.mode in ("L", "1"):
         return np.asarray(image.convert("L"), dtype=np.uint8), ColourContent()

@@ -32,7 +32,8 @@ def build_summary(
 ) -> dict[str, dict[str, float]]:
     """Nested ``dataset -> metric`` (so ``dvc metrics diff`` prints ``synthetic.dice``).
 
-    Pseudo-label quality enters as ``pseudo_dice``, ``pseudo_coverage``, ...; with
+    Pseudo-label quality enters as ``pseudo_dice``, ``pseudo_coverage``, ...; a dataset with
+    scans that have no mask (unlabeled, never scored) says how many as ``n_unmasked_scans``; with
     ``refine_dir`` and at least one refinement round, the train split's labels before and
     after the rounds as ``train_labels_dice`` and ``refined_labels_dice`` (the same images;
     "after" is the last accepted round).
@@ -50,6 +51,8 @@ def build_summary(
         for key in PSEUDO_KEYS:
             if key in pseudos.get(name, {}):
                 row[f"pseudo_{key}"] = pseudos[name][key]
+        if "n_unmasked" in pseudos.get(name, {}):  # scans without a mask: trained on, never scored
+            row["n_unmasked_scans"] = pseudos[name]["n_unmasked"]
         refined = refines.get(name, {})
         # The labels kept are those of the last accepted round (a rejected round's are dropped).
         last = refined.get(f"round_{refined.get('accepted_round', refined.get('rounds', 0))}", {})

@@ -39,7 +39,7 @@ def run_stage(cwd: Path, script: str, *args: str) -> subprocess.CompletedProcess
 
 
 def split_args(tiny_prepared: Path) -> tuple[str, ...]:
-    return ("--index", str(tiny_prepared / "index.csv"), "--out", "splits")
+    return ("--index", str(tiny_prepared / "index.csv"), "--out", "splits", "--metrics", "split.json")
 
 
 # (case id, params.yaml text, the key the error must name)

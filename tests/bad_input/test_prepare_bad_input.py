@@ -119,7 +119,8 @@ def test_names_with_spaces_and_newlines_get_safe_ids_that_later_stages_find(tmp_
     assert report["n_images"] == 4 and report["n_skipped"] == 0
     # The next stage reads the index and finds what it names.
     split = subprocess.run(
-        [sys.executable, str(REPO / "stages" / "split.py"), "--index", str(OUT / "index.csv"), "--out", "splits"],
+        [sys.executable, str(REPO / "stages" / "split.py"), "--index", str(OUT / "index.csv"), "--out", "splits",
+         "--metrics", "split.json"],
         cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300,
     )
     assert split.returncode == 0 and "Traceback" not in split.stderr, split.stderr

@@ -87,6 +87,7 @@ def test_prepare_writes_source_column_counts_and_duplicates(tmp_path):
         "n_skipped": 1,
         "n_ignored": 0,
         "n_empty_masks": 1,
+        "n_unmasked": 0,
         "colour_converted": 0,
         "tinted_converted": 4,
     }

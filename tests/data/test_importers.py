@@ -93,7 +93,7 @@ def test_missing_root_raises_data_error(tmp_path, kind):
     [
         ("busbra", "images/, masks/, bus_data.csv"),
         ("stu", "images/, masks/"),
-        ("folder", "images/, masks/"),
+        ("folder", "images/"),
         ("busi", "Dataset_BUSI_with_GT/ or benign/, malignant/"),
         ("bus_uclm", "images/, masks/"),
         ("udiat", "original/, GT/"),
@@ -336,7 +336,7 @@ def _make_folder(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def test_folder_pairs_by_suffix_and_skips_each_quirk(tmp_path):
     expected = _make_folder(tmp_path)
-    samples, skips = _split(importers.import_folder(tmp_path, {"mask_suffix": "_mask"}))
+    samples, skips = _split(importers.import_folder(tmp_path, {"mask_suffix": "_mask", "require_masks": True}))
     assert sorted(samples) == sorted(expected)
     for sample_id, (image, mask) in expected.items():
         np.testing.assert_array_equal(samples[sample_id].image, image)
@@ -688,7 +688,8 @@ def test_folder_mask_pattern_merges_every_matching_mask(tmp_path):
     save(tmp_path / "masks" / "case1_other.png", box_mask(12, 12), mode="1")  # not a lesion
     save(tmp_path / "masks" / "case10_tumor.png", two, mode="1")
     save(tmp_path / "masks" / "case[2]_tumor.png", one, mode="1")  # glob characters in the stem
-    records = list(importers.import_folder(tmp_path, {"mask_pattern": "{stem}_tumor*.png"}))
+    options = {"mask_pattern": "{stem}_tumor*.png", "require_masks": True}
+    records = list(importers.import_folder(tmp_path, options))
     samples, skips = _split(records)
     assert sorted(samples) == ["case1", "case10", "case_2"]  # the id is sanitised, the glob is not
     np.testing.assert_array_equal(samples["case1"].mask, one | two)
@@ -762,7 +763,7 @@ def test_auto_options_belong_to_the_detected_kind(tmp_path):
 
 
 def test_auto_unknown_layout_lists_every_kind(tmp_path):
-    (tmp_path / "images").mkdir()
+    (tmp_path / "scans").mkdir()
     (tmp_path / "labels").mkdir()
     with pytest.raises(DataError, match="no known dataset layout") as info:
         importers.import_auto(tmp_path, {})
@@ -773,6 +774,6 @@ def test_auto_unknown_layout_lists_every_kind(tmp_path):
         "stu: images/Test_Image_*.png, masks/",
         "busi: Dataset_BUSI_with_GT/ or benign/, malignant/",
         "udiat: original/, GT/",
-        "folder: images/, masks/",
+        "folder: images/, masks/ or images/",
     ):
         assert looked_for in info.value.problem

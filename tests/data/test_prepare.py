@@ -149,7 +149,7 @@ def test_all_skipped_error_gives_reasons(tmp_path):
     write_corrupt(tmp_path / "src" / "images" / "x.png")
     (tmp_path / "src" / "masks").mkdir()
     with pytest.raises(DataError, match=r"all 1 skipped: x: no mask found"):
-        spec = {"kind": "folder", "root": str(tmp_path / "src")}
+        spec = {"kind": "folder", "root": str(tmp_path / "src"), "require_masks": True}
         prepare_dataset("e", spec, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
 

@@ -8,7 +8,8 @@ column    meaning
 ========  ====================================================================
 id        unique sample id, also the file stem of its image and mask
 image     image path relative to the dataset folder (``images/<id>.png``)
-mask      mask path relative to the dataset folder (``masks/<id>.png``)
+mask      mask path relative to the dataset folder (``masks/<id>.png``), or empty
+          for an image without a ground-truth mask (an unlabeled scan)
 label     one of :data:`LABELS`
 group     patient id; samples of one group must stay in one split (the id
           itself when the source has no patient ids)
@@ -23,6 +24,9 @@ doppler   optional (datasets whose metadata says so, BUS-UCLM): ``yes``/``no``/
 marks     optional, as ``doppler``: calipers burned into the image
 combined  optional, as ``doppler``: a side-by-side composite of two scans
 ========  ====================================================================
+
+Images without a mask (:func:`has_mask` is False) are real unlabeled scans: the split
+never puts them in validation or test, and no stage reads a mask for them.
 
 The flag columns let a user filter the prepared data (say, train without caliper
 images); :func:`read_index` does not return them, the pipeline does not use them.
@@ -51,8 +55,14 @@ FLAG_VALUES: tuple[str, ...] = ("yes", "no", "unknown")
 LABELS: tuple[str, ...] = ("benign", "malignant", "normal", "unknown")
 """Allowed values of the ``label`` column."""
 
-_TEXT_COLUMNS = ("id", "image", "mask", "label", "group", "hash")
+_TEXT_COLUMNS = ("id", "image", "label", "group", "hash")
+"""Columns that may not be empty (``mask`` may: an image without a ground-truth mask)."""
 _SIZE_COLUMNS = ("width", "height")
+
+
+def has_mask(index: pd.DataFrame) -> pd.Series:
+    """Per row of ``index``: whether the image has a ground-truth mask (a non-empty ``mask``)."""
+    return index["mask"].astype(str).str.strip() != ""
 
 
 def write_index(df: pd.DataFrame, path: str | Path) -> None:
@@ -103,6 +113,7 @@ def _validate(df: pd.DataFrame, path: Path, flags: tuple[str, ...] = ()) -> pd.D
             raise DataError(
                 path, f"row {bad[0] + 1}: '{flag}' must be one of {', '.join(FLAG_VALUES)}, got {df[flag][bad[0]]!r}"
             )
+    df["mask"] = df["mask"].fillna("").astype(str)
     for column in _TEXT_COLUMNS + tuple(columns[len(INDEX_COLUMNS) :]):
         absent = df[column].isna()  # a table built in memory may hold NaN for a missing value
         df[column] = df[column].astype(str)

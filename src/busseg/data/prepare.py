@@ -54,6 +54,9 @@ class PrepareReport:
     images, metadata rows without images. ``sources`` has, per source of a composite
     dataset, ``n_images``, ``labels``, ``n_skipped``, ``n_ignored``, ``n_empty_masks``,
     ``colour_converted`` and ``tinted_converted`` (empty for other kinds).
+    ``n_unmasked`` counts the images without a ground-truth mask (unlabeled scans, listed
+    in ``unmasked_ids``; the index leaves their ``mask`` empty); ``n_masked`` the others.
+    ``notes`` maps an id to what reading left out (a DICOM cine clip's later frames).
     ``detected_kind`` is the layout kind ``auto`` found (``None`` for other kinds).
     ``width_range``/``height_range`` are ``(min, max)`` in pixels.
     """
@@ -63,6 +66,8 @@ class PrepareReport:
     root: str | None
     detected_kind: str | None = None
     n_images: int = 0
+    n_masked: int = 0
+    n_unmasked: int = 0
     labels: dict[str, int] = field(default_factory=dict)
     n_empty_masks: int = 0
     colour_converted: int = 0
@@ -70,6 +75,8 @@ class PrepareReport:
     tinted_converted: int = 0
     tinted_converted_ids: list[str] = field(default_factory=list)
     flagged: dict[str, list[str]] = field(default_factory=dict)
+    unmasked_ids: list[str] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
     ignored: list[dict[str, str]] = field(default_factory=list)
     duplicates: list[tuple[str, str]] = field(default_factory=list)
@@ -207,7 +214,8 @@ def _write_samples(
         try:
             # The build folder is private and renamed into place whole: no per-file temporaries.
             write_png(build_dir / image_rel, record.image, atomic=False)
-            write_png(build_dir / mask_rel, record.mask, atomic=False)
+            if record.mask is not None:
+                write_png(build_dir / mask_rel, record.mask, atomic=False)
         except DataError as error:
             raise DataError(out_dir / error.path.relative_to(build_dir), error.problem) from None
         digest = content_hash(record.image)
@@ -220,7 +228,7 @@ def _write_samples(
         row = {
             "id": record.id,
             "image": image_rel,
-            "mask": mask_rel,
+            "mask": mask_rel if record.mask is not None else "",
             "label": record.label,
             "group": record.group,
             "width": width,
@@ -258,8 +266,14 @@ def _count_sample(report: PrepareReport, sample: Sample) -> None:
     """Add a written sample to the report's running counts."""
     converted = int(sample.colour_converted)
     tinted = int(sample.colour == TINTED)
-    empty = int(not sample.mask.any())
+    unmasked = int(sample.mask is None)
+    empty = int(not unmasked and not sample.mask.any())
     report.n_empty_masks += empty
+    report.n_unmasked += unmasked
+    if unmasked:
+        report.unmasked_ids.append(sample.id)
+    if sample.note:
+        report.notes[sample.id] = sample.note
     report.colour_converted += converted
     report.tinted_converted += tinted
     if converted:
@@ -275,6 +289,7 @@ def _count_sample(report: PrepareReport, sample: Sample) -> None:
         counts["n_images"] += 1
         counts["labels"][sample.label] += 1
         counts["n_empty_masks"] += empty
+        counts["n_unmasked"] += unmasked
         counts["colour_converted"] += converted
         counts["tinted_converted"] += tinted
 
@@ -288,6 +303,7 @@ def _source_counts(report: PrepareReport, source: str) -> dict[str, Any]:
             "n_skipped": 0,
             "n_ignored": 0,
             "n_empty_masks": 0,
+            "n_unmasked": 0,
             "colour_converted": 0,
             "tinted_converted": 0,
         }
@@ -298,6 +314,7 @@ def _summarise(report: PrepareReport, rows: list[dict[str, Any]]) -> None:
     """Totals that need every row: image count, class counts, size ranges."""
     labels = Counter(row["label"] for row in rows)
     report.n_images = len(rows)
+    report.n_masked = report.n_images - report.n_unmasked
     report.labels = {label: labels.get(label, 0) for label in LABELS}
     report.sources = dict(sorted(report.sources.items()))
     if rows:
@@ -321,10 +338,12 @@ def _index_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
 def _check_sample(sample: Sample) -> None:
     """Guard against an importer that breaks the :class:`Sample` contract."""
     image, mask = sample.image, sample.mask
-    if image.dtype != "uint8" or image.ndim != 2 or mask.dtype != bool or mask.shape != image.shape:
+    mask_ok = mask is None or (mask.dtype == bool and mask.shape == image.shape)
+    if image.dtype != "uint8" or image.ndim != 2 or not mask_ok:
         raise ValueError(
             f"importer returned a malformed sample {sample.id!r}: image {image.dtype}{image.shape}, "
-            f"mask {mask.dtype}{mask.shape} (expected uint8 (H, W) and bool of the same shape)"
+            f"mask {'None' if mask is None else f'{mask.dtype}{mask.shape}'} "
+            "(expected uint8 (H, W) and bool of the same shape, or no mask)"
         )
     if sample.label not in LABELS:
         raise ValueError(f"importer returned label {sample.label!r} for {sample.id!r}")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from busseg.data.index import read_index
+from busseg.data.index import has_mask, read_index
 from busseg.errors import DataError
 from busseg.imageio import load_grey
 
@@ -77,6 +77,11 @@ class PreparedDataset:
         """Every sample id, in index order."""
         return [str(i) for i in self.index["id"]]
 
+    @property
+    def masked_ids(self) -> list[str]:
+        """The ids of the images with a ground-truth mask, in index order."""
+        return [str(i) for i in self.index["id"][has_mask(self.index)]]
+
     def image_path(self, sample_id: str) -> Path:
         """The image file of ``sample_id``."""
         return self.root / image_file(sample_id)
@@ -90,8 +95,16 @@ class PreparedDataset:
         return load_grey(self.image_path(sample_id))
 
     def mask(self, sample_id: str) -> np.ndarray:
-        """The ground-truth mask of ``sample_id``, ``bool`` (H, W)."""
-        return read_mask_png(self.mask_path(sample_id))
+        """The ground-truth mask of ``sample_id``, ``bool`` (H, W).
+
+        Raises :class:`DataError` naming the file for an image without a mask (an
+        unlabeled scan): a stage that asks for one has put it in the wrong split.
+        """
+        path = self.mask_path(sample_id)
+        if not path.is_file() and sample_id in set(self.ids) and sample_id not in set(self.masked_ids):
+            raise DataError(path, f"{sample_id!r} has no ground-truth mask (an unlabeled image); "
+                                  "only masked images can be labeled, validation or test images")
+        return read_mask_png(path)
 
 
 class PseudoLabels:

@@ -5,6 +5,18 @@ by benign / malignant (and by ``source`` for composite datasets), seeded; the la
 subset is drawn from train with ``n_labeled = max(1, round(label_ratio * n_train))``,
 also stratified. Images with identical pixels (same content hash) are put in one group,
 so an exact duplicate can never sit on both sides of a split.
+
+Two cases, decided by the prepared index (:func:`plan_split`):
+
+* every image has a mask (the public datasets): ``label_ratio`` *simulates* semi-supervision
+  by hiding the masks of the train images it does not draw (the paper's tables);
+* some images have no mask (a user's own scans, a few outlined): validation and test come
+  from the masked images only, every other masked image is labeled, every unmasked image is
+  unlabeled, and ``label_ratio`` hides nothing. An unmasked image of a patient whose masked
+  images went to validation or test is left out of training (it would leak that patient).
+
+``split.val`` and ``split.test`` are fractions (< 1) or counts of images (whole numbers >= 1,
+for datasets with few masks); with counts, train takes the rest.
 """
 from __future__ import annotations
 
@@ -25,19 +37,52 @@ SPLIT_NAMES = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """Fractions of the three parts (they must sum to 1)."""
+    """Fractions of the three parts (they must sum to 1); ``val`` and ``test`` may instead be
+    counts of images (whole numbers >= 1), and train then takes the rest."""
 
     train: float = 0.7
     val: float = 0.1
     test: float = 0.2
 
+    @property
+    def uses_counts(self) -> bool:
+        """Whether ``val`` or ``test`` is a count of images rather than a fraction."""
+        return self.val >= 1 or self.test >= 1
+
     def check(self) -> None:
+        if self.uses_counts:
+            for name in ("val", "test"):
+                value = getattr(self, name)
+                if value >= 1 and value != int(value):
+                    raise ConfigError(f"split.{name}", f"a count of images must be a whole number, got {value:g}")
+                check_range(f"split.{name}", value, 0.0, float("inf"))
+            if self.test <= 0:
+                raise ConfigError("split", "the test part must be > 0")
+            return
         for name in SPLIT_NAMES:
             check_range(f"split.{name}", getattr(self, name), 0.0, 1.0)
         if abs(self.train + self.val + self.test - 1.0) > 1e-6:
             raise ConfigError("split", f"train + val + test must be 1, got {self.train + self.val + self.test:g}")
         if self.train <= 0 or self.test <= 0:
             raise ConfigError("split", "train and test fractions must be > 0")
+
+    def as_fractions(self, n_images: int) -> "SplitConfig":
+        """The same split as fractions of ``n_images`` (itself when it already is).
+
+        Raises :class:`DataError` when the counts leave no image for training.
+        """
+        self.check()
+        if not self.uses_counts:
+            return self
+        val = self.val if self.val < 1 else self.val / n_images
+        test = self.test if self.test < 1 else self.test / n_images
+        if val + test >= 1:
+            raise DataError(
+                "index.csv",
+                f"split.val {self.val:g} and split.test {self.test:g} leave no training image "
+                f"of the {n_images} images that can be validation or test images",
+            )
+        return SplitConfig(train=1.0 - val - test, val=val, test=test)
 
 
 def _stratum_of(frame: pd.DataFrame) -> pd.Series:
@@ -73,9 +118,9 @@ def split_dataset(index: pd.DataFrame, config: SplitConfig, seed: int) -> dict[s
     groups are shuffled with ``seed`` and filled greedily so that each part gets
     close to its fraction of the stratum's images.
     """
-    config.check()
     if index.empty:
         raise DataError("index.csv", "the dataset has no images to split")
+    config = config.as_fractions(len(index))
     frame = index.copy()
     frame["_group"] = merge_duplicate_groups(frame)
     frame["_stratum"] = _stratum_of(frame)
@@ -164,3 +209,85 @@ def read_id_list(path: str | Path) -> list[str]:
 def write_id_list(path: str | Path, ids: Sequence[str]) -> None:
     """Write one id per line (sorted input gives byte-identical files for the same split)."""
     write_text(path, "".join(f"{i}\n" for i in ids))
+
+
+SIMULATED, REAL = "simulated", "real"
+"""The two kinds of split :func:`plan_split` makes: masks hidden by ``label_ratio`` (every
+image has a mask), or the dataset's own unmasked images as the unlabeled ones."""
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """Every id's part: ``train`` = ``labeled`` + ``unlabeled``; ``val`` and ``test`` (masked
+    images only). ``mode`` is :data:`SIMULATED` or :data:`REAL`; ``held_out`` are unmasked
+    images left out of training because their patient is in validation or test."""
+
+    mode: str
+    train: list[str]
+    val: list[str]
+    test: list[str]
+    labeled: list[str]
+    unlabeled: list[str]
+    held_out: list[str]
+
+    def files(self) -> dict[str, list[str]]:
+        """The split files' contents, ``name -> ids`` (train, val, test, labeled, unlabeled)."""
+        return {"train": self.train, "val": self.val, "test": self.test,
+                "labeled": self.labeled, "unlabeled": self.unlabeled}
+
+    def summary(self, n_images: int, label_ratio: float) -> dict[str, object]:
+        """The split stage's metrics: which case this is and how many images each part has."""
+        return {
+            "mode": self.mode,
+            "label_ratio": label_ratio if self.mode == SIMULATED else None,
+            "n_images": n_images,
+            "n_masked": n_images - len(self.unlabeled) - len(self.held_out) if self.mode == REAL else n_images,
+            "n_unmasked": len(self.unlabeled) + len(self.held_out) if self.mode == REAL else 0,
+            **{f"n_{name}": len(ids) for name, ids in self.files().items()},
+            "n_held_out_unmasked": len(self.held_out),
+        }
+
+
+def plan_split(index: pd.DataFrame, config: SplitConfig, label_ratio: float, seed: int) -> SplitPlan:
+    """The split of a prepared dataset (see the module docstring for the two cases).
+
+    A dataset whose every image has a mask gets exactly :func:`split_dataset` and
+    :func:`choose_labeled`. One with unmasked images gets validation and test from its
+    masked images and refuses, naming the numbers, when they cannot give at least one
+    labeled, one validation and one test image.
+    """
+    from busseg.data.index import has_mask
+
+    if index.empty:
+        raise DataError("index.csv", "the dataset has no images to split")
+    masked = has_mask(index)
+    if masked.all():
+        parts = split_dataset(index, config, seed)
+        labeled = choose_labeled(index, parts["train"], label_ratio, seed)
+        unlabeled = sorted(set(parts["train"]) - set(labeled))
+        return SplitPlan(SIMULATED, parts["train"], parts["val"], parts["test"], labeled, unlabeled, [])
+    n_masked = int(masked.sum())
+    if n_masked == 0:
+        raise DataError(
+            "index.csv",
+            f"none of the {len(index)} images has a mask: there is nothing to validate or test on; "
+            "outline at least three scans (one labeled, one validation, one test image) and put "
+            "their masks in the dataset's masks folder",
+        )
+    frame = index.reset_index(drop=True)
+    frame["_group"] = merge_duplicate_groups(frame)
+    parts = split_dataset(frame[masked.to_numpy()].drop(columns="_group"), config, seed)
+    held_groups = set(frame.loc[frame["id"].astype(str).isin(parts["val"] + parts["test"]), "_group"])
+    unmasked = frame[~masked.to_numpy()]
+    held_out = sorted(unmasked.loc[unmasked["_group"].isin(held_groups), "id"].astype(str))
+    unlabeled = sorted(unmasked.loc[~unmasked["_group"].isin(held_groups), "id"].astype(str))
+    labeled = parts["train"]
+    if not (labeled and parts["val"] and parts["test"]):
+        raise DataError(
+            "index.csv",
+            f"{n_masked} of {len(index)} images have a mask, which gave {len(labeled)} labeled, "
+            f"{len(parts['val'])} validation and {len(parts['test'])} test images with split.val "
+            f"{config.val:g} and split.test {config.test:g}; each needs at least one: outline more "
+            "scans, or give split.val and split.test as counts (e.g. 1 and 1)",
+        )
+    return SplitPlan(REAL, sorted(labeled + unlabeled), parts["val"], parts["test"], labeled, unlabeled, held_out)

@@ -248,18 +248,26 @@ def read_labels(folder: PseudoLabels, ids: Sequence[str]) -> dict[str, PseudoLab
 
 def label_quality(labels: Mapping[str, PseudoLabel], truth: PreparedDataset) -> dict[str, float]:
     """Dice (invalid = 0), Dice of the most confident half, coverage and hit rate of ``labels``
-    against the ground truth, over images with a lesion. Used for metrics only."""
+    against the ground truth, over masked images with a lesion. Used for metrics only.
+
+    Images without a ground-truth mask (unlabeled scans) cannot be scored: they are left
+    out and counted as ``n_unmasked`` (present only when there are any)."""
     from busseg.metrics import dice
 
+    masked = set(truth.masked_ids)
+    unmasked = [sample_id for sample_id in labels if sample_id not in masked]
     rows = []
     for sample_id, label in labels.items():
+        if sample_id not in masked:
+            continue
         gt = truth.mask(sample_id)
         if not gt.any():
             continue
         hit = label.valid and centroid_hit(label.mask, gt)
         rows.append((dice(label.mask, gt) if label.valid else 0.0, label.score if label.valid else -1.0, label.valid, hit))
+    counted = {"n_unmasked": len(unmasked)} if unmasked else {}
     if not rows:
-        return {"n_lesion_images": 0}
+        return {"n_lesion_images": 0, **counted}
     d, score, valid, hit = (np.asarray(v) for v in zip(*rows))
     top = np.argsort(-score, kind="stable")[: max(1, len(d) // 2)]
     return {
@@ -268,4 +276,5 @@ def label_quality(labels: Mapping[str, PseudoLabel], truth: PreparedDataset) -> 
         "dice_top50": round(float(d[top].mean()), 6),
         "coverage": round(float(valid.mean()), 6),
         "hit_rate": round(float(hit.mean()), 6),
+        **counted,
     }

@@ -25,6 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from busseg.atomic import atomic_dir, atomic_path, write_json
+from busseg.data.index import has_mask
 from busseg.data.prepared import PreparedDataset, PseudoLabels
 from busseg.metrics import dice, iou
 from busseg.pseudo.base import PseudoLabel, PseudoLabeler, TwoPassLabeler
@@ -277,21 +278,24 @@ def centroid_hit(pseudo: np.ndarray, truth: np.ndarray) -> bool:
 
 
 def score_against_truth(prepared_dir: str | Path, index: pd.DataFrame, out_dir: str | Path) -> pd.DataFrame:
-    """Per-image Dice, IoU and hit (pseudo centroid inside the lesion) against ground truth."""
+    """Per-image Dice, IoU and hit (pseudo centroid inside the lesion) against ground truth,
+    for the images of ``index`` that have a mask (an unlabeled scan has nothing to score)."""
     prepared, labels = PreparedDataset(prepared_dir), PseudoLabels(out_dir)
     table = pd.read_csv(labels.table_path, keep_default_na=False)
     table["valid"] = table["valid"].astype(str) == "True"
     records = []
-    for record in index.itertuples(index=False):
+    for record in index[has_mask(index)].itertuples(index=False):
         truth = prepared.mask(record.id)
         pseudo = labels.mask(record.id)
         hit = centroid_hit(pseudo, truth)
         records.append({"id": record.id, "dice": dice(pseudo, truth), "iou": iou(pseudo, truth), "hit": hit, "has_lesion": bool(truth.any())})
-    return table.merge(pd.DataFrame(records), on="id")
+    scored = pd.DataFrame(records, columns=["id", "dice", "iou", "hit", "has_lesion"])
+    return table.merge(scored, on="id")
 
 
 def quality_summary(scored: pd.DataFrame) -> dict[str, float]:
-    """Pseudo-label quality over images with a lesion (invalid labels count 0)."""
+    """Pseudo-label quality over masked images with a lesion (invalid labels count 0);
+    ``n_images`` counts the masked images scored (``scored`` holds only those)."""
     lesion = scored[scored["has_lesion"]]
     valid = lesion[lesion["valid"]]
     all_dice = np.where(lesion["valid"], lesion["dice"], 0.0)
@@ -326,10 +330,10 @@ def dice_vs_coverage(scored: pd.DataFrame, points: int = 20) -> pd.DataFrame:
 
 
 def render_pseudo_overlays(prepared_dir: str | Path, index: pd.DataFrame, out_dir: str | Path, overlay_dir: str | Path, n: int) -> None:
-    """Overlays (truth green, pseudo label red) of the first ``n`` images of ``index``."""
+    """Overlays (truth green, pseudo label red) of the first ``n`` masked images of ``index``."""
     prepared, labels, overlay_dir = PreparedDataset(prepared_dir), PseudoLabels(out_dir), Path(overlay_dir)
     overlay_dir.mkdir(parents=True, exist_ok=True)
-    for record in index.head(n).itertuples(index=False):
+    for record in index[has_mask(index)].head(n).itertuples(index=False):
         image = prepared.image(record.id)
         truth = prepared.mask(record.id)
         pseudo = labels.mask(record.id)

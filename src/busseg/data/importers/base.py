@@ -24,7 +24,8 @@ import pandas as pd
 from busseg.config import check_range, from_dict
 from busseg.data.index import LABELS
 from busseg.errors import ConfigError, DataError
-from busseg.imageio import COLOUR, GREY, IMAGE_SUFFIXES, read_image_with_colour, read_mask, resize_mask
+from busseg.dicom import frame_note, is_dicom
+from busseg.imageio import COLOUR, GREY, IMAGE_SUFFIXES, SCAN_SUFFIXES, read_image_with_colour, read_mask, resize_mask
 
 ASPECT_TOLERANCE = 0.02
 """Largest relative aspect-ratio difference between a mask and its image that a resize
@@ -33,9 +34,10 @@ rule accepts; beyond it, resizing would distort the lesion, so the pair is skipp
 
 @dataclass
 class Sample:
-    """One usable image/mask pair.
+    """One usable image, with its mask when it has one.
 
-    ``image`` is ``uint8`` (H, W), ``mask`` is ``bool`` (H, W) of the same shape,
+    ``image`` is ``uint8`` (H, W), ``mask`` is ``bool`` (H, W) of the same shape, or
+    ``None`` for an image without a ground-truth mask (an unlabeled scan),
     ``label`` one of :data:`busseg.data.index.LABELS`, ``group`` the patient id (or
     ``id`` when the source has none); ``source_*`` say where the pixels came from
     (``source_mask`` joins several OR-merged mask files with ``;``). ``source`` is the
@@ -44,12 +46,13 @@ class Sample:
     ``colour``; BUS-UCLM's ``Doppler: Yes`` also makes it ``colour``): both non-grey
     kinds were converted to luma. ``flags`` are per-image facts from the dataset's
     metadata (BUS-UCLM: ``doppler``, ``marks``, ``combined`` = ``yes``/``no``/``unknown``)
-    that the prepared index keeps as columns.
+    that the prepared index keeps as columns. ``note`` says what reading left out
+    (a DICOM cine clip's later frames), for the prepare report.
     """
 
     id: str
     image: np.ndarray
-    mask: np.ndarray
+    mask: np.ndarray | None
     label: str
     group: str
     source_image: str
@@ -57,6 +60,12 @@ class Sample:
     source: str = ""
     colour: str = GREY
     flags: dict[str, str] = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def has_mask(self) -> bool:
+        """Whether the image has a ground-truth mask (False: an unlabeled scan)."""
+        return self.mask is not None
 
     @property
     def colour_converted(self) -> bool:
@@ -211,16 +220,20 @@ def pair_and_load(
     label: str,
     group: str,
     merge_masks: bool = False,
+    require_mask: bool = True,
 ) -> Record:
     """Check that ``sample_id`` has one image and its mask(s), then load the pair.
 
-    Several masks are an ambiguous pairing unless ``merge_masks`` (they are OR-merged);
-    ``missing_mask`` is the skip reason when there is none.
+    Several masks are an ambiguous pairing unless ``merge_masks`` (they are OR-merged).
+    An image without a mask is a :class:`Skip` with reason ``missing_mask`` when
+    ``require_mask``, else an unlabeled :class:`Sample` (``mask=None``).
     """
     if len(image_paths) > 1:
         return Skip(sample_id, str(image_paths[0]), _ambiguous("images", image_paths))
     if not mask_paths:
-        return Skip(sample_id, str(image_paths[0]), missing_mask)
+        if require_mask:
+            return Skip(sample_id, str(image_paths[0]), missing_mask)
+        return load_unlabeled(sample_id, image_paths[0], label=label, group=group)
     if len(mask_paths) > 1 and not merge_masks:
         return Skip(sample_id, str(mask_paths[0]), _ambiguous("masks", mask_paths))
     return load_pair(sample_id, image_paths[0], mask_paths, label=label, group=group)
@@ -249,6 +262,7 @@ def load_pair(
     masks = []
     try:
         image, content = read_image_with_colour(image_path)
+        note = frame_note(image_path) if is_dicom(image_path) else ""
         for mask_path in mask_paths:
             mask = read_mask(mask_path, threshold=resize)
             if resize:
@@ -270,6 +284,20 @@ def load_pair(
         source_image=str(image_path),
         source_mask=";".join(str(p) for p in mask_paths),
         colour=content.kind,
+        note=note,
+    )
+
+
+def load_unlabeled(sample_id: str, image_path: Path, *, label: str, group: str) -> Record:
+    """Read an image without a mask (an unlabeled scan), or a :class:`Skip` saying why not."""
+    try:
+        image, content = read_image_with_colour(image_path)
+        note = frame_note(image_path) if is_dicom(image_path) else ""
+    except DataError as error:
+        return Skip(sample_id, str(error.path), error.problem)
+    return Sample(
+        id=sample_id, image=image, mask=None, label=label, group=group,
+        source_image=str(image_path), source_mask="", colour=content.kind, note=note,
     )
 
 
@@ -324,15 +352,19 @@ def labels_path(root: Path, name: str) -> Path:
     return Path(name) if Path(name).is_absolute() else root / name
 
 
-def files_by_stem(folder: Path, ignored: list[Ignored]) -> dict[str, list[Path]]:
-    """Image files of ``folder`` (not recursive) grouped by stem.
+def files_by_stem(
+    folder: Path, ignored: list[Ignored], suffixes: tuple[str, ...] = SCAN_SUFFIXES
+) -> dict[str, list[Path]]:
+    """Files of ``folder`` (not recursive) with one of ``suffixes``, grouped by stem.
 
-    Hidden files (``.DS_Store``, macOS ``._x.png``), sub-folders and files that are not
-    images are left out and appended to ``ignored`` with the reason.
+    ``suffixes`` defaults to scans (images and DICOM); pass :data:`busseg.imageio.IMAGE_SUFFIXES`
+    for a masks folder (masks are images, never DICOM). Hidden files (``.DS_Store``, macOS
+    ``._x.png``), sub-folders and other files are left out and appended to ``ignored``
+    with the reason.
     """
     files: dict[str, list[Path]] = {}
     for path in sorted(folder.iterdir()):
-        reason = _unusable_entry(path)
+        reason = _unusable_entry(path, suffixes)
         if reason:
             ignored.append(Ignored(str(path), reason))
         else:
@@ -340,22 +372,25 @@ def files_by_stem(folder: Path, ignored: list[Ignored]) -> dict[str, list[Path]]
     return files
 
 
-def _unusable_entry(path: Path) -> str:
+def _unusable_entry(path: Path, suffixes: tuple[str, ...] = SCAN_SUFFIXES) -> str:
     """Why ``path`` (an entry of an images or masks folder) is not a candidate file, or ``""``."""
     if path.name.startswith("."):
         return "hidden file, not read"
     if not path.is_file():
         return "not a regular file (a folder or special file), not read"
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        return f"not an image file (extension {path.suffix or 'none'}; read are {', '.join(IMAGE_SUFFIXES)})"
+    if path.suffix.lower() not in suffixes:
+        what = "an image file" if suffixes == SCAN_SUFFIXES else "a mask image"
+        return f"not {what} (extension {path.suffix or 'none'}; read are {', '.join(suffixes)})"
     return ""
 
 
-def report_unmatched(folder: Path, used: set[str], reason: str, ignored: list[Ignored]) -> None:
+def report_unmatched(
+    folder: Path, used: set[str], reason: str, ignored: list[Ignored], suffixes: tuple[str, ...] = SCAN_SUFFIXES
+) -> None:
     """Append every entry of ``folder`` whose name is not in ``used`` to ``ignored``."""
     for path in sorted(folder.iterdir()):
         if path.name not in used:
-            ignored.append(Ignored(str(path), _unusable_entry(path) or reason))
+            ignored.append(Ignored(str(path), _unusable_entry(path, suffixes) or reason))
 
 
 def unlisted(table: Mapping[str, Any], stems: Mapping[str, str], path: Path, what: str) -> list[Ignored]:

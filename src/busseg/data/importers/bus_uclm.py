@@ -72,7 +72,7 @@ def import_bus_uclm(
     ignored: list[Ignored] = []
     info = _read_info_csv(root / "INFO.csv", ignored)
     images = files_by_stem(root / "images", ignored)
-    masks = files_by_stem(root / "masks", ignored)
+    masks = files_by_stem(root / "masks", ignored, IMAGE_SUFFIXES)
     stems = unique_ids(images)
     ids = limit_ids(sorted(stems), opts.limit)
     ignored += [Ignored(str(p), "mask without image") for m, ps in masks.items() if m not in images for p in ps]

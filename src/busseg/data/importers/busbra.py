@@ -32,6 +32,7 @@ from busseg.data.importers.base import (
 )
 from busseg.data.index import LABELS
 from busseg.errors import ConfigError
+from busseg.imageio import IMAGE_SUFFIXES
 
 DEVICES: tuple[str, ...] = ("GE Logiq 5", "GE Logiq 7", "Toshiba Aplio 300", "U-Systems")
 """BUS-BRA's scanners: its ``Device`` column without the probe frequency (``GE Logiq 7 @10-14MHz``)."""
@@ -85,7 +86,7 @@ def import_busbra(
         root / "images", {f"{i}.png" for i in image_ids}, "not named bus_XXXX-{l,r,s}.png, not read", ignored
     )
     mask_names = {f"mask_{i.removeprefix('bus_')}.png" for i in image_ids}
-    report_unmatched(root / "masks", mask_names, "mask without image", ignored)
+    report_unmatched(root / "masks", mask_names, "mask without image", ignored, IMAGE_SUFFIXES)
     if devices is not None:
         # Other scanners' images are not part of this dataset: neither imported nor reported.
         # An image without a CSV row stays, to be skipped with that reason below.

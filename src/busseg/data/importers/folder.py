@@ -1,6 +1,12 @@
-"""The ``folder`` importer: any images/ + masks/ pair of folders.
+"""The ``folder`` importer: a folder of scans, with the masks of those that have one.
 
-Any ``root/images/`` + ``root/masks/`` pair of folders. Pairing rule: an image
+``root/images/`` holds the scans (PNG, JPEG, BMP, TIFF or DICOM ``.dcm``); ``root/masks/``
+holds the ground-truth masks of the outlined ones (optional: a folder of scans only is a
+folder of unlabeled scans). An image without a mask is imported as an *unlabeled* scan
+(the prepared index leaves its ``mask`` empty): it never enters validation or test, and
+semi-supervised training uses it as an unlabeled image. Option ``require_masks: true``
+restores the strict rule (an image without a mask is skipped with the reason, and
+``masks/`` must exist), for a dataset that should be fully annotated. Pairing rule: an image
 ``images/<stem>.<ext>`` goes with the mask ``masks/<stem><mask_suffix>.<ext2>``
 (any image extension; option ``mask_suffix``, default ``""``, e.g. ``"_mask"``).
 Option ``mask_pattern`` replaces that rule: a glob inside ``masks/`` with the
@@ -10,7 +16,7 @@ that one stem cannot match another image's masks (``"{stem}*.png"`` would give
 ``case1`` the masks of ``case10``). Id = image stem. Option ``labels_csv`` (path,
 relative to ``root`` unless absolute) names a CSV with columns ``id,label[,group]``;
 images it does not list get label ``unknown`` and group = id. Masks and images
-must have the same size. Example, BrEaST-Lesions_USG (CC BY 4.0), whose lesion
+must have the same size. Masks are images (never DICOM). Example, BrEaST-Lesions_USG (CC BY 4.0), whose lesion
 masks are ``caseNNN_tumor*.png`` next to ``caseNNN.png`` (sort the images into
 ``images/`` and the masks into ``masks/``, and write the labels from its table)::
 
@@ -19,6 +25,15 @@ masks are ``caseNNN_tumor*.png`` next to ``caseNNN.png`` (sort the images into
       root: /data/BrEaST
       mask_pattern: "{stem}_tumor*.png"
       labels_csv: labels.csv
+
+A clinic's scans, a few outlined, plus last year's unlabeled scans as a second source::
+
+    clinic:
+      kind: composite
+      root: /data/clinic
+      sources:
+        outlined: {kind: folder, root: 2025}       # images/ + masks/ of some of them
+        archive: {kind: folder, root: 2024}        # images/ only
 """
 from __future__ import annotations
 
@@ -42,6 +57,7 @@ from busseg.data.importers.base import (
     unlisted,
 )
 from busseg.errors import ConfigError
+from busseg.imageio import IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -52,20 +68,23 @@ class FolderOptions:
     mask_pattern: str | None = None
     labels_csv: str | None = None
     limit: int | None = None
+    require_masks: bool = False
 
 
 def import_folder(
     root: Path | None, options: Mapping[str, Any], *, section: str = "dataset"
 ) -> Iterator[Record]:
-    """Samples from ``root/images`` and ``root/masks`` paired by stem (see module docs)."""
+    """Samples from ``root/images`` and ``root/masks`` paired by stem; images without a mask
+    are unlabeled samples unless option ``require_masks`` (see module docs)."""
     opts = parse_options(FolderOptions, options, section)
     if opts.mask_pattern is not None:
         _check_mask_pattern(opts.mask_pattern, opts.mask_suffix, section)
-    root = check_root(root, section, "folder", ["images/", "masks/"])
+    root = check_root(root, section, "folder", ["images/", "masks/"] if opts.require_masks else ["images/"])
     labels = read_labels_csv(root, opts.labels_csv, section) if opts.labels_csv else {}
     ignored: list[Ignored] = []
     images = files_by_stem(root / "images", ignored)
-    masks = files_by_stem(root / "masks", ignored)
+    has_masks_folder = (root / "masks").is_dir()
+    masks = files_by_stem(root / "masks", ignored, IMAGE_SUFFIXES) if has_masks_folder else {}
     stems = unique_ids(images)
     ids = limit_ids(sorted(stems), opts.limit)
 
@@ -74,6 +93,8 @@ def import_folder(
         if opts.mask_pattern is None:
             return masks.get(stem + opts.mask_suffix, []), f"{stem}{opts.mask_suffix}.*"
         pattern = opts.mask_pattern.format(stem=glob.escape(stem))
+        if not has_masks_folder:
+            return [], pattern
         return sorted(p for p in (root / "masks").glob(pattern) if p.is_file()), pattern
 
     used_masks = {path for stem in images for path in masks_of(stem)[0]}
@@ -98,6 +119,7 @@ def import_folder(
                 mask_paths,
                 missing_mask=f"no mask found (looked for {root / 'masks' / looked_for})",
                 merge_masks=opts.mask_pattern is not None,
+                require_mask=opts.require_masks,
                 label=label,
                 group=group,
             )
@@ -127,5 +149,5 @@ def _check_mask_pattern(pattern: str, mask_suffix: str, section: str) -> None:
 importers = {"folder": import_folder}
 """This module's entry of :data:`busseg.data.importers.IMPORTERS`."""
 
-LAYOUT: tuple[tuple[str, ...], ...] = (("images/", "masks/"),)
+LAYOUT: tuple[tuple[str, ...], ...] = (("images/", "masks/"), ("images/",))
 """The alternative sets of entries that identify this layout (``auto`` tries each kind's in turn)."""

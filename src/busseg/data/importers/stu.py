@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from busseg.data.importers.base import Ignored, Record, check_root, limit_ids, load_pair, parse_options, report_unmatched
+from busseg.imageio import IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ def import_stu(
     image_names = {f"Test_Image_{n}.png" for n in numbers.values()}
     report_unmatched(root / "images", image_names, "not named Test_Image_<n>.png, not read", ignored)
     mask_names = {f"mask_{n}.png" for n in numbers.values()}
-    report_unmatched(root / "masks", mask_names, "mask without image", ignored)
+    report_unmatched(root / "masks", mask_names, "mask without image", ignored, IMAGE_SUFFIXES)
 
     def generate() -> Iterator[Record]:
         yield from ignored  # first, so that a limit never hides them

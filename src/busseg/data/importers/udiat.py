@@ -24,6 +24,7 @@ from busseg.data.importers.base import (
     unique_ids,
     unlisted,
 )
+from busseg.imageio import IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def import_udiat(
     labels = read_labels_csv(root, opts.labels_csv, section) if opts.labels_csv else {}
     ignored: list[Ignored] = []
     images = files_by_stem(root / "original", ignored)
-    masks = files_by_stem(root / "GT", ignored)
+    masks = files_by_stem(root / "GT", ignored, IMAGE_SUFFIXES)
     stems = unique_ids(images)
     ids = limit_ids(sorted(stems), opts.limit)
     ignored += [Ignored(str(p), "mask without image") for m, ps in masks.items() if m not in images for p in ps]
