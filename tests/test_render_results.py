@@ -140,3 +140,22 @@ def test_missing_markers_and_bad_file_are_errors(project, capsys):
     (project["results"] / "ssl" / "broken.yaml").write_text("title: [unclosed\n")
     assert render(tool, project) == 2
     assert "broken.yaml: not valid YAML" in capsys.readouterr().err
+
+
+def test_a_benchmark_result_file_renders(project):
+    """benchmarks/results_io.py writes what the renderer reads: command, commit, machine, date, rows."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import results_io
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    tool = load_tool()
+    path = results_io.write_result(
+        project["results"] / "ssl" / "written.json", title="Written", commit=project["first"],
+        rows=[{"key": "a", "label": "arm a", "per_seed": {"dice": [0.2, 0.4]}}], metric="dice", seeds=[0, 1])
+    data = json.loads(path.read_text())
+    assert data["command"].startswith("python ") and data["date"] and data["machine"]["cpu"]
+    assert render(tool, project) == 0
+    assert "| arm a | 2 | 0.300 ± 0.141 | 0.200 / 0.400 | current |" in (project["repo"] / "docs" / "benchmarks.md").read_text()

@@ -166,8 +166,12 @@ def render_methods(rf: ResultFile) -> list[str]:
         cells = [label, str(len(present)), mean_std(present),
                  " / ".join("-" if v is None else f"{v:.3f}" for v in vals)]
         means = row.get("mean") or {}
+        per_seed = row.get("per_seed") if isinstance(row.get("per_seed"), dict) else {}
         for column in extra:
             value = means.get(column)
+            if value is None and per_seed.get(column):
+                present_c = [v for v in per_seed[column] if v is not None]
+                value = statistics.mean(present_c) if present_c else None
             cells.append("-" if value is None else (f"{value:.1f}" if column == "hd95" else f"{value:.3f}"))
         if ref:
             cells.append("reference" if key == ref else points(paired(vals, rf.values(ref))))
