@@ -223,8 +223,10 @@ def provenance(rf: ResultFile) -> list[str]:
     commits = sorted({str(c) for c in [rf.commit(), *(r.get("commit") for r in rf.rows.values() if "commit" in r)] if c})
     commit_text = ", ".join(f"`{c}`" for c in commits) if commits else "not recorded"
     torch = data.get("torch") or "not recorded"
-    out.append(f"Machine: {machine_text}. Commit: {commit_text} ({status_cell(rf.status())} for the file's own "
-               f"commit). torch: {torch}. Source: `benchmarks/results/{rf.rel}`.")
+    own = {"current": "training code unchanged since", "stale": "training code changed since: **stale**"}.get(
+        rf.status(), "commit unknown")
+    out.append(f"Machine: {machine_text}. Commit: {commit_text} ({own}). torch: {torch}. "
+               f"Source: `benchmarks/results/{rf.rel}`.")
     if data.get("overrides"):
         ov = data["overrides"]
         text = " ".join(f"{k}={v}" for k, v in ov.items()) if isinstance(ov, dict) else str(ov)
