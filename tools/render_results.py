@@ -103,16 +103,22 @@ def status_cell(status: str) -> str:
     return {"current": "current", "stale": "**stale**"}.get(status, status)
 
 
+def marks_cell(marks: list[str]) -> str:
+    return " and ".join(status_cell(m) for m in marks) if marks else "current"
+
+
+def worst(statuses: list[str]) -> list[str]:
+    """The marks a set of figures carries: ``commit unknown`` and/or ``stale`` (empty when all current)."""
+    return [s for s in ("stale", "commit unknown") if s in statuses]
+
+
 class ResultFile:
     """One result file: its metadata and rows, with per-row freshness."""
 
-    def __init__(self, path: Path, results: Path, fresh: Freshness) -> None:
+    def __init__(self, path: Path, results: Path, data: dict[str, Any], fresh: Freshness) -> None:
         self.path = path
         self.id = path.relative_to(results).with_suffix("").as_posix()
         self.rel = path.relative_to(results).as_posix()
-        data = load(path)
-        if not isinstance(data, dict) or "title" not in data:
-            raise ResultsError(f"{path}: a result file needs a 'title'")
         self.data = data
         self.fresh = fresh
         self.rows: dict[str, dict[str, Any]] = {}
@@ -191,13 +197,13 @@ def render_seeds(rf: ResultFile) -> list[str]:
                      for x, y in zip(rf.values(a), rf.values(b))]
             cells = ["-" if d is None else f"{d:+.1f}" for d in diffs]
             summary = f"**{points([d for d in diffs if d is not None])}**"
-            status = rf.status(rf.rows[a]) if rf.status(rf.rows[a]) != "current" else rf.status(rf.rows[b])
+            marks = worst([rf.status(rf.rows[a]), rf.status(rf.rows[b])])
         else:
             vals = rf.values(key)
             cells = ["-" if v is None else f"{v:.3f}" for v in vals]
             summary = mean_std([v for v in vals if v is not None])
-            status = rf.status(row)
-        lines.append("| " + " | ".join([row["label"], *cells, summary, status_cell(status)]) + " |")
+            marks = worst([rf.status(row)])
+        lines.append("| " + " | ".join([row["label"], *cells, summary, marks_cell(marks)]) + " |")
     return lines
 
 
@@ -270,23 +276,24 @@ def load_all(results: Path, repo: Path) -> tuple[dict[str, Any], dict[str, Resul
         data = load(path)
         if not isinstance(data, dict) or "title" not in data:
             continue  # raw outputs (e.g. gpu/summary.json) that a result file cites
-        files[path.relative_to(results).with_suffix("").as_posix()] = ResultFile(path, results, fresh)
+        files[path.relative_to(results).with_suffix("").as_posix()] = ResultFile(path, results, data, fresh)
     for rf in files.values():  # a row measured once, shown in two tables: `same_as: <file>#<key>`
         for row in rf.rows.values():
             if "same_as" in row:
-                other, key = ref(files, row["same_as"])
+                other, key = ref(files, row["same_as"], str(rf.path))
                 row.setdefault("per_seed", other.rows[key].get("per_seed"))
                 if "commit" not in row:
                     row["commit"] = other.commit(other.rows[key])
     return index, files
 
 
-def ref(files: dict[str, ResultFile], spec: str) -> tuple[ResultFile, str]:
+def ref(files: dict[str, ResultFile], spec: str, where: str = "index.yaml") -> tuple[ResultFile, str]:
+    """The result file and row key named by ``<file>#<key>`` (``where`` names the file that asks)."""
     name, _, key = spec.partition("#")
     if name not in files:
-        raise ResultsError(f"index.yaml: no result file {name!r} (known: {', '.join(sorted(files))})")
+        raise ResultsError(f"{where}: no result file {name!r} (known: {', '.join(sorted(files))})")
     if key not in files[name].rows:
-        raise ResultsError(f"index.yaml: {name} has no row {key!r}")
+        raise ResultsError(f"{where}: {name} has no row {key!r}")
     return files[name], key
 
 
@@ -323,9 +330,9 @@ def headline(index: dict[str, Any], files: dict[str, ResultFile]) -> list[str]:
         default = cell(rf, roles["default"])
         cells = [item["label"], f"**{default}**", cell(rf, roles["finetune"]),
                  cell(rf, best, rf.rows[best].get("short", rf.rows[best]["label"])) if best else "-", full, str(n)]
-        worst = [s for s in ("commit unknown", "stale") if s in statuses]
-        marks.update(worst)
-        cells.append(" and ".join(status_cell(s) for s in reversed(worst)) if worst else "current")
+        row_marks = worst(statuses)
+        marks.update(row_marks)
+        cells.append(marks_cell(row_marks))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Test Dice, mean ± sample std over seeds (each seed its own split, labeled images and static "
