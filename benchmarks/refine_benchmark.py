@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import results_io  # noqa: E402  (--results-out)
 import ssl_benchmark as ssl  # noqa: E402  (the clone, the experiment and the exp-show helpers)
 
 from busseg.params_schema import REFINE_INITS, REFINE_RELABELERS  # noqa: E402
@@ -171,9 +172,6 @@ def rows_from_show(show: Any, seeds: Iterable[int], dataset: str, names: dict[st
 
 def write_results(path: Path, rows: dict[int, dict[str, float]], args: argparse.Namespace, commit: str | None) -> None:
     """``--results-out``: the per-seed table as a result file (layout ``seeds``; gains are rendered as paired rows)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import results_io
-
     seeds = sorted(rows)
     out = []
     for spec, label in ROWS:
@@ -233,8 +231,6 @@ def main(argv: list[str] | None = None) -> None:
     rows = rows_from_show(show, args.seeds, args.dataset, names)
     print(table(rows))
     if args.results_out:
-        import results_io  # noqa: E402 (on the path since ssl_benchmark's import)
-
         works = [args.work] if isinstance(args.work, Path) else list(args.work)
         commits = {results_io.git_commit(w) for w in works}
         write_results(args.results_out, rows, args, commits.pop() if len(commits) == 1 else None)
