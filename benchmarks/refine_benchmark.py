@@ -21,8 +21,8 @@ into its params.yaml (as ``ssl_benchmark.py`` does), then runs three experiments
 
 ``none`` runs first, in the workspace, so that prepare, pseudo labels and the warm-up of that
 seed are in DVC's run cache before the other two need them. ``table`` reads ``dvc exp show
---json`` in ``--work`` and prints the per-seed table of the README section "Refinement rounds
-on the held-out targets": the labels of the unlabeled train images before and after the
+--json`` in ``--work`` and prints the per-seed table of docs/benchmarks.md, "Label
+refinement" (``--results-out`` also writes it as a result file): the labels of the unlabeled train images before and after the
 rounds, the teachers' validation Dice, the re-labeling student's, the student's test Dice with
 and without refinement, fully supervised, and each paired gain (mean +- sample std over seeds).
 ``table`` also reads runs made by hand: several ``--work`` clones (one per seed, say) and

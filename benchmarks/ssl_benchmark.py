@@ -67,13 +67,13 @@ METRICS = ("dice", "iou", "hd95")
 #: Named settings of the comparison: name -> (``train.method``, overrides). Every method not
 #: named here runs with the benchmark parameters as they are (``train.augment: strong`` and
 #: ``train.init: static_teacher`` for all, so every method gets the same perturbation and the
-#: same start). ``dual_teacher`` is the setting measured best (params.yaml's default; README,
-#: "the ablation ladder");
-#: ``dual_teacher_paper`` has the paper's components (clean views, the METHOD.md AURCL);
+#: same start). ``dual_teacher`` is the setting measured best (params.yaml's default; docs/method.md,
+#: "The ablation ladder");
+#: ``dual_teacher_paper`` has the paper's components (clean views, the paper's AURCL);
 #: ``supervised_random`` starts from random weights and takes the warm-up's steps as training
 #: steps too (:data:`RANDOM_INIT_EPOCHS`), so its total optimizer steps equal every other row's.
 RANDOM_INIT_EPOCHS = "24"
-#: The two teacher-control keys the default adds to the issue-11 setting (README, "the ablation ladder").
+#: The two teacher-control keys the default adds to the issue-11 setting (docs/method.md, "The ablation ladder").
 TEACHER_CONTROL: dict[str, str] = {"train.confidence_threshold": "0.8", "train.static_anneal": "1.0"}
 VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "dual_teacher": ("dual_teacher", {"train.aurcl_variant": "prototype", **TEACHER_CONTROL}),
