@@ -22,7 +22,7 @@ def load_tool():
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.email=t@example.org", "-c", "user.name=t", *args], cwd=repo,
+    return subprocess.run(["git", "-c", "user.email=t@example.org", "-c", "user.name=t", "-c", "commit.gpgsign=false", *args], cwd=repo,
                           check=True, capture_output=True, text=True).stdout.strip()
 
 
