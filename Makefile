@@ -1,8 +1,9 @@
 # One entry point for people and CI.
 #   make repro   create .venv if missing, install pinned dependencies, run `dvc repro`
 #   make test    install as needed, run the test suite (what .ci/run calls)
-#   make verify  check that dvc.lock matches the code, re-run the pipeline, compare metrics/
-#                with the committed ones (CI runs it after the tests)
+#   make verify  check that dvc.lock matches the code and that docs/benchmarks.md and the README's
+#                headline table are what tools/render_results.py renders from benchmarks/results/,
+#                re-run the pipeline, compare metrics/ with the committed ones (CI runs it after the tests)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -33,6 +34,7 @@ test: install
 
 verify: install
 	$(BIN)/python tools/verify_results.py lock
+	$(BIN)/python tools/render_results.py --check
 	$(BIN)/dvc repro
 	$(BIN)/python tools/verify_results.py metrics
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check: one prepared script, about 6 minutes on one H200 (2026-12-04: README, "On a GPU").
+# The GPU check: one prepared script, about 6 minutes on one H200 (docs/gpu.md).
 #
 #   bash benchmarks/gpu_check.sh            # from the repository root, after `make install`
 #
@@ -11,7 +11,8 @@
 # 3. the same with 2 DDP ranks when more than one GPU is visible;
 # 4. the grounded_sam backend's seconds per image at full size (random weights, same compute);
 # 5. a short bf16 training run of the whole pipeline (`dvc repro`) on BUS-BRA, when it is there.
-# Figures go to $OUT (default benchmarks/results/gpu) as JSON and text; paste them in the README.
+# Figures go to $OUT (default benchmarks/results/gpu) as JSON and text; carry them into a result file
+# there (benchmarks/results/gpu/h200.yaml) and run `python tools/render_results.py` (docs/benchmarks.md).
 #
 # Settings (environment variables):
 #   PY            the interpreter (default .venv/bin/python, else python3 on the PATH)

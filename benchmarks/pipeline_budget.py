@@ -74,6 +74,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a parameter (dotted key)")
     parser.add_argument("--params-file", type=Path, help="YAML merged over params.yaml (datasets replaced whole)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary project")
+    parser.add_argument("--results-out", type=Path, default=None, metavar="PATH",
+                        help="also write the stage times as a result file (benchmarks/results/<suite>/<name>.json)")
     args = parser.parse_args()
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     if args.params_file:
@@ -116,7 +118,19 @@ def main() -> None:
             print(f"  {name:28s} {seconds:7.1f} s")
         print(f"  total wall {total:.1f} s, peak RSS of the largest process {peak_mb:.0f} MB")
         print("## metrics/summary.json")
-        print(json.dumps(json.loads((root / "metrics/summary.json").read_text()), indent=2))
+        summary = json.loads((root / "metrics/summary.json").read_text())
+        print(json.dumps(summary, indent=2))
+        if args.results_out is not None:
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            import results_io
+
+            table = [[name, f"{seconds:.1f} s"] for name, seconds in stage_times.items()]
+            table += [["**total wall**", f"**{total:.1f} s**"], ["peak RSS of the largest process", f"{peak_mb:.0f} MB"]]
+            for dataset, metrics in summary.items():
+                if isinstance(metrics, dict) and "dice" in metrics:
+                    table.append([f"{dataset}: test Dice", f"{metrics['dice']:.3f}"])
+            results_io.write_result(args.results_out, title="The pipeline's budget", header=["stage", "time"],
+                                    table=table, overrides={"set": args.set, "params_file": str(args.params_file or "")})
     finally:
         if args.keep:
             print(f"kept {root}")

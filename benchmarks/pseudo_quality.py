@@ -28,6 +28,7 @@ import argparse
 import csv
 import json
 import re
+import sys
 import time
 from collections.abc import Iterator
 from multiprocessing import Pool
@@ -206,6 +207,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images (after --step)")
     parser.add_argument("--step", type=int, default=1, help="use every K-th image")
     parser.add_argument("--out", type=Path, default=None, help="write summary and per-image records as JSON")
+    parser.add_argument("--results-out", type=Path, default=None, metavar="PATH",
+                        help="also write the summary as a result file (benchmarks/results/<suite>/<name>.json)")
     args = parser.parse_args()
     cv2.setNumThreads(1)  # the target is one CPU core
 
@@ -238,6 +241,20 @@ def main() -> None:
                   f"{part['coverage']:.3f} | {part['hit_rate']:.3f} |")
     if args.out is not None:
         args.out.write_text(json.dumps({"weights": args.weights, "summary": summary, "by_scanner": by_scanner, "records": records}, indent=1))
+    if args.results_out is not None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import results_io
+
+        def cells(name: str, part: dict) -> list:
+            return [name, part["n"], f"{part['mean_dice']:.3f}", f"{part['dice_at_coverage']['top50']['dice']:.3f}",
+                    f"{part['coverage']:.3f}", f"{part['hit_rate']:.3f}", f"{part['median_seconds']:.3f}"]
+
+        target = f"{args.kind} {' + '.join(args.devices) if args.devices else ''}".strip()
+        results_io.write_result(
+            args.results_out, title=f"First-round labels: {target}, weights {args.weights}",
+            header=["images", "n", "label Dice", "top-50 % by confidence", "coverage", "hit rate", "median s / image"],
+            table=[cells(target, summary), *(cells(g, part) for g, part in by_scanner.items())],
+            overrides={"weights": str(args.weights)})
 
 
 if __name__ == "__main__":

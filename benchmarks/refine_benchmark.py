@@ -21,8 +21,8 @@ into its params.yaml (as ``ssl_benchmark.py`` does), then runs three experiments
 
 ``none`` runs first, in the workspace, so that prepare, pseudo labels and the warm-up of that
 seed are in DVC's run cache before the other two need them. ``table`` reads ``dvc exp show
---json`` in ``--work`` and prints the per-seed table of the README section "Refinement rounds
-on the held-out targets": the labels of the unlabeled train images before and after the
+--json`` in ``--work`` and prints the per-seed table of docs/benchmarks.md, "Label
+refinement" (``--results-out`` also writes it as a result file): the labels of the unlabeled train images before and after the
 rounds, the teachers' validation Dice, the re-labeling student's, the student's test Dice with
 and without refinement, fully supervised, and each paired gain (mean +- sample std over seeds).
 ``table`` also reads runs made by hand: several ``--work`` clones (one per seed, say) and
@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import results_io  # noqa: E402  (--results-out)
 import ssl_benchmark as ssl  # noqa: E402  (the clone, the experiment and the exp-show helpers)
 
 from busseg.params_schema import REFINE_INITS, REFINE_RELABELERS  # noqa: E402
@@ -169,6 +170,21 @@ def rows_from_show(show: Any, seeds: Iterable[int], dataset: str, names: dict[st
     return rows
 
 
+def write_results(path: Path, rows: dict[int, dict[str, float]], args: argparse.Namespace, commit: str | None) -> None:
+    """``--results-out``: the per-seed table as a result file (layout ``seeds``; gains are rendered as paired rows)."""
+    seeds = sorted(rows)
+    out = []
+    for spec, label in ROWS:
+        if isinstance(spec, str):
+            values = [rows[s].get(spec) for s in seeds]
+            if any(v is not None for v in values):
+                out.append({"key": spec, "label": label, "per_seed": values})
+        elif len(spec) == 2 and all(any(r["key"] == k for r in out) for k in spec):
+            out.append({"key": f"{spec[0]}-{spec[1]}", "label": label, "paired": list(spec)})
+    results_io.write_result(path, title=f"Label refinement on {args.dataset}", rows=out, commit=commit,
+                            layout="seeds", seeds=seeds)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -181,6 +197,9 @@ def main(argv: list[str] | None = None) -> None:
     table_parser.add_argument("--work", type=Path, nargs="+", default=[Path("/tmp/busseg-refine")])
     table_parser.add_argument("--name", action="append", default=[], metavar="ARM=PATTERN",
                               help=f"experiment name of an arm ({', '.join(ARMS)}), {{seed}} for the seed")
+    for p in (run_parser, table_parser):
+        p.add_argument("--results-out", type=Path, default=None, metavar="PATH",
+                       help="also write the table as a result file (benchmarks/results/<suite>/<name>.json)")
     run_parser.add_argument("--params", type=Path, required=True, help="e.g. benchmarks/heldout_logiq7.yaml")
     run_parser.add_argument("--ratio", type=float, default=0.025)
     run_parser.add_argument("--rounds", type=int, default=1)
@@ -209,7 +228,12 @@ def main(argv: list[str] | None = None) -> None:
         if unknown:
             parser.error(f"--name: unknown arm {', '.join(unknown)}; available: {', '.join(ARMS)}")
         show = [ssl.exp_show(work) for work in args.work]
-    print(table(rows_from_show(show, args.seeds, args.dataset, names)))
+    rows = rows_from_show(show, args.seeds, args.dataset, names)
+    print(table(rows))
+    if args.results_out:
+        works = [args.work] if isinstance(args.work, Path) else list(args.work)
+        commits = {results_io.git_commit(w) for w in works}
+        write_results(args.results_out, rows, args, commits.pop() if len(commits) == 1 else None)
 
 
 if __name__ == "__main__":

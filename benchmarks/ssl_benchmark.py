@@ -67,13 +67,13 @@ METRICS = ("dice", "iou", "hd95")
 #: Named settings of the comparison: name -> (``train.method``, overrides). Every method not
 #: named here runs with the benchmark parameters as they are (``train.augment: strong`` and
 #: ``train.init: static_teacher`` for all, so every method gets the same perturbation and the
-#: same start). ``dual_teacher`` is the setting measured best (params.yaml's default; README,
-#: "the ablation ladder");
-#: ``dual_teacher_paper`` has the paper's components (clean views, the METHOD.md AURCL);
+#: same start). ``dual_teacher`` is the setting measured best (params.yaml's default; docs/method.md,
+#: "The ablation ladder");
+#: ``dual_teacher_paper`` has the paper's components (clean views, the paper's AURCL);
 #: ``supervised_random`` starts from random weights and takes the warm-up's steps as training
 #: steps too (:data:`RANDOM_INIT_EPOCHS`), so its total optimizer steps equal every other row's.
 RANDOM_INIT_EPOCHS = "24"
-#: The two teacher-control keys the default adds to the issue-11 setting (README, "the ablation ladder").
+#: The two teacher-control keys the default adds to the issue-11 setting (docs/method.md, "The ablation ladder").
 TEACHER_CONTROL: dict[str, str] = {"train.confidence_threshold": "0.8", "train.static_anneal": "1.0"}
 VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
     "dual_teacher": ("dual_teacher", {"train.aurcl_variant": "prototype", **TEACHER_CONTROL}),
@@ -251,6 +251,35 @@ def paired_table(show: Any, experiments: list[Experiment], reference: str = "sup
     return "\n".join(lines)
 
 
+def result_rows(show: Any, experiments: list[Experiment], dataset: str = "busbra") -> list[dict[str, Any]]:
+    """Rows of a result file (``benchmarks/results_io.py``): per-seed Dice, IoU and HD95 of each group."""
+    results = results_by_name(show, dataset)
+    rows = []
+    for group in dict.fromkeys(e.group for e in experiments):
+        members = sorted((e for e in experiments if e.group == group), key=lambda e: int(e.overrides["seed"]))
+        if not any(e.name in results for e in members):
+            continue
+        per_seed = {m: [results.get(e.name, {}).get(m) for e in members] for m in METRICS}
+        rows.append({"key": group, "label": members[0].label, "seeds": [int(e.overrides["seed"]) for e in members],
+                     "overrides": {k: v for k, v in members[0].overrides.items() if k != "seed"}, "per_seed": per_seed})
+    return rows
+
+
+def write_results(path: Path, show: Any, experiments: list[Experiment], args: argparse.Namespace, work: Path) -> None:
+    """``--results-out``: the table as a result file, with the measured clone's commit."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import results_io
+
+    rows = result_rows(show, experiments, args.dataset)
+    ratios = sorted({r["overrides"].get("label_ratio") for r in rows} - {None})
+    reference = f"{args.reference}-{ratio_tag(float(ratios[0]))}" if len(ratios) == 1 else None
+    results_io.write_result(
+        path, title=f"{args.dataset}: {', '.join(args.methods)} at {', '.join(ratio_tag(float(r)) + ' %' for r in ratios)}",
+        rows=rows, overrides=dict(item.split("=", 1) for item in args.set), commit=results_io.git_commit(work),
+        metric="dice", seeds=list(args.seeds), columns=["iou", "hd95"],
+        reference=reference if any(r["key"] == reference for r in rows) else None)
+
+
 def clone_env(work: Path) -> dict[str, str]:
     """Environment of the runs: stages import busseg from the clone (the commit measured), dvc from this venv."""
     env = dict(os.environ, PYTHONPATH=str(work / "src"), DVC_NO_ANALYTICS="1")
@@ -357,6 +386,8 @@ def run(args: argparse.Namespace) -> None:
     if not args.sequential:
         print()
         print(paired_table(show, experiments, args.reference, args.dataset))
+    if args.results_out:
+        write_results(args.results_out, show, experiments, args, args.work)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -373,6 +404,8 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every experiment")
         p.add_argument("--dataset", default="busbra")
         p.add_argument("--reference", default="supervised", help="the method paired differences are taken against")
+        p.add_argument("--results-out", type=Path, default=None, metavar="PATH",
+                       help="also write the table as a result file (benchmarks/results/<suite>/<name>.json)")
     run_parser = sub.choices["run"]
     run_parser.add_argument("--jobs", type=int, default=2)
     run_parser.add_argument("--params", type=Path, default=REPO / "benchmarks" / "ssl_busbra.yaml")
@@ -385,9 +418,12 @@ def main(argv: list[str] | None = None) -> None:
     else:
         extra = dict(item.split("=", 1) for item in args.set)
         experiments = plan(args.methods, args.ratios, args.seeds, not args.no_ladder, extra, not args.no_upper_bound)
-        print(table(exp_show(args.work), experiments, args.dataset))
+        show = exp_show(args.work)
+        print(table(show, experiments, args.dataset))
         print()
-        print(paired_table(exp_show(args.work), experiments, args.reference, args.dataset))
+        print(paired_table(show, experiments, args.reference, args.dataset))
+        if args.results_out:
+            write_results(args.results_out, show, experiments, args, args.work)
 
 
 if __name__ == "__main__":
