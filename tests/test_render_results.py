@@ -159,3 +159,27 @@ def test_a_benchmark_result_file_renders(project):
     assert data["command"].startswith("python ") and data["date"] and data["machine"]["cpu"]
     assert render(tool, project) == 0
     assert "| arm a | 2 | 0.300 ± 0.141 | 0.200 / 0.400 | current |" in (project["repo"] / "docs" / "benchmarks.md").read_text()
+
+
+def lock_with_student(md5: str) -> str:
+    return f"schema: '2.0'\nstages:\n  train@synthetic:\n    outs:\n    - path: models/synthetic/student.pt\n      md5: {md5}\n"
+
+
+def test_a_code_change_that_trains_the_same_reference_networks_stays_current(project):
+    """Training code changed, but the committed default run's networks (dvc.lock) did not."""
+    tool = load_tool()
+    repo = project["repo"]
+    (repo / "dvc.lock").write_text(lock_with_student("aaaa"))
+    git(repo, "add", "dvc.lock")
+    git(repo, "commit", "-qm", "reference run")
+    measured = git(repo, "rev-parse", "HEAD")
+    (project["results"] / "ssl" / "tiny.json").write_text(json.dumps(result(measured)))
+    (repo / "src" / "busseg" / "training" / "loop.py").write_text("A = 1  # a comment: same computation\n")
+    git(repo, "commit", "-qam", "touch training code")
+    assert render(tool, project) == 0
+    assert "| +10.0 ± 0.0 | current |" in (repo / "docs" / "benchmarks.md").read_text()
+    # the reference networks change with the next commit: now the row is stale
+    (repo / "dvc.lock").write_text(lock_with_student("bbbb"))
+    git(repo, "commit", "-qam", "retrained")
+    assert render(tool, project) == 0
+    assert "| +10.0 ± 0.0 | **stale** |" in (repo / "docs" / "benchmarks.md").read_text()
