@@ -367,7 +367,8 @@ def headline(index: dict[str, Any], files: dict[str, ResultFile]) -> list[str]:
                  "per-seed figures, commands, machines and commits are; more in "
                  "[docs/benchmarks.md](docs/benchmarks.md).")
     if marks:
-        lines.append("Code: *stale* = training code changed since the commit that measured a figure of the row; "
+        lines.append("Code: *stale* = training code changed since the commit that measured a figure of the row, "
+                     "and so did the networks the default pipeline trains (`dvc.lock`); "
                      "*commit unknown* = that commit was not recorded.")
     return lines
 
