@@ -3,7 +3,7 @@
     python stages/warmup.py --prepared data/prepared/NAME --pseudo data/pseudo/NAME \
         --train-ids data/splits/NAME/train.txt --val-ids data/splits/NAME/val.txt \
         --out models/NAME/static_teacher.pt --live reports/warmup/NAME
-No ground truth is used for training (METHOD.md DECISION), so the teacher does not depend
+No ground truth is used for training (docs/method.md DECISION), so the teacher does not depend
 on label_ratio; the validation split's ground truth picks the best epoch.
 """
 from __future__ import annotations

@@ -95,7 +95,7 @@ def test_hd95_matches_brute_force_and_is_symmetric(seed):
         assert metric(pred, target) == pytest.approx(metric(target, pred))
 
 
-# --- empty-mask policy (METHOD.md) ---------------------------------------------------------
+# --- empty-mask policy (docs/method.md) ---------------------------------------------------------
 
 DIAGONAL_4x6 = math.sqrt(4**2 + 6**2)
 ONE = square((4, 6), 1, 1, 2)

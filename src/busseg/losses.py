@@ -1,6 +1,6 @@
 """Segmentation losses on logits (torch): soft Dice and BCE + Dice.
 
-METHOD.md uses BCE + Dice with weights 1:1 for the supervised loss L_s, for the
+docs/method.md uses BCE + Dice with weights 1:1 for the supervised loss L_s, for the
 static teacher's warm-up on pseudo labels, and for the unsupervised loss L_u with
 the soft UEWF target. Targets may therefore be soft (any value in [0, 1]).
 

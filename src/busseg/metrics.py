@@ -5,7 +5,7 @@ Every function takes one predicted and one reference mask of the same 2-D shape
 Metrics are computed per image; a data set's score is the mean over its images
 (:func:`busseg.evaluation.summarize`).
 
-Empty-mask policy (METHOD.md, DECISION), so that no metric is ever NaN:
+Empty-mask policy (docs/method.md, DECISION), so that no metric is ever NaN:
 
 ========  ===================  =====================================
 metric    both masks empty     exactly one mask empty

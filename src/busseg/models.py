@@ -1,6 +1,6 @@
 """The segmentation network: a thin wrapper around segmentation-models-pytorch's U-Net.
 
-Student and teachers share this architecture (METHOD.md: ResNet-34-encoder U-Net).
+Student and teachers share this architecture (docs/method.md: ResNet-34-encoder U-Net).
 The wrapper adds two things smp lacks: input normalisation for one-channel
 ultrasound in [0, 1], and :meth:`SegmentationNet.forward_features`, which also
 returns the last decoder feature map that AURCL contrasts.
@@ -119,7 +119,7 @@ def load_encoder_weights(encoder: nn.Module, path: Path) -> None:
     """
     key = "model.encoder_weights"
     if not path.is_file():
-        raise ConfigError(key, f"{path}: file not found (see the README, 'Getting the weights')")
+        raise ConfigError(key, f"{path}: file not found (see docs/gpu.md, 'Grounding DINO and SAM weights')")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

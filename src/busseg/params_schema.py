@@ -263,7 +263,7 @@ def check_distinct_roots(datasets: Mapping[str, Any]) -> None:
     results on another dataset. ``synthetic`` entries are left out (their ``root`` is the
     generator module; their seed makes them different data). Two ``busbra`` entries may
     share a folder when both select scanners (``devices``) and no scanner is in both:
-    they are then different data (one held-out scanner against the others, issue 20).
+    they are then different data (one held-out scanner against the others).
     """
     seen: list[_Root] = []
     for entry in _dataset_roots(datasets):

@@ -108,7 +108,7 @@ def test_area_filter_discards_masks_below_the_minimum() -> None:
 
 
 def test_small_lesion_is_kept_with_a_lenient_area_filter() -> None:
-    # Lesion area ~0.6 % of the image: below the default 1 % filter of METHOD.md.
+    # Lesion area ~0.6 % of the image: below the default 1 % filter of docs/method.md.
     image, truth = lesion_image((240, 240), (120, 90), (12, 9), seed=7)
     assert 0.004 < truth.mean() < 0.01
     label = AppearanceLabeler(AppearanceOptions(min_area_fraction=0.001)).label(image)

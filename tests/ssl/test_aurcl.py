@@ -305,7 +305,7 @@ def test_prototype_loss_rewards_class_features_and_not_positional_ones():
     assert losses["ideal"] < 0.05
     assert losses["positional"] > 0.3 and losses["random"] > 0.3
     assert losses["ideal"] < losses["positional"] and losses["ideal"] < losses["random"]
-    # The paper's variant ranks them the other way round (METHOD.md's measured flaw).
+    # The paper's variant ranks them the other way round (docs/method.md's measured flaw).
     paper = {name: float(aurcl_loss(f, probs, grid=8)) for name, f in (("ideal", ideal), ("positional", positional))}
     assert paper["positional"] < paper["ideal"]
 

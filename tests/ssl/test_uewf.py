@@ -19,7 +19,7 @@ def rand_probs(*shape: int, seed: int = 0, low: float = 0.0, high: float = 1.0) 
 
 
 def entropy64(p: np.ndarray) -> np.ndarray:
-    """METHOD.md's entropy formula in float64, written out independently."""
+    """docs/method.md's entropy formula in float64, written out independently."""
     return -(p * np.log(p + EPS) + (1 - p) * np.log(1 - p + EPS))
 
 

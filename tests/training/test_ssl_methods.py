@@ -27,7 +27,7 @@ SIZE = 64
 CONFIG = TrainConfig(
     method="dual_teacher", epochs=2, steps_per_epoch=2, batch_size=4, unlabeled_batch=2,
     ema_decay=0.9, uewf_kernel=4, aurcl_grid=4, aurcl_proj_dim=16,
-    rampup_epochs=0.0,  # lambda_u at full weight from step 0 (METHOD.md), so the loss arithmetic is plain
+    rampup_epochs=0.0,  # lambda_u at full weight from step 0 (docs/method.md), so the loss arithmetic is plain
 )
 
 

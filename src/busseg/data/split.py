@@ -1,6 +1,6 @@
 """Train / validation / test splits grouped by patient and stratified by class.
 
-METHOD.md DECISION: 70 / 10 / 20 by default, patient-grouped where ids exist, stratified
+docs/method.md DECISION: 70 / 10 / 20 by default, patient-grouped where ids exist, stratified
 by benign / malignant (and by ``source`` for composite datasets), seeded; the labeled
 subset is drawn from train with ``n_labeled = max(1, round(label_ratio * n_train))``,
 also stratified. Images with identical pixels (same content hash) are put in one group,
@@ -148,7 +148,7 @@ def split_dataset(index: pd.DataFrame, config: SplitConfig, seed: int) -> dict[s
 
 
 def n_labeled_for(label_ratio: float, n_train: int) -> int:
-    """``max(1, round(label_ratio * n_train))`` (METHOD.md)."""
+    """``max(1, round(label_ratio * n_train))`` (docs/method.md)."""
     check_range("label_ratio", label_ratio, 0.0, 1.0, low_open=True)
     return max(1, int(round(label_ratio * n_train)))
 

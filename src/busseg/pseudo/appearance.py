@@ -1,6 +1,6 @@
 """Weight-free, training-free pseudo labels from appearance words (the default backend).
 
-METHOD.md (APPG) prompts Grounding DINO + SAM with appearance descriptions of a
+docs/method.md (APPG) prompts Grounding DINO + SAM with appearance descriptions of a
 lesion ("dark oval", "dark round", "dark lobulated"). This backend turns the same
 words into classical image analysis, so that the pipeline runs without any model
 weights:
@@ -28,7 +28,7 @@ Pipeline for one image:
    tissue, size relative to the tissue's area; a :class:`DatasetPrior`), and a
    second pass re-ranks each image's best candidates with it;
 5. keep the best candidate large enough to pass the area filter, smooth its
-   boundary at the original size, and apply the area filter of METHOD.md
+   boundary at the original size, and apply the area filter of docs/method.md
    (foreground must exceed ``min_area_fraction`` of the image).
 
 Labeling a dataset is therefore two passes: :meth:`~AppearanceLabeler.analyse` each
@@ -38,7 +38,7 @@ all analyses, then :meth:`~AppearanceLabeler.decide` each image (cheap).
 prior instead. Everything fitted on ground truth (the scores' weights, the default prior,
 the confidence map) is read from a weights file, ``pseudo.appearance.weights``
 (:mod:`busseg.pseudo.appearance_weights`; the committed ones are fitted by
-``benchmarks/fit_appearance.py`` on BUS-BRA's seed-0 train split, see the README).
+``benchmarks/fit_appearance.py`` on BUS-BRA's seed-0 train split, see docs/method.md).
 
 The label's score is a confidence in [0, 1], a monotone map of the best
 candidate's linear score: on BUS-BRA the most confident labels are the best ones.
@@ -84,7 +84,7 @@ _MIN_OUTSIDE_FRACTION = 0.005
 class AppearanceOptions:
     """Options of :class:`AppearanceLabeler`.
 
-    ``prompts`` are appearance descriptions as in METHOD.md; each is a few of the
+    ``prompts`` are appearance descriptions as in docs/method.md; each is a few of the
     words in :data:`KNOWN_WORDS`. ``min_area_fraction`` is the area filter.
     ``working_size`` is the long side (pixels) at which the analysis runs.
     Candidates are ranked by the linear scores of the ``weights`` file (a path relative

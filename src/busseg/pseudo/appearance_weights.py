@@ -2,7 +2,7 @@
 
 Everything :class:`busseg.pseudo.appearance.AppearanceLabeler` learned from ground truth
 lives in one file (``pseudo.appearance.weights``, default :data:`DEFAULT_WEIGHTS`), so
-that a held-out target can be labeled by weights that never saw it (issue 20): the
+that a held-out target can be labeled by weights that never saw it: the
 linear scores' weights and biases, the prior used when a dataset is too small to estimate
 its own, and the map from the best candidate's score to a confidence. The files are
 written by ``benchmarks/fit_appearance.py fit``; ``models/appearance/`` holds the

@@ -62,7 +62,7 @@ def invalid_label(shape: tuple[int, int], reason: str, score: float = 0.0) -> Ps
 def apply_area_filter(label: PseudoLabel, min_area_fraction: float) -> PseudoLabel:
     """Mark ``label`` invalid when its foreground is <= ``min_area_fraction`` of the image.
 
-    METHOD.md: a mask whose foreground is <= 1 % of the image is discarded. The score
+    docs/method.md: a mask whose foreground is <= 1 % of the image is discarded. The score
     is kept so that the per-image table still shows how confident the backend was.
     """
     if not label.valid:

@@ -1,6 +1,6 @@
 """The paper's pseudo-label path: Grounding DINO boxes from appearance prompts, SAM masks.
 
-METHOD.md (APPG), per image:
+docs/method.md (APPG), per image:
 
 1. one Grounding DINO query per prompt, caption ``"dark oval ."``; a query (box) is
    kept when its highest token probability exceeds ``box_threshold`` (as in Grounding

@@ -13,7 +13,7 @@ from busseg.errors import ConfigError
 
 @dataclass(frozen=True)
 class GroundedSamOptions:
-    """Options of :class:`busseg.pseudo.grounded_sam.GroundedSamLabeler` (defaults: METHOD.md's DECISIONs).
+    """Options of :class:`busseg.pseudo.grounded_sam.GroundedSamLabeler` (defaults: docs/method.md's DECISIONs).
 
     Detector: ``prompts`` (one query each), ``box_threshold``, ``text_threshold``,
     ``nms_iou``, ``top_k``; ``dino_config`` is the name of a config shipped in

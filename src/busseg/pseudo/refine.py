@@ -44,7 +44,7 @@ def label_from_probabilities(
     """A pseudo label from a teacher's probability map ``prob`` (H, W) in [0, 1].
 
     The lesion is the largest connected component at ``threshold`` with its holes filled
-    (a BUS image shows one lesion; METHOD.md's labels are single regions too). The
+    (a BUS image shows one lesion; docs/method.md's labels are single regions too). The
     confidence is the mean certainty ``|2p - 1|`` over the lesion's widened box, low when
     the teacher hesitates about the boundary or about the lesion itself. Labels whose
     area is <= ``min_area_fraction`` of the image are invalid (``area_below_min``); an

@@ -1,4 +1,4 @@
-"""AURCL: adaptive uncertainty-guided reverse contrastive learning (METHOD.md).
+"""AURCL: adaptive uncertainty-guided reverse contrastive learning (docs/method.md).
 
 The student's uncertain pixels (mostly lesion boundaries) become a training signal:
 their foreground probabilities are reversed (``p -> 1 - p``), patch features are
@@ -6,7 +6,7 @@ pooled once with the original and once with the reversed probabilities as weight
 and an InfoNCE loss pulls each uncertain patch's two views together while pushing
 it away from the reversed views of the other patches of the same image.
 
-Choices where the paper is silent (METHOD.md DECISIONS, all parameters):
+Choices where the paper is silent (docs/method.md DECISIONS, all parameters):
 
 * uncertainty ``u = 1 - |2p - 1|`` of the student probability (1 at p = 0.5, 0 at 0 or 1);
 * per image ``tau_i = max(K-th largest u, tau_fix)``, ``K = max(1, round(ratio * h * w))``;
@@ -217,7 +217,7 @@ def _projected_patch_features(
 
 
 class AURCLLoss(nn.Module):
-    """AURCL with its projection head (METHOD.md defaults).
+    """AURCL with its projection head (docs/method.md defaults).
 
     ``forward(features, probs)`` equals ``aurcl_loss(self.projection(features), probs, ...)``
     (tested); when ``in_channels <= proj_dim`` it is computed by the cheaper route of
@@ -291,7 +291,7 @@ class AURCLLoss(nn.Module):
 
 
 AURCL_VARIANTS = ("paper", "prototype")
-"""Values of ``train.aurcl_variant``: METHOD.md's reading of the paper, or :class:`PrototypeAURCLLoss`."""
+"""Values of ``train.aurcl_variant``: docs/method.md's reading of the paper, or :class:`PrototypeAURCLLoss`."""
 
 
 def prototype_contrast_loss(
@@ -305,7 +305,7 @@ def prototype_contrast_loss(
 ) -> Tensor:
     """Uncertain pixels against foreground / background prototypes of confident pixels.
 
-    The non-degenerate AURCL variant (METHOD.md "MEASURED FLAW"): pixels are split by the
+    The non-degenerate AURCL variant (docs/method.md "MEASURED FLAW"): pixels are split by the
     student's uncertainty exactly as in the paper's variant (:func:`select_uncertain` on
     ``probs``); the *confident* (unselected) pixels of the batch give two prototypes, the
     mean projected feature of those the teacher ``target`` calls foreground (> 0.5) and of

@@ -1,6 +1,6 @@
 """Teachers: the EMA (dynamic) teacher T_B and freezing the static teacher T_A.
 
-METHOD.md: T_B is the exponential moving average of the student S, updated after
+docs/method.md: T_B is the exponential moving average of the student S, updated after
 every optimizer step (decay 0.99 by default); T_A is trained on pseudo labels and
 then frozen.
 

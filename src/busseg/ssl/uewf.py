@@ -1,6 +1,6 @@
 """UEWF: uncertainty-entropy weighted fusion of two teachers' probabilities.
 
-Exactly the definition of METHOD.md: for each teacher, the binary entropy of its
+Exactly the definition of docs/method.md: for each teacher, the binary entropy of its
 foreground probability is averaged over non-overlapping ``kernel x kernel``
 patches and broadcast back to the patch's pixels; each teacher is weighted by the
 inverse of its smoothed entropy, so the locally more certain teacher dominates.
@@ -63,7 +63,7 @@ def patch_smooth(x: Tensor, kernel: int) -> Tensor:
 
 
 def uewf(p_a: Tensor, p_b: Tensor, kernel: int = 14, eps: float = 1e-6, weight_a: float = 1.0) -> Tensor:
-    """Fuse two teachers' foreground probabilities into a soft target (METHOD.md, UEWF).
+    """Fuse two teachers' foreground probabilities into a soft target (docs/method.md, UEWF).
 
     ``E_s = patch_smooth(binary_entropy(p))``, ``w = 1 / (E_s + eps)`` per teacher, and
     ``y = (w_a * p_a + w_b * p_b) / (w_a + w_b + eps)``.
@@ -73,7 +73,7 @@ def uewf(p_a: Tensor, p_b: Tensor, kernel: int = 14, eps: float = 1e-6, weight_a
         p_b: probabilities of teacher B (the EMA teacher), same shape.
         kernel: patch size k for entropy smoothing; 1 means pixel-wise.
         eps: stabiliser in the logs, in the weights and in the normaliser.
-        weight_a: extra factor on teacher A's weight ``w_a`` (1: METHOD.md's UEWF; towards 0
+        weight_a: extra factor on teacher A's weight ``w_a`` (1: docs/method.md's UEWF; towards 0
             the static teacher fades out, see ``train.static_anneal``; 0: the target is ``p_b``
             up to ``eps``).
 

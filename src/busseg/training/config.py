@@ -54,17 +54,17 @@ class TrainConfig:
     # Methods with an EMA teacher (mean_teacher, dual_teacher)
     ema_decay: float = 0.99
     lambda_u: float = 1.0
-    # dual_teacher (METHOD.md: 1.0 and 0.5)
+    # dual_teacher (docs/method.md: 1.0 and 0.5)
     lambda_c: float = 0.5
     # mean_teacher: sigmoid ramp-up of the consistency weight, in epochs
     rampup_epochs: float = 5.0
-    # dual_teacher ablation switches (METHOD.md ladder)
+    # dual_teacher ablation switches (docs/method.md ladder)
     use_static_teacher: bool = True
     use_ema_teacher: bool = True
     use_uewf: bool = True
     uewf_kernel: int = 14
     use_aurcl: bool = True
-    # dual_teacher: AURCL (METHOD.md DECISIONS)
+    # dual_teacher: AURCL (docs/method.md DECISIONS)
     aurcl_ratio: float = 0.1
     aurcl_tau_fix: float = 0.2
     aurcl_grid: int = 8
@@ -80,7 +80,7 @@ class TrainConfig:
     # dual_teacher: the static teacher's fusion weight decays linearly from 1 to 0 over this
     # fraction of the run (0 = constant weight 1, the paper's setting).
     static_anneal: float = 0.0
-    # dual_teacher: AURCL as METHOD.md reads the paper (paper) or against class prototypes (prototype)
+    # dual_teacher: AURCL as docs/method.md reads the paper (paper) or against class prototypes (prototype)
     aurcl_variant: str = "paper"
     # bcp: weight of the unlabeled image's region in each mixed image (BCP's u_weight)
     bcp_u_weight: float = 0.5

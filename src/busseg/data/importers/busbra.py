@@ -7,7 +7,7 @@ the label. Id = image stem (``bus_0001-l``). Sizes come from the files, not the 
 
 ``devices`` (optional) selects scanners by the ``Device`` column without its probe
 frequency (:data:`DEVICES`): only their images are imported, so a pipeline can run on a
-scanner the appearance labeler was never fitted on (issue 20, held-out targets). Every
+scanner the appearance labeler was never fitted on (a held-out target). Every
 patient of BUS-BRA was imaged on one scanner, so the patient-grouped split stays grouped.
 Images of other scanners are left out silently (they are not part of the selected
 dataset), images without a row in ``bus_data.csv`` are skipped as before.

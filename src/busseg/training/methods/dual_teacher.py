@@ -1,4 +1,4 @@
-"""``dual_teacher``: the paper's dual-teacher semi-supervised method (METHOD.md).
+"""``dual_teacher``: the paper's dual-teacher semi-supervised method (docs/method.md).
 
 ``L = L_s + lambda_u * L_u + lambda_c * L_c`` with L_s = BCE + Dice on labeled images,
 L_u = BCE + Dice of the student on unlabeled images against the UEWF fusion of a static
@@ -8,7 +8,7 @@ features.
 
 Its section (``train.<knob>``, :class:`DualTeacherConfig`): the EMA knobs (``ema_decay``,
 ``lambda_u``), ``lambda_c``, the ablation switches ``use_static_teacher``,
-``use_ema_teacher``, ``use_uewf``, ``use_aurcl`` (each removes one component; README: "the
+``use_ema_teacher``, ``use_uewf``, ``use_aurcl`` (each removes one component; docs/method.md, "the
 ablation ladder"), ``uewf_kernel`` and the AURCL knobs ``aurcl_*``.
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ from busseg.training.methods.base import (
 class DualTeacherConfig(EMATeacherConfig):
     """``dual_teacher``'s section.
 
-    * ``lambda_c``: weight of AURCL (>= 0; METHOD.md: 0.5);
+    * ``lambda_c``: weight of AURCL (>= 0; docs/method.md: 0.5);
     * ``use_static_teacher`` / ``use_ema_teacher``: with one teacher off, the target is the
       other teacher's probability (at least one must stay on);
     * ``use_uewf``: False fuses two teachers by the plain average ``(p_A + p_B) / 2``;
@@ -51,8 +51,8 @@ class DualTeacherConfig(EMATeacherConfig):
     * ``use_aurcl``: False drops L_c and the projection head (no parameters, no ``loss_c``
       in the logged parts);
     * ``aurcl_ratio`` (0, 1], ``aurcl_tau_fix`` [0, 1], ``aurcl_grid`` >= 1,
-      ``aurcl_temperature`` (0, 100], ``aurcl_proj_dim`` >= 1: AURCL (METHOD.md DECISIONS);
-      ``aurcl_variant``: ``paper`` (METHOD.md's reading, patch views) or ``prototype``
+      ``aurcl_temperature`` (0, 100], ``aurcl_proj_dim`` >= 1: AURCL (docs/method.md DECISIONS);
+      ``aurcl_variant``: ``paper`` (docs/method.md's reading, patch views) or ``prototype``
       (uncertain pixels against confident fg/bg prototypes, :class:`busseg.ssl.PrototypeAURCLLoss`);
     * ``rampup_epochs`` >= 0: sigmoid ramp-up of lambda_u (0: full weight from step 0, the paper);
     * ``confidence_threshold`` in [0, 1]: target pixels with ``max(y, 1 - y)`` below it are
@@ -185,7 +185,7 @@ class DualTeacher(EMATeacherMethod):
         """The soft target ``y_F`` from the static (``p_a``) and EMA (``p_b``) teachers' probabilities.
 
         UEWF (``train.uewf_kernel``) when ``train.use_uewf``, else the average; the static
-        teacher's weight is multiplied by ``static_weight`` (1: METHOD.md). A switched-off
+        teacher's weight is multiplied by ``static_weight`` (1: docs/method.md). A switched-off
         teacher is passed as None and the other one's probabilities are the target.
         """
         if p_a is None or p_b is None:
@@ -244,7 +244,7 @@ class DualTeacher(EMATeacherMethod):
         target = view.align(self.teacher_target(unlabeled["image"], progress, unlabeled.get("index")))
         threshold = self.options.confidence_threshold
         if view.theta is None and threshold <= 0.5:
-            loss_u = bce_dice_loss(logits_u, target)  # every pixel counts (METHOD.md)
+            loss_u = bce_dice_loss(logits_u, target)  # every pixel counts (docs/method.md)
         else:
             keep = view.valid & confident(target, threshold)
             loss_u = masked_bce_dice_loss(logits_u, target, keep)
