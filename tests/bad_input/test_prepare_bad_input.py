@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -183,6 +184,7 @@ def test_tinted_calipers_and_doppler_are_converted_and_listed_for_any_kind(tmp_p
     report = assert_clean_success(tmp_path, run_prepare(tmp_path))
     assert report["n_images"] == 3
     assert report["tinted_converted_ids"] == ["tinted"] and report["colour_converted_ids"] == ["doppler"]
+    assert list(report["colour_reasons"]) == ["doppler"] and "flow colours" in report["colour_reasons"]["doppler"]
 
 
 def test_a_bus_uclm_like_folder_imports_with_doppler_and_calipers_listed(tmp_path):
@@ -213,6 +215,27 @@ def test_scans_with_bus_uclms_statistics_are_greyscale_content_and_doppler_colou
         assert report["n_images"] == 7 and report["n_skipped"] == 0
         assert report["colour_converted_ids"] == expected_colour, with_info
         assert report["tinted_converted_ids"] == expected_tinted, with_info
+
+
+UCLM_SAMPLE = REPO.parent / "shared" / "data" / "BUS-UCLM-sample"
+
+
+@pytest.mark.skipif(not (UCLM_SAMPLE / "INFO.csv").is_file(), reason="BUS-UCLM sample not present at ../shared/data")
+def test_real_bus_uclm_sample_lists_only_doppler_scans_as_colour_each_with_its_reason(tmp_path):
+    """The 40 real scans: grey ones with the scanner's icon, marker and calipers are tinted
+    greyscale content; each Doppler one is colour with where its flow is, found in its pixels."""
+    import csv
+
+    with open(UCLM_SAMPLE / "INFO.csv", encoding="utf-8-sig", newline="") as handle:
+        doppler = {Path(r["Image"]).stem: r["Doppler"] == "Yes" for r in csv.DictReader(handle, delimiter=";")}
+    write_params(tmp_path, {"kind": "bus_uclm", "root": str(UCLM_SAMPLE)})
+    report = assert_clean_success(tmp_path, run_prepare(tmp_path))
+    written = set(doppler) - {s["id"] for s in report["skipped"]}
+    assert report["colour_converted_ids"] == sorted(i for i in written if doppler[i])
+    assert report["tinted_converted_ids"] == sorted(i for i in written if not doppler[i])
+    assert set(report["colour_reasons"]) == set(report["colour_converted_ids"])
+    for reason in report["colour_reasons"].values():
+        assert re.search(r"painted colour areas? \(\d+ px\), the largest \d+ px at rows \d+-\d+", reason), reason
 
 
 def test_a_10000_px_image_is_a_recorded_skip_read_no_further(tmp_path):

@@ -45,7 +45,9 @@ class PrepareReport:
     them together); ``n_cross_source_duplicates`` counts the pairs whose two samples
     come from different sources of a composite dataset. ``colour_converted`` counts the
     images with colour content converted to luma (Doppler; BUS-UCLM's ``Doppler: Yes``),
-    listed in ``colour_converted_ids``; ``tinted_converted`` and ``tinted_converted_ids``
+    listed in ``colour_converted_ids``, and ``colour_reasons`` says per such id why: where
+    the colour rule found colour and how much (:attr:`busseg.imageio.ColourContent.reason`),
+    or that the dataset's metadata marks it Doppler; ``tinted_converted`` and ``tinted_converted_ids``
     the images with greyscale content stored in colour (a tinted grey map, coloured
     calipers or body marks), converted to luma as well (see :mod:`busseg.imageio`).
     ``flagged`` lists, per flag column of the index (BUS-UCLM: ``doppler``, ``marks``,
@@ -67,6 +69,7 @@ class PrepareReport:
     n_empty_masks: int = 0
     colour_converted: int = 0
     colour_converted_ids: list[str] = field(default_factory=list)
+    colour_reasons: dict[str, str] = field(default_factory=dict)
     tinted_converted: int = 0
     tinted_converted_ids: list[str] = field(default_factory=list)
     flagged: dict[str, list[str]] = field(default_factory=dict)
@@ -264,6 +267,7 @@ def _count_sample(report: PrepareReport, sample: Sample) -> None:
     report.tinted_converted += tinted
     if converted:
         report.colour_converted_ids.append(sample.id)
+        report.colour_reasons[sample.id] = _colour_reason(sample)
     if tinted:
         report.tinted_converted_ids.append(sample.id)
     for flag, value in sample.flags.items():
@@ -277,6 +281,15 @@ def _count_sample(report: PrepareReport, sample: Sample) -> None:
         counts["n_empty_masks"] += empty
         counts["colour_converted"] += converted
         counts["tinted_converted"] += tinted
+
+
+def _colour_reason(sample: Sample) -> str:
+    """Why ``sample`` counts as colour: the colour rule's finding, else its metadata flag."""
+    if sample.colour_reason:
+        return sample.colour_reason
+    if sample.flags.get("doppler") == "yes":
+        return "the dataset's metadata marks it Doppler (the pixels alone read as greyscale content)"
+    return "colour content"
 
 
 def _source_counts(report: PrepareReport, source: str) -> dict[str, Any]:
