@@ -141,6 +141,26 @@ def test_missing_input_is_listed_and_the_rest_written(tmp_path: Path, checkpoint
     assert files_under(tmp_path / "out") == ["a.png.mask.png"]
 
 
+def test_a_symlink_loop_in_an_input_folder_is_skipped_and_every_other_scan_predicted(
+    tmp_path: Path, checkpoint: Path, capsys
+) -> None:
+    scans = tmp_path / "scans"
+    write_grey(scans / "a.png")
+    write_grey(scans / "sub" / "b.png", seed=1)
+    (scans / "loop.png").symlink_to("loop.png")  # points at itself
+    (scans / "sub" / "one.png").symlink_to("two.png")  # two links pointing at each other
+    (scans / "sub" / "two.png").symlink_to("one.png")
+    (scans / "sub" / "up").symlink_to("..")  # a folder loop: never followed
+    looped = tmp_path / "looped.png"
+    looped.symlink_to("looped.png")  # named on the command line
+    assert predict(checkpoint, tmp_path / "out", scans, looped) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for link in (scans / "loop.png", scans / "sub" / "one.png", scans / "sub" / "two.png", looped):
+        assert f"skipped {link}: symbolic link loop" in err
+    assert files_under(tmp_path / "out") == ["a.png.mask.png", "sub/b.png.mask.png"]
+
+
 def test_the_command_itself_never_prints_a_traceback(tmp_path: Path, checkpoint: Path) -> None:
     """The whole corpus at once through the real entry point, as a user runs it."""
     scans = tmp_path / "scans"
