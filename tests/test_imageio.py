@@ -142,6 +142,19 @@ def test_read_mask_formats(tmp_path, stored):
     np.testing.assert_array_equal(mask, BINARY)
 
 
+@pytest.mark.parametrize("value", [120, 128, 2, 254])
+def test_read_mask_any_two_values_with_background_zero_is_binary(tmp_path, value):
+    path = _save(tmp_path / "m.png", Image.fromarray(BINARY.astype(np.uint8) * value))
+    np.testing.assert_array_equal(read_mask(path), BINARY)
+    np.testing.assert_array_equal(read_mask(path, threshold=True), BINARY)  # 2 < 127: still the lesion
+
+
+def test_read_mask_two_values_without_zero_is_not_binary(tmp_path):
+    path = _save(tmp_path / "m.png", Image.fromarray(BINARY.astype(np.uint8) * 100 + 20))
+    with pytest.raises(DataError, match="not binary"):
+        read_mask(path)
+
+
 def test_read_mask_all_zero_is_an_empty_mask(tmp_path):
     mask = read_mask(_save(tmp_path / "m.png", Image.fromarray(np.zeros((5, 6), np.uint8))))
     assert mask.shape == (5, 6) and not mask.any()

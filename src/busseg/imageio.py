@@ -34,7 +34,8 @@ Conversion rules (each one is a decision, stated here once):
   "converted and listed").
 * 16-bit (and 32-bit) greyscale images are rescaled linearly so that the image's own
   minimum maps to 0 and its maximum to 255 (a constant image becomes all zeros).
-* Masks: 1-bit as is; 8-bit with values in {0, 255} or {0, 1}; 16/32-bit: nonzero is
+* Masks: 1-bit as is; 8-bit with values in {0, 255} or {0, 1}, or any two values of which
+  the background is 0 ({0, 120}: the other value is the lesion); 16/32-bit: nonzero is
   foreground; RGB/RGBA: any non-black pixel is foreground (BUS-UCLM colour masks).
   Masks with intermediate grey levels are an error, unless the caller passes
   ``threshold=True`` (the documented rule of datasets such as STU), in which case
@@ -443,8 +444,9 @@ def read_mask(
 
     ``resize_to`` is the target ``(height, width)`` (an image's ``.shape``); the mask is
     resized with nearest-neighbour, which keeps it binary. ``threshold=True`` accepts
-    near-binary 8-bit masks and keeps values > 127; without it, any grey level other
-    than {0, 255} or {0, 1} is an error. See the module docstring for all rules.
+    near-binary 8-bit masks and keeps values > 127; without it, a mask with more than two
+    grey levels, or two of which neither is 0, is an error ({0, v}: v is the lesion).
+    See the module docstring for all rules.
     """
     image = _open(path, "mask")
     if image.mode == "1":
@@ -631,6 +633,10 @@ def _binarise_levels(levels: np.ndarray, path: str | Path, threshold: bool) -> n
         return levels == 255
     if set(present.tolist()) <= {0, 1}:
         return levels == 1
+    if len(present) == 2 and present[0] == 0:
+        # Any two-valued mask with background 0 ({0, 120}, {0, 128}): some tools save the
+        # lesion as a class index or a mid grey; with two values there is nothing to guess.
+        return levels == present[1]
     intermediate = float(np.count_nonzero((levels > 0) & (levels < 255))) / max(levels.size, 1)
     if not threshold:
         raise DataError(
