@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 from pathlib import Path
 
 from _params import dataset_spec, load_params, main_guard, runtime_progress
 
 from busseg.atomic import write_json
-from busseg.data.prepare import prepare_dataset
-from busseg.errors import DataError
+from busseg.data.prepare import PrepareReport, prepare_dataset
 
 
 def main() -> None:
@@ -29,10 +29,29 @@ def main() -> None:
     params = load_params()
     progress = runtime_progress(params)  # no network here: torch is not loaded
     report = prepare_dataset(args.dataset, dataset_spec(params, args.dataset), args.out, progress=progress)
-    try:
-        write_json(args.report, report.to_dict())
-    except OSError as exc:
-        raise DataError(args.report, f"cannot write the report: {exc.strerror or exc}") from None
+    write_json(args.report, report.to_dict())  # a failed write is a DataError naming it
+    for line in console_summary(report, args.report):
+        print(line, file=sys.stderr)
+
+
+def console_summary(report: PrepareReport, report_path: Path) -> list[str]:
+    """The lines a user must see without opening the report: how many images were skipped
+    and which samples look wrong (each list is in the report, which the lines name)."""
+    lines = []
+    total = report.n_images + report.n_skipped
+    if report.n_skipped:
+        lines.append(
+            f"prepare {report.name}: skipped {report.n_skipped} of {total} images; "
+            f"the list with each reason is under 'skipped' in {report_path}"
+        )
+    if report.warnings:
+        shown = "; ".join(f"{w['id']}: {w['problem']}" for w in report.warnings[:3])
+        more = f" (and {len(report.warnings) - 3} more)" if len(report.warnings) > 3 else ""
+        lines.append(
+            f"warning: prepare {report.name}: {len(report.warnings)} imported samples look wrong: {shown}{more}; "
+            f"listed under 'warnings' in {report_path}"
+        )
+    return lines
 
 
 if __name__ == "__main__":

@@ -20,9 +20,11 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 
 from data.fixtures import (  # tests/ is on sys.path (rootdir of the test packages)
     add_calipers,
@@ -147,6 +149,60 @@ def test_a_one_pixel_image_is_a_recorded_skip(tmp_path):
         ("dot", "image too small: 1x1 px (at least 16 px per side)")
     ]
     assert report["n_images"] == 1
+
+
+def test_skipped_images_are_one_summary_line_on_the_console(tmp_path):
+    pair(tmp_path / "src", "good", 0)
+    for index in range(3):
+        pair(tmp_path / "src", f"dot{index}", index, size=(2, 2))
+    write_params(tmp_path, folder_spec())
+    proc = run_prepare(tmp_path)
+    report = assert_clean_success(tmp_path, proc)
+    assert report["n_skipped"] == 3
+    lines = [line for line in proc.stderr.splitlines() if "skipped" in line]
+    assert lines == [f"prepare mine: skipped 3 of 4 images; the list with each reason is under 'skipped' in {REPORT}"]
+
+
+def test_a_run_without_skips_or_warnings_prints_no_summary(tmp_path):
+    pair(tmp_path / "src", "a", 0)
+    write_params(tmp_path, folder_spec())
+    proc = run_prepare(tmp_path)
+    report = assert_clean_success(tmp_path, proc)
+    assert report["warnings"] == [] and "skipped" not in proc.stderr and "warning" not in proc.stderr
+
+
+def test_blank_images_with_lesions_whole_image_masks_and_one_image_two_masks_are_flagged(tmp_path):
+    src = tmp_path / "src"
+    pair(src, "good", 0)
+    save(src / "images" / "black.png", np.zeros((32, 32), np.uint8))
+    save(src / "masks" / "black.png", box_mask(32, 32, size=8), mode="1")
+    save(src / "images" / "whole.png", grey_image(32, 32, 1))
+    save(src / "masks" / "whole.png", np.ones((32, 32), bool), mode="1")
+    save(src / "images" / "twin.png", grey_image(32, 32, 0))  # good's pixels, another mask
+    save(src / "masks" / "twin.png", box_mask(32, 32, top=20, left=20, size=6), mode="1")
+    save(src / "images" / "copy.png", grey_image(32, 32, 0))  # good's pixels and mask: a plain duplicate
+    save(src / "masks" / "copy.png", box_mask(32, 32, size=16), mode="1")
+    write_params(tmp_path, folder_spec())
+    proc = run_prepare(tmp_path)
+    report = assert_clean_success(tmp_path, proc)
+    assert report["n_images"] == 5  # flagged, not dropped
+    assert report["warnings"] == [
+        {"id": "black", "problem": "blank image (every pixel 0) with a lesion in its mask"},
+        {"id": "twin", "problem": "same image as copy but a different mask"},
+        {"id": "whole", "problem": "the mask covers the whole image (inverted or a placeholder?)"},
+    ]
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert "3 imported samples look wrong" in line and "black: blank image" in line and str(REPORT) in line
+
+
+def test_a_two_valued_mask_with_background_zero_is_imported(tmp_path):
+    save(tmp_path / "src" / "images" / "a.png", grey_image(32, 32, 0))
+    save(tmp_path / "src" / "masks" / "a.png", box_mask(32, 32, size=10).astype(np.uint8) * 120)  # {0, 120}
+    write_params(tmp_path, folder_spec())
+    report = assert_clean_success(tmp_path, run_prepare(tmp_path))
+    assert report["n_images"] == 1 and report["n_skipped"] == 0
+    mask = np.asarray(Image.open(tmp_path / OUT / "masks" / "a.png"))
+    assert (mask == 255).sum() == 100 and set(np.unique(mask)) == {0, 255}
 
 
 def test_masks_without_images_hidden_files_and_csv_ids_without_images_are_reported(tmp_path):

@@ -56,6 +56,9 @@ class PrepareReport:
     images, metadata rows without images. ``sources`` has, per source of a composite
     dataset, ``n_images``, ``labels``, ``n_skipped``, ``n_ignored``, ``n_empty_masks``,
     ``colour_converted`` and ``tinted_converted`` (empty for other kinds).
+    ``warnings`` lists ``{id, problem}`` for samples that were written but look wrong
+    (:func:`sample_warnings`: a blank image with a lesion mask, a mask covering the whole
+    image, the same image as an earlier sample with a different mask).
     ``detected_kind`` is the layout kind ``auto`` found (``None`` for other kinds).
     ``width_range``/``height_range`` are ``(min, max)`` in pixels.
     """
@@ -77,6 +80,7 @@ class PrepareReport:
     ignored: list[dict[str, str]] = field(default_factory=list)
     duplicates: list[tuple[str, str]] = field(default_factory=list)
     n_cross_source_duplicates: int = 0
+    warnings: list[dict[str, str]] = field(default_factory=list)
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     width_range: tuple[int, int] | None = None
     height_range: tuple[int, int] | None = None
@@ -185,6 +189,7 @@ def _write_samples(
     rows: list[dict[str, Any]] = []
     seen_ids: set[str] = set()
     first_of_hash: dict[str, tuple[str, str]] = {}  # hash -> (id, source) of its first sample
+    first_mask: dict[str, str] = {}  # image hash -> mask hash of its first sample
     for record in tqdm(records, desc=desc, unit="img", disable=not progress):
         if isinstance(record, Ignored):
             _add_ignored(report, record)
@@ -213,13 +218,17 @@ def _write_samples(
             write_png(build_dir / mask_rel, record.mask, atomic=False)
         except DataError as error:
             raise DataError(out_dir / error.path.relative_to(build_dir), error.problem) from None
-        digest = content_hash(record.image)
-        if digest in first_of_hash:
-            first_id, first_source = first_of_hash[digest]
-            report.duplicates.append((record.id, first_id))
-            report.n_cross_source_duplicates += int(first_source != record.source)
+        digest, mask_digest = content_hash(record.image), content_hash(record.mask)
+        earlier = first_of_hash.get(digest)
+        if earlier is not None:
+            report.duplicates.append((record.id, earlier[0]))
+            report.n_cross_source_duplicates += int(earlier[1] != record.source)
         else:
             first_of_hash[digest] = (record.id, record.source)
+            first_mask[digest] = mask_digest
+        differs = None if earlier is None or first_mask[digest] == mask_digest else earlier[0]
+        for problem in sample_warnings(record, differs):
+            report.warnings.append({"id": record.id, "problem": problem})
         row = {
             "id": record.id,
             "image": image_rel,
@@ -237,6 +246,23 @@ def _write_samples(
         _count_sample(report, record)
     _summarise(report, rows)
     return rows
+
+
+def sample_warnings(sample: Sample, same_image_other_mask: str | None = None) -> list[str]:
+    """What looks wrong with a usable sample (it is still written; the report lists it).
+
+    A blank image (one grey level: no scan) whose mask marks a lesion, a mask covering the
+    whole image (an inverted or placeholder mask), and, with ``same_image_other_mask``
+    (the id of an earlier sample with the same pixels), one image annotated two ways.
+    """
+    problems = []
+    if sample.mask.any() and sample.image.min() == sample.image.max():
+        problems.append(f"blank image (every pixel {int(sample.image.flat[0])}) with a lesion in its mask")
+    if sample.mask.all():
+        problems.append("the mask covers the whole image (inverted or a placeholder?)")
+    if same_image_other_mask is not None:
+        problems.append(f"same image as {same_image_other_mask} but a different mask")
+    return problems
 
 
 def _add_skip(report: PrepareReport, sample_id: str, path: str, reason: str, source: str) -> None:
