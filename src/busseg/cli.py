@@ -39,7 +39,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from busseg.errors import BussegError, ConfigError, DataError
-from busseg.imageio import IMAGE_SUFFIXES, read_image
+from busseg.imageio import IMAGE_SUFFIXES, read_image, too_small
 
 if TYPE_CHECKING:  # torch is imported only when a command runs (fast --help)
     import torch
@@ -172,14 +172,19 @@ def _read(path: Path, allow_colour: bool) -> np.ndarray:
     """The image as uint8 (H, W); :class:`DataError` with the reason when it is unusable.
 
     The colour rule is :func:`busseg.imageio.read_image`'s (the one the importers use);
-    when it refuses a colour image, the reason says which flag converts it.
+    when it refuses a colour image, the reason says which flag converts it. The size rule
+    is ``prepare``'s (:func:`busseg.imageio.too_small`): no mask for a 1 x 1 "scan".
     """
     try:
-        return _read_image(read_image, path, allow_colour)
+        image = _read_image(read_image, path, allow_colour)
     except DataError as exc:
         if allow_colour or not _readable_as_colour(read_image, path):
             raise
         raise DataError(path, f"{exc.problem}; pass --allow-colour to convert it to grey (luma)") from None
+    small = too_small(image)
+    if small:
+        raise DataError(path, small)
+    return image
 
 
 def _read_image(read_image: Callable[..., np.ndarray], path: Path, allow_colour: bool) -> np.ndarray:

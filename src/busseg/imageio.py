@@ -144,6 +144,22 @@ several copies). Larger images are refused from their header, with their size.""
 
 _SIZE_LIMIT = f"at most {MAX_PIXELS / 1e6:.1f} MP (4096 x 4096 px) are read"
 
+MIN_IMAGE_SIZE = 16
+"""Smallest width and height (pixels) of an image that is prepared or predicted. No
+breast-ultrasound scan is smaller; a 1 x 1 or 3 x 3 "image" in the test split would count
+as one easy case and inflate the mean Dice, and a mask predicted for it means nothing, so
+``prepare`` skips it with the reason and ``busseg predict`` refuses it the same way."""
+
+
+def too_small(image: np.ndarray) -> str | None:
+    """Why ``image`` (H, W) is too small to segment, or None: the one size rule of
+    ``prepare`` and ``busseg predict`` (:data:`MIN_IMAGE_SIZE`)."""
+    height, width = image.shape[:2]
+    if min(height, width) >= MIN_IMAGE_SIZE:
+        return None
+    return f"image too small: {width}x{height} px (at least {MIN_IMAGE_SIZE} px per side)"
+
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 """File extensions read as images or masks from a folder (case-insensitive): by the
 importers (``folder``, ``udiat``, ...) and by ``busseg predict`` for its input folders."""

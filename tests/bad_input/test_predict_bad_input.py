@@ -161,6 +161,19 @@ def test_a_symlink_loop_in_an_input_folder_is_skipped_and_every_other_scan_predi
     assert files_under(tmp_path / "out") == ["a.png.mask.png", "sub/b.png.mask.png"]
 
 
+def test_an_image_prepare_would_refuse_as_too_small_is_skipped_with_prepares_reason(
+    tmp_path: Path, checkpoint: Path, capsys
+) -> None:
+    write_grey(tmp_path / "scans" / "a.png")
+    Image.fromarray(np.full((1, 1), 90, np.uint8)).save(tmp_path / "scans" / "dot.png")
+    Image.fromarray(np.full((15, 300), 90, np.uint8)).save(tmp_path / "scans" / "strip.png")
+    assert predict(checkpoint, tmp_path / "out", tmp_path / "scans") == 1
+    err = capsys.readouterr().err
+    assert f"skipped {tmp_path / 'scans' / 'dot.png'}: image too small: 1x1 px (at least 16 px per side)" in err
+    assert f"skipped {tmp_path / 'scans' / 'strip.png'}: image too small: 300x15 px" in err
+    assert files_under(tmp_path / "out") == ["a.png.mask.png"]
+
+
 def test_the_command_itself_never_prints_a_traceback(tmp_path: Path, checkpoint: Path) -> None:
     """The whole corpus at once through the real entry point, as a user runs it."""
     scans = tmp_path / "scans"

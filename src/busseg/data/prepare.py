@@ -23,12 +23,7 @@ from busseg.data.importers import Ignored, Sample, Skip, detect_kind, get_import
 from busseg.data.index import FLAG_COLUMNS, INDEX_COLUMNS, LABELS, SOURCE_COLUMN, write_index
 from busseg.data.prepared import INDEX_FILE, image_file, mask_file
 from busseg.errors import DataError
-from busseg.imageio import TINTED, content_hash, write_png
-
-MIN_IMAGE_SIZE = 16
-"""Smallest width and height (pixels) of an image that is prepared. No breast-ultrasound
-scan is smaller; a 1 x 1 or 3 x 3 "image" in the test split would count as one easy case
-and inflate the mean Dice, so it is skipped with the reason recorded."""
+from busseg.imageio import MIN_IMAGE_SIZE, TINTED, content_hash, too_small, write_png  # noqa: F401 (re-exported: its size rule)
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
@@ -206,9 +201,9 @@ def _write_samples(
             _add_skip(report, record.id, record.source_image, reason, record.source)
             continue
         height, width = record.image.shape
-        if min(height, width) < MIN_IMAGE_SIZE:
-            reason = f"image too small: {width}x{height} px (at least {MIN_IMAGE_SIZE} px per side)"
-            _add_skip(report, record.id, record.source_image, reason, record.source)
+        small = too_small(record.image)
+        if small:
+            _add_skip(report, record.id, record.source_image, small, record.source)
             continue
         seen_ids.add(record.id)
         image_rel, mask_rel = image_file(record.id), mask_file(record.id)
