@@ -242,16 +242,34 @@ def test_a_huge_image_is_skipped_with_its_size(tmp_path: Path, checkpoint: Path,
     assert files_under(tmp_path / "out") == ["a.png.mask.png"]
 
 
-@pytest.mark.parametrize("foreign", ["whole-module", "garbage-pickle"])
+class _Crafted:
+    """A pickle that would create a file when loaded (as a hostile checkpoint runs code)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("foreign", ["whole-module", "garbage-pickle", "crafted-pickle", "crafted-torch-file"])
 def test_a_checkpoint_that_is_not_busseg_s_is_one_line_without_unsafe_advice(
     tmp_path: Path, foreign: str
 ) -> None:
-    """Issue 21: torch's 8-line message advised re-running with weights_only=False."""
+    """Issue 21: torch's 8-line message advised re-running with weights_only=False. A crafted
+    pickle (bare, or inside a torch file) is objects busseg does not load, never run."""
+    import pickle
+
     import torch
 
     model = tmp_path / "model.pt"
+    marker = tmp_path / "code-ran"
     if foreign == "whole-module":
         torch.save(torch.nn.Linear(2, 2), model)
+    elif foreign == "crafted-pickle":
+        model.write_bytes(pickle.dumps({"model": _Crafted(marker), "model_config": {}}))
+    elif foreign == "crafted-torch-file":
+        torch.save({"model": _Crafted(marker), "model_config": {}}, model)
     else:
         model.write_bytes(b"garbage")
     image = write_grey(tmp_path / "a.png")
@@ -261,6 +279,12 @@ def test_a_checkpoint_that_is_not_busseg_s_is_one_line_without_unsafe_advice(
     assert "weights_only" not in proc.stderr and "trust" not in proc.stderr
     if foreign == "whole-module":
         assert "pickled Python objects (torch.nn.modules.linear.Linear)" in proc.stderr
+    if foreign.startswith("crafted"):
+        assert "holds pickled Python objects" in proc.stderr and "which busseg does not load" in proc.stderr
+        assert "damaged" not in proc.stderr
+    if foreign == "garbage-pickle":
+        assert "not a PyTorch file, or a damaged one" in proc.stderr
+    assert not marker.exists()
     assert not (tmp_path / "out").exists()
 
 
