@@ -125,6 +125,18 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> Segmenta
     return model.to(device, memory_format=torch.channels_last).eval()
 
 
+def check_init_file(path: str | Path | None, key: str = "train.init") -> None:
+    """``key`` naming a checkpoint file that does not exist is a :class:`ConfigError` naming
+    ``key``: a user's own path in params.yaml, which no stage makes (so no ``dvc repro``
+    advice). Called before any image is loaded, so the run fails at once, not after them."""
+    if path is not None and not Path(path).is_file():
+        raise ConfigError(
+            key,
+            f"no checkpoint file at {path}; name an existing busseg checkpoint (.pt), or use "
+            "'static_teacher' or 'none'",
+        )
+
+
 def initialise_from(student: SegmentationNet, path: str | Path, key: str = "train.init") -> None:
     """Copy the weights of the busseg checkpoint ``path`` into ``student`` (``train.init``).
 
