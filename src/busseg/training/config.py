@@ -97,20 +97,11 @@ class TrainConfig:
     bcp_pretrain_fraction: float = 0.25
 
     def check(self, section: str = "train") -> None:
-        """Range checks of every key, with errors that name ``section.key``.
+        """Range checks of the loop's keys, with errors that name ``section.key``.
 
-        The methods' own knobs are checked by building each method's section
-        (:meth:`section`), whatever ``method`` is: a value out of range is a mistake even
-        while another method runs, and it would only surface on the next switch of method.
+        A method's own knobs are checked when its section is built (:meth:`section`); the
+        train stage builds every method's (:func:`busseg.training.student.student_config`).
         """
-        self._check_loop_keys(section)
-        from busseg.training.methods import BCPConfig, DualTeacherConfig, MeanTeacherConfig, UniMatchConfig
-
-        for options in (MeanTeacherConfig, DualTeacherConfig, BCPConfig, UniMatchConfig):
-            self.section(options, section)
-
-    def _check_loop_keys(self, section: str) -> None:
-        """Range checks of the keys the training loop itself reads."""
         for key in ("epochs", "batch_size", "plateau_patience"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{section}.{key}", f"must be >= 1, got {getattr(self, key)}")

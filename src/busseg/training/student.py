@@ -22,7 +22,7 @@ from busseg.ssl.ema import freeze
 from busseg.training.checkpoint import check_init_file, initialise_from, load_model
 from busseg.training.config import TrainConfig
 from busseg.training.loop import EpochLogger, FitResult, TrainData, fit
-from busseg.training.methods import get_method
+from busseg.training.methods import BCPConfig, DualTeacherConfig, MeanTeacherConfig, UniMatchConfig, get_method
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,10 @@ def student_config(params: dict[str, Any]) -> TrainConfig:
     """The checked ``train`` section of ``params``."""
     config = from_dict(TrainConfig, params.get("train"), "train")
     config.check("train")
+    # Every method's own keys, whatever train.method is: a value out of range is a mistake
+    # even while another method runs, and would only surface on the next switch of method.
+    for options in (MeanTeacherConfig, DualTeacherConfig, BCPConfig, UniMatchConfig):
+        config.section(options, "train")
     return config
 
 
