@@ -13,6 +13,7 @@ from _params import dataset_spec, load_params, main_guard, runtime_progress
 
 from busseg.atomic import write_json
 from busseg.data.prepare import PrepareReport, prepare_dataset
+from busseg.scratch import DEFAULT_ROOT as SCRATCH_ROOT
 
 
 def main() -> None:
@@ -28,7 +29,10 @@ def main() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     params = load_params()
     progress = runtime_progress(params)  # no network here: torch is not loaded
-    report = prepare_dataset(args.dataset, dataset_spec(params, args.dataset), args.out, progress=progress)
+    # Built in the scratch folder: after a kill -9 the next busseg run that uses it (any
+    # training stage, or prepare) removes the temporary, even if DVC restores the output.
+    report = prepare_dataset(args.dataset, dataset_spec(params, args.dataset), args.out, progress=progress,
+                             build_in=SCRATCH_ROOT)
     write_json(args.report, report.to_dict())  # a failed write is a DataError naming it
     for line in console_summary(report, args.report):
         print(line, file=sys.stderr)

@@ -120,6 +120,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         _remove(tmp)
 
 
+def _dir_temporary(path: Path, build_in: Path | None) -> Path:
+    """Where :func:`atomic_dir` builds ``path``: in ``build_in`` when given and on the same
+    file system as ``path``'s folder, else beside ``path`` (:func:`temporary_path`)."""
+    if build_in is not None:
+        _prepare_folder(build_in)
+        if os.stat(build_in).st_dev == os.stat(path.parent).st_dev:
+            return build_in / f".{path.parent.name}-{path.name}.{os.getpid()}{_SUFFIX}"
+    return temporary_path(path)
+
+
 def write_error(path: str | Path, exc: OSError) -> DataError:
     """The :class:`DataError` for a failed write of ``path``: ``cannot write: <system message>``.
 
@@ -168,18 +178,24 @@ def copy_file(source: str | Path, path: str | Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
+def atomic_dir(path: str | Path, *, build_in: str | Path | None = None) -> Iterator[Path]:
     """Yield an empty temporary folder that replaces ``path`` only if the block succeeds.
 
     A stage that fails half-way therefore never leaves a half-written output folder, and
     the previous folder (if any) stays until the new one is complete. A :class:`DataError`
     naming a file inside the temporary (a failed write there) is raised again naming that
     file under ``path``, where the user will look for it.
+
+    ``build_in`` (the scratch folder) holds the temporary instead of ``path``'s folder when
+    both lie on one file system (the final rename cannot cross file systems): after a
+    ``kill -9`` the temporary then lies where every later busseg run that uses the scratch
+    folder removes those of dead processes, even when DVC restores ``path`` from its run
+    cache without running any stage code.
     """
     path = Path(path)
     try:
         _prepare_folder(path.parent)
-        tmp = temporary_path(path)
+        tmp = _dir_temporary(path, None if build_in is None else Path(build_in))
         _remove(tmp)
         tmp.mkdir()  # os.mkdir honours the umask, unlike tempfile.mkdtemp
     except OSError as exc:

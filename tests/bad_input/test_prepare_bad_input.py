@@ -409,18 +409,35 @@ def test_kill_9_leftovers_are_removed_by_the_next_run(tmp_path):
     (legacy / "images").mkdir(parents=True)
     command = [sys.executable, str(REPO / "stages" / "prepare.py"), *STAGE_ARGS]
     proc = subprocess.Popen(command, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    temporary = tmp_path / PREPARED / f".mine.{proc.pid}.tmp"
+    # Built in the scratch folder, where any later run that uses it looks for leftovers.
+    temporary = tmp_path / ".busseg" / "scratch" / f".prepared-mine.{proc.pid}.tmp"
     deadline = time.monotonic() + 120
     while not (temporary / "images").is_dir() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert temporary.is_dir() and not (tmp_path / OUT).exists()  # what kill -9 leaves
+    assert list((tmp_path / PREPARED).iterdir()) == []  # nothing beside the output (the legacy one went first)
 
     write_params(tmp_path, {"kind": "synthetic", "count": 20, "size": 64, "seed": 0})
     report = assert_clean_success(tmp_path, run_prepare(tmp_path))
     assert report["n_images"] == 20
     assert sorted(p.name for p in (tmp_path / PREPARED).iterdir()) == ["mine"]
+    assert not temporary.exists()
+
+
+def test_a_killed_prepares_temporary_is_removed_by_a_training_stage_that_starts_later(tmp_path):
+    """DVC may restore the prepared folder from its run cache (no stage code runs): the next
+    stage that uses the scratch folder removes what the killed prepare was building there."""
+    from busseg.scratch import scratch_dir
+
+    scratch = tmp_path / ".busseg" / "scratch"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    leftover = scratch / f".prepared-mine.{int(dead.stdout)}.tmp"
+    (leftover / "images").mkdir(parents=True)
+    (leftover / "images" / "a.png").write_bytes(b"half")
+    scratch_dir("train-mine", "0123456789abcdef", root=scratch)
+    assert not leftover.exists()
 
 
 def test_outputs_get_the_usual_permissions(tmp_path):

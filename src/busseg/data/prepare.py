@@ -109,7 +109,12 @@ class PrepareReport:
 
 
 def prepare_dataset(
-    name: str, spec: Mapping[str, Any], out_dir: str | Path, *, progress: bool = True
+    name: str,
+    spec: Mapping[str, Any],
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    build_in: str | Path | None = None,
 ) -> PrepareReport:
     """Import dataset ``name`` described by ``spec`` and write it to ``out_dir``.
 
@@ -119,9 +124,10 @@ def prepare_dataset(
     The folder is built in a temporary sibling of ``out_dir`` (``.<name>.<pid>.tmp``,
     :func:`busseg.atomic.atomic_dir`) and renamed into place at the end, so a failure
     never leaves a half-written dataset; an existing ``out_dir`` is replaced, and
-    temporaries of killed earlier runs are removed first. Raises :class:`DataError` when
-    no sample is usable, or naming the output file when writing fails (disk full,
-    ``ulimit -f``).
+    temporaries of killed earlier runs are removed first. ``build_in`` (the stage passes
+    the scratch folder) holds that temporary instead, where later runs also clean up.
+    Raises :class:`DataError` when no sample is usable, or naming the output file when
+    writing fails (disk full, ``ulimit -f``).
     """
     section = f"datasets.{name}"
     parsed = parse_spec(spec, section)
@@ -135,7 +141,7 @@ def prepare_dataset(
         report.detected_kind = detect_kind(root)
     try:
         _remove_legacy_temporaries(out_dir)
-        with atomic_dir(out_dir) as build_dir:
+        with atomic_dir(out_dir, build_in=build_in) as build_dir:
             rows = _write_samples(records, build_dir, out_dir, report, progress=progress, desc=f"prepare {name}")
             if not rows:
                 raise DataError(root if root is not None else section, _empty_problem(report))
