@@ -137,3 +137,25 @@ def test_ulimit_f_while_evaluate_writes_overlays_is_one_error_line(tmp_path: Pat
     assert leftovers(tmp_path) == []
     for path in EVALUATE_OUTPUTS.values():
         assert not (tmp_path / path).exists(), path
+
+
+_LIBRARY_WRITE_FAILS = """
+import errno, sys
+sys.path.insert(0, sys.argv[1])
+from _params import main_guard
+
+def main():
+    # A write no busseg code wraps (a library's own file) running out of room.
+    raise OSError(errno.ENOSPC, "No space left on device", "reports/train/plots/metrics/loss.tsv")
+
+main_guard(main)
+"""
+
+
+def test_an_unwrapped_full_disk_error_is_still_one_line_from_main_guard(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _LIBRARY_WRITE_FAILS, str(REPO / "stages")],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr == "error: reports/train/plots/metrics/loss.tsv: No space left on device\n"
