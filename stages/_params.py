@@ -4,6 +4,7 @@ This is the only place that parses params.yaml; the library receives plain value
 """
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -121,6 +122,10 @@ def setup_runtime(params: dict[str, Any]):
     return resolve_device(str(runtime.get("device", "auto"))), bool(runtime.get("progress", True))
 
 
+_OUT_OF_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+"""Errors of a write that ran out of room: disk full, ``ulimit -f``, quota."""
+
+
 def main_guard(main) -> None:
     """Run ``main``: busseg's user errors become one ``error:`` line and exit code 1, Ctrl-C
     (SIGINT, e.g. during ``dvc repro``) one ``interrupted`` line and exit code 130.
@@ -128,11 +133,18 @@ def main_guard(main) -> None:
     Nothing is half-written either way: every output goes through :mod:`busseg.atomic`, whose
     context managers remove their temporary as the exception passes; resumable stages keep
     their last finished epoch / labeled image in the scratch folder for the next run.
+    A full disk or ``ulimit -f`` in a write that no busseg code wraps (a library's own
+    file) is one ``error:`` line too, naming the file when the system does.
     """
     try:
         main()
     except BussegError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as exc:
+        if exc.errno not in _OUT_OF_SPACE:
+            raise
+        print(f"error: {exc.filename or 'writing an output'}: {exc.strerror}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         if _is_main_rank():  # one line per run, not one per DDP rank

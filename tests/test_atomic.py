@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from busseg import atomic
+from busseg.errors import DataError
 
 
 def mode(path: Path) -> int:
@@ -80,6 +81,6 @@ def test_copy_file_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(shutil, "copyfile", full)
-    with pytest.raises(OSError):
+    with pytest.raises(DataError, match=r"teacher\.pt: cannot write: No space left on device$"):
         atomic.copy_file(source, tmp_path / "out" / "teacher.pt")
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["student.pt"]

@@ -9,7 +9,9 @@ Every output busseg writes goes through here, so the rules live in one place:
 * temporaries are created with the usual umask (not the 0600 / 0700 of ``mkstemp`` /
   ``mkdtemp``), so outputs get the same permissions as any other file the user makes;
 * on any failure (an exception, disk full, ``ulimit -f``) the temporary is removed and the
-  previous target, if any, is left untouched;
+  previous target, if any, is left untouched; a failed file write (``OSError``) becomes a
+  :class:`busseg.errors.DataError` naming the target and the system's message, which the
+  stages print as one ``error:`` line;
 * a temporary left behind by a killed process (``kill -9``) is removed by
   :func:`remove_stale_temporaries` the first time a later process writes into its folder.
 """
@@ -22,6 +24,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from busseg.errors import DataError
 
 _SUFFIX = ".tmp"
 
@@ -96,16 +100,56 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     The caller writes the temporary by any means that keeps its name (``Image.save`` with an
     explicit ``format``; ``np.savez`` appends ``.npz`` to a path, so give it an open handle).
+    An ``OSError`` while writing or renaming (disk full, ``ulimit -f``, permissions) is raised
+    as :class:`DataError` naming ``path``: the block only writes the file, so the error is
+    about that file, and the user knows it by its final name, not the temporary's.
     """
     path = Path(path)
-    _prepare_folder(path.parent)
+    try:
+        _prepare_folder(path.parent)
+    except OSError as exc:
+        raise write_error(path, exc) from None
     tmp = temporary_path(path)
     _remove(tmp)
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        raise write_error(path, exc) from None
     finally:
         _remove(tmp)
+
+
+def _dir_temporary(path: Path, build_in: Path | None) -> Path:
+    """Where :func:`atomic_dir` builds ``path``: in ``build_in`` when given and on the same
+    file system as ``path``'s folder, else beside ``path`` (:func:`temporary_path`)."""
+    if build_in is not None:
+        _prepare_folder(build_in)
+        if os.stat(build_in).st_dev == os.stat(path.parent).st_dev:
+            return build_in / f".{path.parent.name}-{path.name}.{os.getpid()}{_SUFFIX}"
+    return temporary_path(path)
+
+
+def write_error(path: str | Path, exc: OSError) -> DataError:
+    """The :class:`DataError` for a failed write of ``path``: ``cannot write: <system message>``.
+
+    The system's message is looked for down the exception's chain: writers such as Pillow
+    re-raise the system's ``[Errno 28] No space left on device`` as their own error.
+    """
+    return DataError(path, f"cannot write: {system_message(exc)}")
+
+
+def system_message(exc: BaseException) -> str:
+    """The operating system's message (``strerror``) of ``exc`` or of an exception it was
+    raised from or while handling; ``str(exc)`` when there is none."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror
+        current = current.__cause__ or current.__context__
+    return str(exc)
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
@@ -134,21 +178,40 @@ def copy_file(source: str | Path, path: str | Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
+def atomic_dir(path: str | Path, *, build_in: str | Path | None = None) -> Iterator[Path]:
     """Yield an empty temporary folder that replaces ``path`` only if the block succeeds.
 
     A stage that fails half-way therefore never leaves a half-written output folder, and
-    the previous folder (if any) stays until the new one is complete.
+    the previous folder (if any) stays until the new one is complete. A :class:`DataError`
+    naming a file inside the temporary (a failed write there) is raised again naming that
+    file under ``path``, where the user will look for it.
+
+    ``build_in`` (the scratch folder) holds the temporary instead of ``path``'s folder when
+    both lie on one file system (the final rename cannot cross file systems): after a
+    ``kill -9`` the temporary then lies where every later busseg run that uses the scratch
+    folder removes those of dead processes, even when DVC restores ``path`` from its run
+    cache without running any stage code.
     """
     path = Path(path)
-    _prepare_folder(path.parent)
-    tmp = temporary_path(path)
-    _remove(tmp)
-    tmp.mkdir()  # os.mkdir honours the umask, unlike tempfile.mkdtemp
+    try:
+        _prepare_folder(path.parent)
+        tmp = _dir_temporary(path, None if build_in is None else Path(build_in))
+        _remove(tmp)
+        tmp.mkdir()  # os.mkdir honours the umask, unlike tempfile.mkdtemp
+    except OSError as exc:
+        raise write_error(path, exc) from None
     try:
         yield tmp
         if path.exists():
             _remove(path)
         os.replace(tmp, path)
+    except DataError as error:
+        if not error.path.is_relative_to(tmp):
+            raise
+        raise DataError(path / error.path.relative_to(tmp), error.problem) from None
+    except OSError as exc:
+        if exc.filename is None or not Path(exc.filename).is_relative_to(tmp):
+            raise
+        raise write_error(path / Path(exc.filename).relative_to(tmp), exc) from None
     finally:
         _remove(tmp)

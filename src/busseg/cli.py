@@ -26,6 +26,7 @@ The exit code is 0 when every input was written and 1 otherwise; Ctrl-C prints o
 from __future__ import annotations
 
 import argparse
+import errno
 import io
 import os
 import sys
@@ -40,7 +41,7 @@ from tqdm import tqdm
 
 from busseg.dicom import frame_note, is_dicom
 from busseg.errors import BussegError, ConfigError, DataError
-from busseg.imageio import SCAN_SUFFIXES, read_image
+from busseg.imageio import SCAN_SUFFIXES, read_image, too_small
 
 if TYPE_CHECKING:  # torch is imported only when a command runs (fast --help)
     import torch
@@ -102,7 +103,7 @@ def _walk(folder: Path, out: Path) -> Iterator[Path]:
         here = Path(root)
         # An output folder inside an input folder holds our own outputs, never inputs
         # (when it *is* the input folder, the output names are filtered per file).
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (here / d).resolve() != out)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and _resolve(here / d) not in (out, None))
         for name in sorted(files):
             if not name.startswith(".") and Path(name).suffix.lower() in SCAN_SUFFIXES:
                 yield here / name
@@ -116,7 +117,10 @@ def plan_jobs(inputs: list[Path], out: Path) -> Plan:
     claimed: dict[Path, Path] = {}  # output name -> the input that has it
 
     def add(source: Path, name: Path, explicit: bool) -> None:
-        resolved = source.resolve()
+        resolved = _resolve(source)
+        if resolved is None:
+            plan.skipped.append((source, _link_problem(source)))
+            return
         # Earlier outputs are never inputs: in a folder wherever they lie, and a file named
         # directly (a shell glob such as out/*.png) when it lies in the output folder.
         if _is_output_name(source) and (not explicit or _is_within(resolved.parent, out)):
@@ -140,23 +144,50 @@ def plan_jobs(inputs: list[Path], out: Path) -> Plan:
                 add(source, source.relative_to(path), explicit=False)
         elif path.is_file():
             add(path, Path(path.name), explicit=True)
+        elif path.is_symlink():
+            plan.skipped.append((path, _link_problem(path)))
         else:
             plan.skipped.append((path, "no such file or folder"))
     return plan
+
+
+def _resolve(path: Path) -> Path | None:
+    """``path`` resolved, or None when symbolic links loop (Python raises RuntimeError for
+    that up to 3.12 and OSError from 3.13)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return None
+
+
+def _link_problem(path: Path) -> str:
+    """Why a symbolic link cannot be read: it loops, or its target is missing."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop (the links point at each other, never at a file)"
+        return f"broken symbolic link ({exc.strerror})"
+    return "symbolic link that cannot be resolved"
 
 
 def _read(path: Path, allow_colour: bool) -> np.ndarray:
     """The image as uint8 (H, W); :class:`DataError` with the reason when it is unusable.
 
     The colour rule is :func:`busseg.imageio.read_image`'s (the one the importers use);
-    when it refuses a colour image, the reason says which flag converts it.
+    when it refuses a colour image, the reason says which flag converts it. The size rule
+    is ``prepare``'s (:func:`busseg.imageio.too_small`): no mask for a 1 x 1 "scan".
     """
     try:
-        return _read_image(read_image, path, allow_colour)
+        image = _read_image(read_image, path, allow_colour)
     except DataError as exc:
         if allow_colour or not _readable_as_colour(read_image, path):
             raise
         raise DataError(path, f"{exc.problem}; pass --allow-colour to convert it to grey (luma)") from None
+    small = too_small(image)
+    if small:
+        raise DataError(path, small)
+    return image
 
 
 def _read_image(read_image: Callable[..., np.ndarray], path: Path, allow_colour: bool) -> np.ndarray:
@@ -186,13 +217,11 @@ def _png_bytes(pixels: np.ndarray) -> bytes:
 
 
 def _write(path: Path, pixels: np.ndarray) -> None:
-    """Write one PNG atomically; a write failure (disk full, ...) stops the run."""
+    """Write one PNG atomically; a write failure (disk full, ...) is a :class:`DataError`
+    naming ``path`` (raised by :func:`busseg.atomic.write_bytes`) and stops the run."""
     from busseg.atomic import write_bytes
 
-    try:
-        write_bytes(path, _png_bytes(pixels))
-    except OSError as exc:
-        raise DataError(path, f"cannot write ({exc.strerror or exc})") from None
+    write_bytes(path, _png_bytes(pixels))
 
 
 def run_predictions(

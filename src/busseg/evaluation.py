@@ -7,7 +7,6 @@ with their ids and Dice read back from the per-image CSV.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from busseg.atomic import atomic_path, write_json
 from busseg.cases import select_cases
 from busseg.data.prepared import PreparedDataset
 from busseg.inference import predict_probability_maps
@@ -85,15 +85,19 @@ def _save_cases(
         bits, shape = packed[image_id]
         pred = np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)
         _save_overlay(prepared, image_id, pred, case_dir / f"{case}.png")
-    case_dir.mkdir(parents=True, exist_ok=True)
     listing = {case: {"id": image_id, "dice": dice[image_id]} for case, image_id in cases.items()}
-    (case_dir / "cases.json").write_text(json.dumps(listing, indent=2) + "\n", encoding="utf-8")
+    write_json(case_dir / "cases.json", listing)
 
 
 def _save_overlay(prepared: PreparedDataset, image_id: str, pred: np.ndarray, path: Path) -> None:
-    """The overlay of ``image_id`` (ground truth green, ``pred`` red) as a PNG at ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(render_overlay(prepared.image(image_id), prepared.mask(image_id), pred)).save(path)
+    """The overlay of ``image_id`` (ground truth green, ``pred`` red) as a PNG at ``path``.
+
+    Written atomically: a full disk raises :class:`~busseg.errors.DataError` naming ``path``
+    (Pillow's own error would be three chained tracebacks) and leaves no partial PNG.
+    """
+    overlay = Image.fromarray(render_overlay(prepared.image(image_id), prepared.mask(image_id), pred))
+    with atomic_path(path) as tmp:
+        overlay.save(tmp, format="PNG")
 
 
 def summarize(per_image: pd.DataFrame) -> dict[str, float]:

@@ -16,13 +16,16 @@ Conversion rules (each one is a decision, stated here once):
   - ``grey``: every pixel's channels within :data:`GREY_TOLERANCE` levels of each other;
   - ``tinted``: greyscale content stored in colour: the scan seen through a tinted grey
     map (BUS-UCLM's Siemens images: channel means about 60 / 62 / 68) and/or coloured
-    overlays (caliper crosses, body-mark icons, depth ticks, text). Each channel is a
-    function of the pixel's luma (the "grey map", estimated from the image itself); at most
-    :data:`OVERLAY_MAX_FRACTION` of the pixels lie off that map, and those are strokes:
-    at most :data:`AREA_MAX_FRACTION` of the image is off-map *area* (pixels whose
-    :data:`AREA_SIZE` x :data:`AREA_SIZE` neighbourhood is entirely off the map);
-  - ``colour``: more off-map pixels than that, or painted off-map areas: real colour
-    content such as the flow in a colour Doppler box and its colour bar.
+    overlays (caliper crosses, body-mark icons, markers, text). Each channel is a function of
+    the pixel's luma (the "grey map", estimated from the image itself); pixels off that map
+    are overlays unless they are *flow-coloured* (:func:`_flow_pixels`: saturated red/orange
+    or blue/cyan, the two halves of every colour Doppler velocity map) *and* painted in
+    areas: blobs with a solid core (:data:`AREA_SIZE`), away from the frame's edge or large;
+  - ``colour``: at least :data:`AREA_MIN_PIXELS` pixels in the solid core of flow-coloured
+    blobs, or speckled flow on more than :data:`FLOW_MAX_FRACTION` of the image, or more than
+    :data:`OVERLAY_MAX_FRACTION` of the image off the grey map (no overlay layer covers that
+    much): real colour content such as the flow in a colour Doppler box and its colour bar.
+    :attr:`ColourContent.reason` says where the colour was and how much.
 
   ``grey`` and ``tinted`` images are read by their ITU-R 601 luma. A ``colour`` image is
   an error for :func:`read_image` unless ``allow_colour=True``; the importers read every
@@ -31,7 +34,8 @@ Conversion rules (each one is a decision, stated here once):
   "converted and listed").
 * 16-bit (and 32-bit) greyscale images are rescaled linearly so that the image's own
   minimum maps to 0 and its maximum to 255 (a constant image becomes all zeros).
-* Masks: 1-bit as is; 8-bit with values in {0, 255} or {0, 1}; 16/32-bit: nonzero is
+* Masks: 1-bit as is; 8-bit with values in {0, 255} or {0, 1}, or any two values of which
+  the background is 0 ({0, 120}: the other value is the lesion); 16/32-bit: nonzero is
   foreground; RGB/RGBA: any non-black pixel is foreground (BUS-UCLM colour masks).
   Masks with intermediate grey levels are an error, unless the caller passes
   ``threshold=True`` (the documented rule of datasets such as STU), in which case
@@ -65,24 +69,46 @@ MAP_TOLERANCE = 8
 luma that still counts as on the map (rounding of luma and resampling in the scanner
 move tinted pixels by a few levels; overlay and Doppler colours are far off it)."""
 
-OVERLAY_MAX_FRACTION = 0.02
-"""Largest fraction of off-map pixels that still counts as greyscale content with
-overlays. Calipers, body marks, depth ticks and text cover 1-1.5 % of a BUS-UCLM scan
-(off the map: 1.0-1.3 % on the real folder, issue 21; 0.9-1.6 % on the fixture with its
-statistics, ``tests/data/uclm_scans.py``); a Doppler box whose flow is speckled rather
-than painted in areas (no area to find, :data:`AREA_MAX_FRACTION`) still covers about 3 %."""
+OVERLAY_MAX_FRACTION = 0.10
+"""Largest fraction of off-map pixels (any colour) that may still be greyscale content with
+overlays. Real BUS-UCLM scans without Doppler carry 1.1-2.2 % (the scanner's filled body-mark
+icon alone is about 1.1 %, plus a yellow marker, green calipers or a measurement box, and
+text); a screen that is a tenth colour is a colour image whatever its hues."""
 
-AREA_MAX_FRACTION = 0.001
-"""Largest fraction of the image that may be off-map *area* (see :data:`AREA_SIZE`) in
-greyscale content. Overlays have next to none (strokes are thinner than the area test;
-bold text where letters touch: at most 0.09 % on the BUS-UCLM-like fixture); a Doppler
-box's flow or a colour bar alone is more (0.24 % and up there, on 856 x 606 scans)."""
+FLOW_MIN_CHROMA = 40
+"""Smallest channel spread (levels) of a flow-coloured pixel. Colour Doppler paints flow in
+saturated colours (dark red flow at (66, 0, 0) still spreads 66 levels); a tinted map spreads
+its channels by under 40 and BUS-UCLM's lavender body-mark icon by about 34."""
 
-AREA_SIZE = 7
-"""Side (pixels) of the square neighbourhood that must lie off the grey map entirely for a
-pixel to count as painted area rather than as part of a stroke: wider than bold,
-anti-aliased text (strokes up to about 5 px with their fringe) and JPEG's chroma smear
-around a 1-px line; narrower than a colour bar (about 10 px) or the flow in a vessel."""
+FLOW_MIN_SATURATION = 0.5
+"""Smallest saturation (spread / brightest channel) of a flow-coloured pixel: Doppler flow is
+0.6-1.0; pastel overlays (the body-mark icon 0.21, a green measurement box 0.34) are less."""
+
+FLOW_HUES = ((0.0, 40.0), (320.0, 360.0), (170.0, 265.0))
+"""Hue ranges (degrees) of flow colours: red to orange (flow towards the probe, power
+Doppler) and blue to cyan (flow away). Velocity maps reach yellow or cyan only at the cores
+of fast flow, inside red or blue; the scanners' marks are yellow (hue 45-60), green or
+lavender, so yellow markers and green calipers never count as flow."""
+
+AREA_SIZE = 3
+"""Side (pixels) of the square neighbourhood that must be flow-coloured entirely for a pixel
+to count as the solid core of a painted area: 1-2 px caliper crosses, lines and letters
+have none; flow in a vessel or a colour bar does (the smallest real flow seen, a 71-px red
+speck, has 34 such pixels)."""
+
+AREA_MIN_PIXELS = 16
+"""Fewest solid-core flow pixels (see :data:`AREA_SIZE`) that make an image colour. On the
+40 real BUS-UCLM scans of the sample, grey scans have none and Doppler scans 34 and more."""
+
+EDGE_ICON_MAX_FRACTION = 0.002
+"""Largest size (share of the image) of a flow-coloured blob touching the frame's edge that
+is taken for a scanner icon (a logo, an orientation marker), not flow: icons sit at the
+edges and are small; flow lies inside the tissue or, touching the edge, is large."""
+
+FLOW_MAX_FRACTION = 0.005
+"""Largest fraction of flow-coloured pixels (speckled, without solid cores) in greyscale
+content: real grey scans hold under 0.15 % (orange text, a blue edge line); a Doppler box
+whose flow is speckled rather than painted in areas covers more."""
 
 MAP_SAMPLE_PIXELS = 65536
 """Pixels the grey map is estimated from at most (a regular grid over larger images);
@@ -119,6 +145,22 @@ several copies). Larger images are refused from their header, with their size.""
 
 _SIZE_LIMIT = f"at most {MAX_PIXELS / 1e6:.1f} MP (4096 x 4096 px) are read"
 
+MIN_IMAGE_SIZE = 16
+"""Smallest width and height (pixels) of an image that is prepared or predicted. No
+breast-ultrasound scan is smaller; a 1 x 1 or 3 x 3 "image" in the test split would count
+as one easy case and inflate the mean Dice, and a mask predicted for it means nothing, so
+``prepare`` skips it with the reason and ``busseg predict`` refuses it the same way."""
+
+
+def too_small(image: np.ndarray) -> str | None:
+    """Why ``image`` (H, W) is too small to segment, or None: the one size rule of
+    ``prepare`` and ``busseg predict`` (:data:`MIN_IMAGE_SIZE`)."""
+    height, width = image.shape[:2]
+    if min(height, width) >= MIN_IMAGE_SIZE:
+        return None
+    return f"image too small: {width}x{height} px (at least {MIN_IMAGE_SIZE} px per side)"
+
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 """File extensions read as images or masks from a folder (case-insensitive): by the
 importers (``folder``, ``udiat``, ...) and by ``busseg predict`` for its input folders."""
@@ -132,17 +174,29 @@ _HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 @dataclass(frozen=True)
 class ColourContent:
     """What :func:`classify_colour` found: ``kind`` (:data:`GREY`, :data:`TINTED` or
-    :data:`COLOUR`), ``off_map_fraction``, the share of pixels off the grey map, and
-    ``area_fraction``, the share of pixels in painted off-map areas (Doppler flow, a colour bar)."""
+    :data:`COLOUR`), ``off_map_fraction``, the share of pixels off the grey map,
+    ``area_fraction``, the share in the solid core of flow-coloured areas (Doppler flow, a
+    colour bar), ``flow_fraction``, the share of flow-coloured pixels, and ``where``, the
+    flow-coloured blobs that counted (empty when none did)."""
 
     kind: str = GREY
     off_map_fraction: float = 0.0
     area_fraction: float = 0.0
+    flow_fraction: float = 0.0
+    where: str = ""
 
     @property
     def converted(self) -> bool:
         """Whether reading changed more than a grey file's exact channel values."""
         return self.kind != GREY
+
+    @property
+    def reason(self) -> str:
+        """Why the image is colour, for reports and messages (empty unless ``colour``)."""
+        if self.kind != COLOUR:
+            return ""
+        amounts = f"{self.flow_fraction:.2%} of pixels in flow colours (red/blue), {self.off_map_fraction:.2%} off the grey map"
+        return f"{self.where}; {amounts}" if self.where else amounts
 
 
 def read_image(path: str | Path, *, allow_colour: bool = False) -> np.ndarray:
@@ -158,8 +212,7 @@ def read_image(path: str | Path, *, allow_colour: bool = False) -> np.ndarray:
     if content.kind == COLOUR and not allow_colour:
         raise DataError(
             path,
-            f"cannot read image: colour content ({content.off_map_fraction:.2%} of pixels off the grey "
-            f"map, {content.area_fraction:.2%} in painted colour areas, e.g. a colour Doppler box); "
+            f"cannot read image: colour content, e.g. a colour Doppler box ({content.reason}); "
             "expected greyscale content",
         )
     return image
@@ -199,10 +252,14 @@ def classify_colour(rgb: np.ndarray, luma: np.ndarray | None = None) -> ColourCo
     nearly every pixel. What a tinted map keeps is that each channel is a function of one
     grey ramp, hence of the pixel's luma. So the grey map (each channel's median offset
     from luma, per bin of :data:`MAP_BIN` levels) is estimated from the image, and pixels
-    more than :data:`MAP_TOLERANCE` levels off it count as coloured. Overlays (calipers,
-    letters, body marks) are strokes: up to :data:`OVERLAY_MAX_FRACTION` of such pixels
-    are greyscale content, unless more than :data:`AREA_MAX_FRACTION` of the image is
-    painted *area* (flow in a colour Doppler box, a colour bar), see :func:`_area_fraction`.
+    more than :data:`MAP_TOLERANCE` levels off it count as coloured. Scanners burn marks
+    into every scan (a filled body-mark icon, a yellow marker, green calipers, text), so
+    being off the map is not enough: colour content is Doppler flow, saturated red/orange or
+    blue/cyan (:func:`_flow_pixels`) painted in areas with a solid core
+    (:data:`AREA_MIN_PIXELS`), small blobs at the frame's edge being icons
+    (:data:`EDGE_ICON_MAX_FRACTION`); or speckled flow over more than
+    :data:`FLOW_MAX_FRACTION` of the image; or more than :data:`OVERLAY_MAX_FRACTION` of it
+    off the map.
     """
     rgb = np.asarray(rgb, dtype=np.uint8)
     if not _has_colour(rgb):
@@ -210,10 +267,114 @@ def classify_colour(rgb: np.ndarray, luma: np.ndarray | None = None) -> ColourCo
     if luma is None:
         luma = np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.uint8)
     off_map = _off_map(rgb, luma, _grey_map_offsets(*_map_sample(rgb, luma)))
-    fraction = float(np.count_nonzero(off_map)) / max(off_map.size, 1)
-    area = _area_fraction(off_map)
-    colour = fraction > OVERLAY_MAX_FRACTION or area > AREA_MAX_FRACTION
-    return ColourContent(COLOUR if colour else TINTED, fraction, area)
+    size = max(off_map.size, 1)
+    fraction = float(np.count_nonzero(off_map)) / size
+    flow = _flow_pixels(rgb, off_map)
+    flow_fraction = float(np.count_nonzero(flow)) / size
+    core = _solid_core(flow) if flow.any() else flow
+    blobs = _flow_blobs(flow, core) if core.any() else []
+    core_pixels = sum(blob.core_pixels for blob in blobs)
+    colour = core_pixels >= AREA_MIN_PIXELS or flow_fraction > FLOW_MAX_FRACTION or fraction > OVERLAY_MAX_FRACTION
+    where = _describe_blobs(blobs, off_map.shape) if colour else ""
+    return ColourContent(COLOUR if colour else TINTED, fraction, core_pixels / size, flow_fraction, where)
+
+
+def _flow_pixels(rgb: np.ndarray, off_map: np.ndarray) -> np.ndarray:
+    """Off-map pixels in flow colours: spread at least :data:`FLOW_MIN_CHROMA`, saturation at
+    least :data:`FLOW_MIN_SATURATION` and a hue in :data:`FLOW_HUES` (red/orange, blue/cyan).
+
+    Only off-map pixels are tested, so a sepia or otherwise warm grey map (on the map by
+    definition) never counts as flow; the hue is computed for the few vivid pixels only.
+    """
+    red, green, blue = (rgb[..., c].astype(np.int16) for c in range(3))
+    brightest = np.maximum(np.maximum(red, green), blue)
+    chroma = brightest - np.minimum(np.minimum(red, green), blue)
+    vivid = off_map & (chroma >= FLOW_MIN_CHROMA) & (chroma >= FLOW_MIN_SATURATION * brightest)
+    flow = np.zeros(off_map.shape, dtype=bool)
+    index = np.flatnonzero(vivid)
+    if index.size:
+        hue = _hue(rgb.reshape(-1, 3)[index].astype(np.float32))
+        in_range = np.zeros(index.size, dtype=bool)
+        for low, high in FLOW_HUES:
+            in_range |= (hue >= low) & (hue < high)
+        flow.flat[index[in_range]] = True
+    return flow
+
+
+def _hue(pixels: np.ndarray) -> np.ndarray:
+    """HSV hue in degrees [0, 360) of (N, 3) float RGB pixels with a nonzero spread."""
+    red, green, blue = pixels[:, 0], pixels[:, 1], pixels[:, 2]
+    brightest = pixels.max(axis=1)
+    spread = np.maximum(brightest - pixels.min(axis=1), 1e-6)
+    sector = np.where(
+        brightest == red,
+        np.mod((green - blue) / spread, 6.0),
+        np.where(brightest == green, (blue - red) / spread + 2.0, (red - green) / spread + 4.0),
+    )
+    return sector * 60.0
+
+
+def _solid_core(mask: np.ndarray) -> np.ndarray:
+    """Pixels of ``mask`` whose whole :data:`AREA_SIZE` x :data:`AREA_SIZE` neighbourhood is
+    in ``mask`` (a binary erosion; False along the border, where the square does not fit)."""
+    height, width = mask.shape
+    k, half = AREA_SIZE, AREA_SIZE // 2
+    core = np.zeros_like(mask)
+    if height < k or width < k:
+        return core
+    rows = mask[: height - k + 1].copy()
+    for shift in range(1, k):
+        rows &= mask[shift : height - k + 1 + shift]
+    solid = rows[:, : width - k + 1].copy()
+    for shift in range(1, k):
+        solid &= rows[:, shift : width - k + 1 + shift]
+    core[half : half + solid.shape[0], half : half + solid.shape[1]] = solid
+    return core
+
+
+@dataclass(frozen=True)
+class _Blob:
+    """One flow-coloured connected area: its pixels, solid-core pixels and bounding box."""
+
+    pixels: int
+    core_pixels: int
+    rows: tuple[int, int]
+    columns: tuple[int, int]
+
+
+def _flow_blobs(flow: np.ndarray, core: np.ndarray) -> list[_Blob]:
+    """The flow-coloured blobs (8-connected) that have a solid core, largest first, less
+    those taken for icons: touching the frame's edge and under :data:`EDGE_ICON_MAX_FRACTION`."""
+    from scipy import ndimage  # only images with flow-coloured cores get here
+
+    labels, _ = ndimage.label(flow, structure=np.ones((3, 3), dtype=bool))
+    sizes = np.bincount(labels.ravel())
+    core_sizes = np.bincount(labels[core], minlength=sizes.size)
+    height, width = flow.shape
+    blobs = []
+    for number, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None or core_sizes[number] == 0:
+            continue
+        rows, columns = (box[0].start, box[0].stop - 1), (box[1].start, box[1].stop - 1)
+        at_edge = rows[0] == 0 or columns[0] == 0 or rows[1] == height - 1 or columns[1] == width - 1
+        if at_edge and sizes[number] < EDGE_ICON_MAX_FRACTION * flow.size:
+            continue
+        blobs.append(_Blob(int(sizes[number]), int(core_sizes[number]), rows, columns))
+    return sorted(blobs, key=lambda blob: -blob.pixels)
+
+
+def _describe_blobs(blobs: list[_Blob], shape: tuple[int, ...]) -> str:
+    """Where the flow-coloured areas are, for :attr:`ColourContent.reason`."""
+    if not blobs:
+        return ""
+    height, width = shape[:2]
+    largest = blobs[0]
+    total = sum(blob.pixels for blob in blobs)
+    return (
+        f"{len(blobs)} painted colour area{'s' if len(blobs) > 1 else ''} ({total} px), the largest "
+        f"{largest.pixels} px at rows {largest.rows[0]}-{largest.rows[1]}, columns "
+        f"{largest.columns[0]}-{largest.columns[1]} of {height} x {width}"
+    )
 
 
 def _has_colour(rgb: np.ndarray) -> bool:
@@ -301,27 +462,6 @@ def _off_map(rgb: np.ndarray, luma: np.ndarray, offsets: np.ndarray) -> np.ndarr
     return off_map
 
 
-def _area_fraction(off_map: np.ndarray) -> float:
-    """Share of the pixels that are off the map together with their whole
-    :data:`AREA_SIZE` x :data:`AREA_SIZE` neighbourhood.
-
-    Overlays are drawn as strokes a few pixels wide (caliper crosses, dotted lines, letters,
-    bold ones too, body-mark outlines, JPEG's chroma smear around them) and all but vanish
-    in this test; colour Doppler paints areas (flow in vessels, a colour bar about 10 px wide).
-    """
-    height, width = off_map.shape
-    k = AREA_SIZE
-    if height < k or width < k:
-        return 0.0
-    rows = off_map[: height - k + 1].copy()
-    for shift in range(1, k):
-        rows &= off_map[shift : height - k + 1 + shift]
-    solid = rows[:, : width - k + 1].copy()
-    for shift in range(1, k):
-        solid &= rows[:, shift : width - k + 1 + shift]
-    return float(np.count_nonzero(solid)) / off_map.size
-
-
 def read_mask(
     path: str | Path,
     *,
@@ -332,8 +472,9 @@ def read_mask(
 
     ``resize_to`` is the target ``(height, width)`` (an image's ``.shape``); the mask is
     resized with nearest-neighbour, which keeps it binary. ``threshold=True`` accepts
-    near-binary 8-bit masks and keeps values > 127; without it, any grey level other
-    than {0, 255} or {0, 1} is an error. See the module docstring for all rules.
+    near-binary 8-bit masks and keeps values > 127; without it, a mask with more than two
+    grey levels, or two of which neither is 0, is an error ({0, v}: v is the lesion).
+    See the module docstring for all rules.
     """
     image = _open(path, "mask")
     if image.mode == "1":
@@ -520,6 +661,10 @@ def _binarise_levels(levels: np.ndarray, path: str | Path, threshold: bool) -> n
         return levels == 255
     if set(present.tolist()) <= {0, 1}:
         return levels == 1
+    if len(present) == 2 and present[0] == 0:
+        # Any two-valued mask with background 0 ({0, 120}, {0, 128}): some tools save the
+        # lesion as a class index or a mid grey; with two values there is nothing to guess.
+        return levels == present[1]
     intermediate = float(np.count_nonzero((levels > 0) & (levels < 255))) / max(levels.size, 1)
     if not threshold:
         raise DataError(

@@ -7,6 +7,7 @@ returns the last decoder feature map that AURCL contrasts.
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -78,10 +79,7 @@ def build_smp_model(config: ModelConfig) -> nn.Module:
     import segmentation_models_pytorch as smp
 
     if config.encoder not in smp.encoders.get_encoder_names():
-        raise ConfigError(
-            "model.encoder",
-            f"unknown encoder '{config.encoder}'; see segmentation_models_pytorch.encoders.get_encoder_names()",
-        )
+        raise ConfigError("model.encoder", unknown_encoder_problem(config.encoder, smp.encoders.get_encoder_names()))
     local = is_weights_file(config.encoder_weights)
     try:
         net = smp.Unet(
@@ -96,6 +94,15 @@ def build_smp_model(config: ModelConfig) -> nn.Module:
     if local:
         load_encoder_weights(net.encoder, Path(config.encoder_weights))  # type: ignore[arg-type]
     return net
+
+
+def unknown_encoder_problem(encoder: str, names: list[str]) -> str:
+    """The message for an unknown ``model.encoder``: the closest valid names (difflib), or
+    every valid name when none is close."""
+    close = difflib.get_close_matches(encoder, names, n=5, cutoff=0.6)
+    if close:
+        return f"unknown encoder '{encoder}'; closest valid names: {', '.join(close)}"
+    return f"unknown encoder '{encoder}'; valid names: {', '.join(sorted(names))}"
 
 
 WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")

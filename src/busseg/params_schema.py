@@ -237,12 +237,17 @@ def validate_params(params: Any) -> None:
     _check_required(params)
 
 
+EXAMPLE_DATASET_ENTRY = "synthetic: {kind: synthetic, root: src/busseg/data/synthetic.py, count: 150}"
+"""The entry the error for an empty ``datasets`` suggests, as YAML that works when pasted:
+every entry needs a ``root`` (dvc.yaml tracks it; a synthetic dataset's is its generator)."""
+
+
 def check_datasets(datasets: Any) -> list[str]:
     """The declared dataset names; an error when there are none or an entry is no mapping."""
     if datasets is None or (isinstance(datasets, Mapping) and not datasets):
         raise ConfigError(
             "datasets",
-            "no dataset declared; add at least one entry, e.g. `synthetic: {kind: synthetic, count: 200}`",
+            f"no dataset declared; add at least one entry, e.g. `{EXAMPLE_DATASET_ENTRY}`",
         )
     if not isinstance(datasets, Mapping):
         raise ConfigError("datasets", f"expected a mapping of dataset name -> spec, got {datasets!r}")

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from busseg.atomic import remove_stale_temporaries
+
 DEFAULT_ROOT = Path(os.environ.get("BUSSEG_SCRATCH", ".busseg/scratch"))
 
 
@@ -62,10 +64,13 @@ def scratch_dir(stage: str, key: str, root: str | Path | None = None) -> Path:
     """``<root>/<stage>/<key>-<code fingerprint>``, created.
 
     Empty run folders under ``root`` are removed first: a run killed (``kill -9``) before it
-    saved any state leaves its folder empty, and nothing else would ever delete it.
+    saved any state leaves its folder empty, and nothing else would ever delete it; so are
+    the temporaries of dead processes (:func:`busseg.atomic.remove_stale_temporaries`:
+    ``prepare`` builds its folder here).
     """
     base = Path(root or DEFAULT_ROOT)
     prune_empty(base)
+    remove_stale_temporaries(base)  # e.g. a prepared folder a killed prepare was building here
     path = base / stage.replace("@", "-") / f"{key}-{code_fingerprint()}"
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -58,7 +58,7 @@ def test_ctrl_c_during_prepare_is_one_line_exit_130_and_nothing_written(tmp_path
         [sys.executable, *launcher, script, *STAGE_ARGS],
         cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible,
     )
-    building = tmp_path / PREPARED / f".mine.{proc.pid}.tmp" / "images"
+    building = tmp_path / ".busseg" / "scratch" / f".prepared-mine.{proc.pid}.tmp" / "images"  # built in the scratch folder
     _wait_for(lambda: building.is_dir() and any(building.iterdir()), proc)  # mid-way through writing
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)

@@ -122,6 +122,27 @@ def test_no_dataset_fails_the_report_stage(tmp_path: Path, datasets: object) -> 
     assert sorted(os.listdir(tmp_path)) == ["params.yaml"]
 
 
+def test_the_entry_suggested_for_an_empty_datasets_works_as_written(tmp_path: Path, tiny_prepared: Path) -> None:
+    """The error's example, pasted into params.yaml, passes every stage's check and prepares."""
+    import re
+
+    (tmp_path / "params.yaml").write_text(replaced("datasets", {}))
+    proc = run_stage(tmp_path, "split.py", *split_args(tiny_prepared))
+    (example,) = re.findall(r"`([^`]+)`", proc.stderr)
+    (tmp_path / "params.yaml").write_text(replaced("datasets", yaml.safe_load(example)))
+    # dvc.yaml's `foreach: ${datasets}` stages read these keys of every entry: the example needs each.
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    per_entry = [yaml.safe_dump(stage) for stage in stages.values() if stage.get("foreach") == "${datasets}"]
+    used = {key for text in per_entry for key in re.findall(r"\$\{item\.(\w+)\}", text)}
+    assert "root" in used
+    (entry,) = yaml.safe_load(example).values()
+    assert used <= set(entry), used - set(entry)
+    name = next(iter(yaml.safe_load(example)))
+    proc = run_stage(tmp_path, "prepare.py", "--dataset", name, "--out", f"data/prepared/{name}", "--report", "r.json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "data" / "prepared" / name / "index.csv").is_file()
+
+
 def test_unknown_key_in_a_dataset_entry_fails_prepare(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text(edited("    size: 128", "    sise: 128"))
     proc = run_stage(tmp_path, "prepare.py", "--dataset", "synthetic", "--out", "data/prepared/synthetic", "--report", "r.json")

@@ -141,6 +141,39 @@ def test_missing_input_is_listed_and_the_rest_written(tmp_path: Path, checkpoint
     assert files_under(tmp_path / "out") == ["a.png.mask.png"]
 
 
+def test_a_symlink_loop_in_an_input_folder_is_skipped_and_every_other_scan_predicted(
+    tmp_path: Path, checkpoint: Path, capsys
+) -> None:
+    scans = tmp_path / "scans"
+    write_grey(scans / "a.png")
+    write_grey(scans / "sub" / "b.png", seed=1)
+    (scans / "loop.png").symlink_to("loop.png")  # points at itself
+    (scans / "sub" / "one.png").symlink_to("two.png")  # two links pointing at each other
+    (scans / "sub" / "two.png").symlink_to("one.png")
+    (scans / "sub" / "up").symlink_to("..")  # a folder loop: never followed
+    looped = tmp_path / "looped.png"
+    looped.symlink_to("looped.png")  # named on the command line
+    assert predict(checkpoint, tmp_path / "out", scans, looped) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for link in (scans / "loop.png", scans / "sub" / "one.png", scans / "sub" / "two.png", looped):
+        assert f"skipped {link}: symbolic link loop" in err
+    assert files_under(tmp_path / "out") == ["a.png.mask.png", "sub/b.png.mask.png"]
+
+
+def test_an_image_prepare_would_refuse_as_too_small_is_skipped_with_prepares_reason(
+    tmp_path: Path, checkpoint: Path, capsys
+) -> None:
+    write_grey(tmp_path / "scans" / "a.png")
+    Image.fromarray(np.full((1, 1), 90, np.uint8)).save(tmp_path / "scans" / "dot.png")
+    Image.fromarray(np.full((15, 300), 90, np.uint8)).save(tmp_path / "scans" / "strip.png")
+    assert predict(checkpoint, tmp_path / "out", tmp_path / "scans") == 1
+    err = capsys.readouterr().err
+    assert f"skipped {tmp_path / 'scans' / 'dot.png'}: image too small: 1x1 px (at least 16 px per side)" in err
+    assert f"skipped {tmp_path / 'scans' / 'strip.png'}: image too small: 300x15 px" in err
+    assert files_under(tmp_path / "out") == ["a.png.mask.png"]
+
+
 def test_the_command_itself_never_prints_a_traceback(tmp_path: Path, checkpoint: Path) -> None:
     """The whole corpus at once through the real entry point, as a user runs it."""
     scans = tmp_path / "scans"
@@ -209,16 +242,34 @@ def test_a_huge_image_is_skipped_with_its_size(tmp_path: Path, checkpoint: Path,
     assert files_under(tmp_path / "out") == ["a.png.mask.png"]
 
 
-@pytest.mark.parametrize("foreign", ["whole-module", "garbage-pickle"])
+class _Crafted:
+    """A pickle that would create a file when loaded (as a hostile checkpoint runs code)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("foreign", ["whole-module", "garbage-pickle", "crafted-pickle", "crafted-torch-file"])
 def test_a_checkpoint_that_is_not_busseg_s_is_one_line_without_unsafe_advice(
     tmp_path: Path, foreign: str
 ) -> None:
-    """Issue 21: torch's 8-line message advised re-running with weights_only=False."""
+    """Issue 21: torch's 8-line message advised re-running with weights_only=False. A crafted
+    pickle (bare, or inside a torch file) is objects busseg does not load, never run."""
+    import pickle
+
     import torch
 
     model = tmp_path / "model.pt"
+    marker = tmp_path / "code-ran"
     if foreign == "whole-module":
         torch.save(torch.nn.Linear(2, 2), model)
+    elif foreign == "crafted-pickle":
+        model.write_bytes(pickle.dumps({"model": _Crafted(marker), "model_config": {}}))
+    elif foreign == "crafted-torch-file":
+        torch.save({"model": _Crafted(marker), "model_config": {}}, model)
     else:
         model.write_bytes(b"garbage")
     image = write_grey(tmp_path / "a.png")
@@ -228,6 +279,12 @@ def test_a_checkpoint_that_is_not_busseg_s_is_one_line_without_unsafe_advice(
     assert "weights_only" not in proc.stderr and "trust" not in proc.stderr
     if foreign == "whole-module":
         assert "pickled Python objects (torch.nn.modules.linear.Linear)" in proc.stderr
+    if foreign.startswith("crafted"):
+        assert "holds pickled Python objects" in proc.stderr and "which busseg does not load" in proc.stderr
+        assert "damaged" not in proc.stderr
+    if foreign == "garbage-pickle":
+        assert "not a PyTorch file, or a damaged one" in proc.stderr
+    assert not marker.exists()
     assert not (tmp_path / "out").exists()
 
 

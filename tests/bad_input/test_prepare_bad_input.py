@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -19,9 +20,11 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 
 from data.fixtures import (  # tests/ is on sys.path (rootdir of the test packages)
     add_calipers,
@@ -149,6 +152,60 @@ def test_a_one_pixel_image_is_a_recorded_skip(tmp_path):
     assert report["n_images"] == 1
 
 
+def test_skipped_images_are_one_summary_line_on_the_console(tmp_path):
+    pair(tmp_path / "src", "good", 0)
+    for index in range(3):
+        pair(tmp_path / "src", f"dot{index}", index, size=(2, 2))
+    write_params(tmp_path, folder_spec())
+    proc = run_prepare(tmp_path)
+    report = assert_clean_success(tmp_path, proc)
+    assert report["n_skipped"] == 3
+    lines = [line for line in proc.stderr.splitlines() if "skipped" in line]
+    assert lines == [f"prepare mine: skipped 3 of 4 images; the list with each reason is under 'skipped' in {REPORT}"]
+
+
+def test_a_run_without_skips_or_warnings_prints_no_summary(tmp_path):
+    pair(tmp_path / "src", "a", 0)
+    write_params(tmp_path, folder_spec())
+    proc = run_prepare(tmp_path)
+    report = assert_clean_success(tmp_path, proc)
+    assert report["warnings"] == [] and "skipped" not in proc.stderr and "warning" not in proc.stderr
+
+
+def test_blank_images_with_lesions_whole_image_masks_and_one_image_two_masks_are_flagged(tmp_path):
+    src = tmp_path / "src"
+    pair(src, "good", 0)
+    save(src / "images" / "black.png", np.zeros((32, 32), np.uint8))
+    save(src / "masks" / "black.png", box_mask(32, 32, size=8), mode="1")
+    save(src / "images" / "whole.png", grey_image(32, 32, 1))
+    save(src / "masks" / "whole.png", np.ones((32, 32), bool), mode="1")
+    save(src / "images" / "twin.png", grey_image(32, 32, 0))  # good's pixels, another mask
+    save(src / "masks" / "twin.png", box_mask(32, 32, top=20, left=20, size=6), mode="1")
+    save(src / "images" / "copy.png", grey_image(32, 32, 0))  # good's pixels and mask: a plain duplicate
+    save(src / "masks" / "copy.png", box_mask(32, 32, size=16), mode="1")
+    write_params(tmp_path, folder_spec())
+    proc = run_prepare(tmp_path)
+    report = assert_clean_success(tmp_path, proc)
+    assert report["n_images"] == 5  # flagged, not dropped
+    assert report["warnings"] == [
+        {"id": "black", "problem": "blank image (every pixel 0) with a lesion in its mask"},
+        {"id": "twin", "problem": "same image as copy but a different mask"},
+        {"id": "whole", "problem": "the mask covers the whole image (inverted or a placeholder?)"},
+    ]
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert "3 imported samples look wrong" in line and "black: blank image" in line and str(REPORT) in line
+
+
+def test_a_two_valued_mask_with_background_zero_is_imported(tmp_path):
+    save(tmp_path / "src" / "images" / "a.png", grey_image(32, 32, 0))
+    save(tmp_path / "src" / "masks" / "a.png", box_mask(32, 32, size=10).astype(np.uint8) * 120)  # {0, 120}
+    write_params(tmp_path, folder_spec())
+    report = assert_clean_success(tmp_path, run_prepare(tmp_path))
+    assert report["n_images"] == 1 and report["n_skipped"] == 0
+    mask = np.asarray(Image.open(tmp_path / OUT / "masks" / "a.png"))
+    assert (mask == 255).sum() == 100 and set(np.unique(mask)) == {0, 255}
+
+
 def test_masks_without_images_hidden_files_and_csv_ids_without_images_are_reported(tmp_path):
     src = tmp_path / "src"
     pair(src, "a", 0)
@@ -184,6 +241,7 @@ def test_tinted_calipers_and_doppler_are_converted_and_listed_for_any_kind(tmp_p
     report = assert_clean_success(tmp_path, run_prepare(tmp_path))
     assert report["n_images"] == 3
     assert report["tinted_converted_ids"] == ["tinted"] and report["colour_converted_ids"] == ["doppler"]
+    assert list(report["colour_reasons"]) == ["doppler"] and "flow colours" in report["colour_reasons"]["doppler"]
 
 
 def test_a_bus_uclm_like_folder_imports_with_doppler_and_calipers_listed(tmp_path):
@@ -214,6 +272,27 @@ def test_scans_with_bus_uclms_statistics_are_greyscale_content_and_doppler_colou
         assert report["n_images"] == 7 and report["n_skipped"] == 0
         assert report["colour_converted_ids"] == expected_colour, with_info
         assert report["tinted_converted_ids"] == expected_tinted, with_info
+
+
+UCLM_SAMPLE = REPO.parent / "shared" / "data" / "BUS-UCLM-sample"
+
+
+@pytest.mark.skipif(not (UCLM_SAMPLE / "INFO.csv").is_file(), reason="BUS-UCLM sample not present at ../shared/data")
+def test_real_bus_uclm_sample_lists_only_doppler_scans_as_colour_each_with_its_reason(tmp_path):
+    """The 40 real scans: grey ones with the scanner's icon, marker and calipers are tinted
+    greyscale content; each Doppler one is colour with where its flow is, found in its pixels."""
+    import csv
+
+    with open(UCLM_SAMPLE / "INFO.csv", encoding="utf-8-sig", newline="") as handle:
+        doppler = {Path(r["Image"]).stem: r["Doppler"] == "Yes" for r in csv.DictReader(handle, delimiter=";")}
+    write_params(tmp_path, {"kind": "bus_uclm", "root": str(UCLM_SAMPLE)})
+    report = assert_clean_success(tmp_path, run_prepare(tmp_path))
+    written = set(doppler) - {s["id"] for s in report["skipped"]}
+    assert report["colour_converted_ids"] == sorted(i for i in written if doppler[i])
+    assert report["tinted_converted_ids"] == sorted(i for i in written if not doppler[i])
+    assert set(report["colour_reasons"]) == set(report["colour_converted_ids"])
+    for reason in report["colour_reasons"].values():
+        assert re.search(r"painted colour areas? \(\d+ px\), the largest \d+ px at rows \d+-\d+", reason), reason
 
 
 def test_a_10000_px_image_is_a_recorded_skip_read_no_further(tmp_path):
@@ -331,18 +410,35 @@ def test_kill_9_leftovers_are_removed_by_the_next_run(tmp_path):
     (legacy / "images").mkdir(parents=True)
     command = [sys.executable, str(REPO / "stages" / "prepare.py"), *STAGE_ARGS]
     proc = subprocess.Popen(command, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    temporary = tmp_path / PREPARED / f".mine.{proc.pid}.tmp"
+    # Built in the scratch folder, where any later run that uses it looks for leftovers.
+    temporary = tmp_path / ".busseg" / "scratch" / f".prepared-mine.{proc.pid}.tmp"
     deadline = time.monotonic() + 120
     while not (temporary / "images").is_dir() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert temporary.is_dir() and not (tmp_path / OUT).exists()  # what kill -9 leaves
+    assert list((tmp_path / PREPARED).iterdir()) == []  # nothing beside the output (the legacy one went first)
 
     write_params(tmp_path, {"kind": "synthetic", "count": 20, "size": 64, "seed": 0})
     report = assert_clean_success(tmp_path, run_prepare(tmp_path))
     assert report["n_images"] == 20
     assert sorted(p.name for p in (tmp_path / PREPARED).iterdir()) == ["mine"]
+    assert not temporary.exists()
+
+
+def test_a_killed_prepares_temporary_is_removed_by_a_training_stage_that_starts_later(tmp_path):
+    """DVC may restore the prepared folder from its run cache (no stage code runs): the next
+    stage that uses the scratch folder removes what the killed prepare was building there."""
+    from busseg.scratch import scratch_dir
+
+    scratch = tmp_path / ".busseg" / "scratch"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    leftover = scratch / f".prepared-mine.{int(dead.stdout)}.tmp"
+    (leftover / "images").mkdir(parents=True)
+    (leftover / "images" / "a.png").write_bytes(b"half")
+    scratch_dir("train-mine", "0123456789abcdef", root=scratch)
+    assert not leftover.exists()
 
 
 def test_outputs_get_the_usual_permissions(tmp_path):

@@ -524,3 +524,20 @@ def test_state_dict_of_accepts_official_and_plain_layouts():
     assert list(gs._state_dict_of(state, "a.pth")) == ["w"]
     with pytest.raises(DataError, match="not a state dict"):
         gs._state_dict_of([1, 2], "a.pth")
+
+
+def test_label_dataset_feeds_the_labeler_batches_of_batch_size(labeler, tiny_prepared, tmp_path):
+    """pseudo_label's loop hands label_batch batch_size images at a time (it called label per
+    image, so the backend's batching was never used); the labels are those of single images."""
+    from busseg.data.index import read_index
+    from busseg.data.prepared import PreparedDataset
+    from busseg.pseudo.run import label_dataset
+
+    index = read_index(tiny_prepared / "index.csv").iloc[:6]
+    with options_set(labeler, batch_size=4), count_calls(labeler.detector.model.backbone) as dino_calls:
+        table, _ = label_dataset(lambda: labeler, tiny_prepared, index, tmp_path / "out", progress=False)
+    assert dino_calls == [4, 2]  # two detector batches for six images of one size
+    prepared = PreparedDataset(tiny_prepared)
+    for sample_id, box in zip(table["id"], table["box"]):
+        single = labeler.label(prepared.image(sample_id))
+        assert box == ("" if single.box is None else " ".join(str(v) for v in single.box))

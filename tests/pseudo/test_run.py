@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from busseg.data.index import read_index
+from busseg.data.prepared import PseudoLabels
 from busseg.pseudo.base import PseudoLabel, apply_area_filter, invalid_label
 from busseg.pseudo.run import LabelCache, dice_vs_coverage, label_dataset, options_key, quality_summary, score_against_truth
 from busseg.pseudo.selection import select_training_labels
@@ -39,6 +40,35 @@ def test_label_dataset_writes_masks_and_table(tiny_prepared: Path, tmp_path: Pat
     assert len(list((tmp_path / "out/masks").glob("*.png"))) == len(index)
     saved = pd.read_csv(tmp_path / "out/labels.csv")
     assert saved["area_fraction"].between(0.24, 0.26).all()
+
+
+class BatchCountingLabeler(CountingLabeler):
+    """CountingLabeler that also takes batches, recording each batch's size."""
+
+    def __init__(self, batch_size: int = 5) -> None:
+        super().__init__()
+        self.batch_size, self.batches = batch_size, []
+
+    def label_batch(self, images: list[np.ndarray]) -> list[PseudoLabel]:
+        self.batches.append(len(images))
+        return [self.label(image) for image in images]
+
+
+def test_a_batch_labeler_gets_the_missing_images_batch_size_at_a_time(tiny_prepared: Path, tmp_path: Path) -> None:
+    index = read_index(tiny_prepared / "index.csv")  # 16 images
+    single, _ = label_dataset(CountingLabeler, tiny_prepared, index, tmp_path / "single", progress=False)
+    made: list[BatchCountingLabeler] = []
+    cache = LabelCache(tmp_path / "cache", "k")
+    first = index.iloc[[0, 3, 4]]  # cached by a first run: the second labels the other 13
+    label_dataset(lambda: made.append(BatchCountingLabeler()) or made[-1], tiny_prepared, first, tmp_path / "first", cache, progress=False)
+    table, seconds = label_dataset(
+        lambda: made.append(BatchCountingLabeler()) or made[-1], tiny_prepared, index, tmp_path / "batched", cache, progress=False
+    )
+    assert made[0].batches == [3] and made[1].batches == [5, 5, 3]
+    pd.testing.assert_frame_equal(table, single)
+    assert len(seconds) == 16 and min(seconds) >= 0
+    for sample_id in index["id"]:
+        assert (PseudoLabels(tmp_path / "batched").mask(sample_id) == PseudoLabels(tmp_path / "single").mask(sample_id)).all()
 
 
 def test_interrupted_run_resumes_from_the_cache(tiny_prepared: Path, tmp_path: Path) -> None:

@@ -23,12 +23,7 @@ from busseg.data.importers import Ignored, Sample, Skip, detect_kind, get_import
 from busseg.data.index import FLAG_COLUMNS, INDEX_COLUMNS, LABELS, SOURCE_COLUMN, write_index
 from busseg.data.prepared import INDEX_FILE, image_file, mask_file
 from busseg.errors import DataError
-from busseg.imageio import TINTED, content_hash, write_png
-
-MIN_IMAGE_SIZE = 16
-"""Smallest width and height (pixels) of an image that is prepared. No breast-ultrasound
-scan is smaller; a 1 x 1 or 3 x 3 "image" in the test split would count as one easy case
-and inflate the mean Dice, so it is skipped with the reason recorded."""
+from busseg.imageio import MIN_IMAGE_SIZE, TINTED, content_hash, too_small, write_png  # noqa: F401 (re-exported: its size rule)
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
@@ -45,7 +40,9 @@ class PrepareReport:
     them together); ``n_cross_source_duplicates`` counts the pairs whose two samples
     come from different sources of a composite dataset. ``colour_converted`` counts the
     images with colour content converted to luma (Doppler; BUS-UCLM's ``Doppler: Yes``),
-    listed in ``colour_converted_ids``; ``tinted_converted`` and ``tinted_converted_ids``
+    listed in ``colour_converted_ids``, and ``colour_reasons`` says per such id why: where
+    the colour rule found colour and how much (:attr:`busseg.imageio.ColourContent.reason`),
+    or that the dataset's metadata marks it Doppler; ``tinted_converted`` and ``tinted_converted_ids``
     the images with greyscale content stored in colour (a tinted grey map, coloured
     calipers or body marks), converted to luma as well (see :mod:`busseg.imageio`).
     ``flagged`` lists, per flag column of the index (BUS-UCLM: ``doppler``, ``marks``,
@@ -57,6 +54,9 @@ class PrepareReport:
     ``n_unmasked`` counts the images without a ground-truth mask (unlabeled scans, listed
     in ``unmasked_ids``; the index leaves their ``mask`` empty); ``n_masked`` the others.
     ``notes`` maps an id to what reading left out (a DICOM cine clip's later frames).
+    ``warnings`` lists ``{id, problem}`` for samples that were written but look wrong
+    (:func:`sample_warnings`: a blank image with a lesion mask, a mask covering the whole
+    image, the same image as an earlier sample with a different mask).
     ``detected_kind`` is the layout kind ``auto`` found (``None`` for other kinds).
     ``width_range``/``height_range`` are ``(min, max)`` in pixels.
     """
@@ -72,6 +72,7 @@ class PrepareReport:
     n_empty_masks: int = 0
     colour_converted: int = 0
     colour_converted_ids: list[str] = field(default_factory=list)
+    colour_reasons: dict[str, str] = field(default_factory=dict)
     tinted_converted: int = 0
     tinted_converted_ids: list[str] = field(default_factory=list)
     flagged: dict[str, list[str]] = field(default_factory=dict)
@@ -81,6 +82,7 @@ class PrepareReport:
     ignored: list[dict[str, str]] = field(default_factory=list)
     duplicates: list[tuple[str, str]] = field(default_factory=list)
     n_cross_source_duplicates: int = 0
+    warnings: list[dict[str, str]] = field(default_factory=list)
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     width_range: tuple[int, int] | None = None
     height_range: tuple[int, int] | None = None
@@ -114,7 +116,12 @@ class PrepareReport:
 
 
 def prepare_dataset(
-    name: str, spec: Mapping[str, Any], out_dir: str | Path, *, progress: bool = True
+    name: str,
+    spec: Mapping[str, Any],
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    build_in: str | Path | None = None,
 ) -> PrepareReport:
     """Import dataset ``name`` described by ``spec`` and write it to ``out_dir``.
 
@@ -124,9 +131,10 @@ def prepare_dataset(
     The folder is built in a temporary sibling of ``out_dir`` (``.<name>.<pid>.tmp``,
     :func:`busseg.atomic.atomic_dir`) and renamed into place at the end, so a failure
     never leaves a half-written dataset; an existing ``out_dir`` is replaced, and
-    temporaries of killed earlier runs are removed first. Raises :class:`DataError` when
-    no sample is usable, or naming the output file when writing fails (disk full,
-    ``ulimit -f``).
+    temporaries of killed earlier runs are removed first. ``build_in`` (the stage passes
+    the scratch folder) holds that temporary instead, where later runs also clean up.
+    Raises :class:`DataError` when no sample is usable, or naming the output file when
+    writing fails (disk full, ``ulimit -f``).
     """
     section = f"datasets.{name}"
     parsed = parse_spec(spec, section)
@@ -140,7 +148,7 @@ def prepare_dataset(
         report.detected_kind = detect_kind(root)
     try:
         _remove_legacy_temporaries(out_dir)
-        with atomic_dir(out_dir) as build_dir:
+        with atomic_dir(out_dir, build_in=build_in) as build_dir:
             rows = _write_samples(records, build_dir, out_dir, report, progress=progress, desc=f"prepare {name}")
             if not rows:
                 raise DataError(root if root is not None else section, _empty_problem(report))
@@ -189,6 +197,7 @@ def _write_samples(
     rows: list[dict[str, Any]] = []
     seen_ids: set[str] = set()
     first_of_hash: dict[str, tuple[str, str]] = {}  # hash -> (id, source) of its first sample
+    first_mask: dict[str, str | None] = {}  # image hash -> mask hash of its first sample (None: no mask)
     for record in tqdm(records, desc=desc, unit="img", disable=not progress):
         if isinstance(record, Ignored):
             _add_ignored(report, record)
@@ -205,9 +214,9 @@ def _write_samples(
             _add_skip(report, record.id, record.source_image, reason, record.source)
             continue
         height, width = record.image.shape
-        if min(height, width) < MIN_IMAGE_SIZE:
-            reason = f"image too small: {width}x{height} px (at least {MIN_IMAGE_SIZE} px per side)"
-            _add_skip(report, record.id, record.source_image, reason, record.source)
+        small = too_small(record.image)
+        if small:
+            _add_skip(report, record.id, record.source_image, small, record.source)
             continue
         seen_ids.add(record.id)
         image_rel, mask_rel = image_file(record.id), mask_file(record.id)
@@ -219,12 +228,19 @@ def _write_samples(
         except DataError as error:
             raise DataError(out_dir / error.path.relative_to(build_dir), error.problem) from None
         digest = content_hash(record.image)
-        if digest in first_of_hash:
-            first_id, first_source = first_of_hash[digest]
-            report.duplicates.append((record.id, first_id))
-            report.n_cross_source_duplicates += int(first_source != record.source)
+        mask_digest = content_hash(record.mask) if record.mask is not None else None
+        earlier = first_of_hash.get(digest)
+        if earlier is not None:
+            report.duplicates.append((record.id, earlier[0]))
+            report.n_cross_source_duplicates += int(earlier[1] != record.source)
         else:
             first_of_hash[digest] = (record.id, record.source)
+            first_mask[digest] = mask_digest
+        # An unmasked copy of an outlined image is not "annotated two ways": it has no annotation.
+        masks_differ = mask_digest is not None and first_mask.get(digest) not in (None, mask_digest)
+        differs = earlier[0] if earlier is not None and masks_differ else None
+        for problem in sample_warnings(record, differs):
+            report.warnings.append({"id": record.id, "problem": problem})
         row = {
             "id": record.id,
             "image": image_rel,
@@ -242,6 +258,25 @@ def _write_samples(
         _count_sample(report, record)
     _summarise(report, rows)
     return rows
+
+
+def sample_warnings(sample: Sample, same_image_other_mask: str | None = None) -> list[str]:
+    """What looks wrong with a usable sample (it is still written; the report lists it).
+
+    A blank image (one grey level: no scan) whose mask marks a lesion, a mask covering the
+    whole image (an inverted or placeholder mask), and, with ``same_image_other_mask``
+    (the id of an earlier sample with the same pixels), one image annotated two ways.
+    """
+    problems = []
+    if sample.mask is None:  # an unlabeled scan: no mask to be wrong
+        return problems
+    if sample.mask.any() and sample.image.min() == sample.image.max():
+        problems.append(f"blank image (every pixel {int(sample.image.flat[0])}) with a lesion in its mask")
+    if sample.mask.all():
+        problems.append("the mask covers the whole image (inverted or a placeholder?)")
+    if same_image_other_mask is not None:
+        problems.append(f"same image as {same_image_other_mask} but a different mask")
+    return problems
 
 
 def _add_skip(report: PrepareReport, sample_id: str, path: str, reason: str, source: str) -> None:
@@ -278,6 +313,7 @@ def _count_sample(report: PrepareReport, sample: Sample) -> None:
     report.tinted_converted += tinted
     if converted:
         report.colour_converted_ids.append(sample.id)
+        report.colour_reasons[sample.id] = _colour_reason(sample)
     if tinted:
         report.tinted_converted_ids.append(sample.id)
     for flag, value in sample.flags.items():
@@ -292,6 +328,15 @@ def _count_sample(report: PrepareReport, sample: Sample) -> None:
         counts["n_unmasked"] += unmasked
         counts["colour_converted"] += converted
         counts["tinted_converted"] += tinted
+
+
+def _colour_reason(sample: Sample) -> str:
+    """Why ``sample`` counts as colour: the colour rule's finding, else its metadata flag."""
+    if sample.colour_reason:
+        return sample.colour_reason
+    if sample.flags.get("doppler") == "yes":
+        return "the dataset's metadata marks it Doppler (the pixels alone read as greyscale content)"
+    return "colour content"
 
 
 def _source_counts(report: PrepareReport, source: str) -> dict[str, Any]:

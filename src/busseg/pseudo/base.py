@@ -34,6 +34,19 @@ class PseudoLabeler(Protocol):
 
 
 @runtime_checkable
+class BatchLabeler(Protocol):
+    """A labeler that labels several images in one model batch (e.g. Grounding DINO + SAM on
+    a GPU): :func:`busseg.pseudo.run.label_dataset` gives ``label_batch`` ``batch_size``
+    images at a time instead of calling ``label`` per image."""
+
+    batch_size: int
+
+    def label(self, image: np.ndarray) -> PseudoLabel: ...
+
+    def label_batch(self, images: list[np.ndarray]) -> list[PseudoLabel]: ...
+
+
+@runtime_checkable
 class TwoPassLabeler(Protocol):
     """A labeler that adapts to the dataset it labels (see :func:`busseg.pseudo.run.label_dataset`).
 

@@ -607,6 +607,12 @@ class GroundedSamLabeler:
                 options.clip_model, options.clip_pretrained, options.prompts, options.negative_prompts, self.device
             )
 
+    @property
+    def batch_size(self) -> int:
+        """Images per model batch (``pseudo.grounded_sam.batch_size``): how many images
+        :func:`busseg.pseudo.run.label_dataset` hands :meth:`label_batch` at a time."""
+        return self.options.batch_size
+
     def label(self, image: np.ndarray) -> PseudoLabel:
         """Pseudo label of one uint8 greyscale image (H, W)."""
         return self.label_batch([image])[0]

@@ -28,7 +28,7 @@ from busseg.atomic import atomic_dir, atomic_path, write_json
 from busseg.data.index import has_mask
 from busseg.data.prepared import PreparedDataset, PseudoLabels
 from busseg.metrics import dice, iou
-from busseg.pseudo.base import PseudoLabel, PseudoLabeler, TwoPassLabeler
+from busseg.pseudo.base import BatchLabeler, PseudoLabel, PseudoLabeler, TwoPassLabeler
 from busseg.scratch import inputs_key
 from busseg.visualize import render_overlay
 
@@ -158,22 +158,59 @@ def label_dataset(
 def _one_pass_labels(
     make_labeler: Callable[[], PseudoLabeler], prepared: PreparedDataset, index: pd.DataFrame, cache: LabelCache | None, progress: bool
 ) -> list[tuple[PseudoLabel, float]]:
-    """Each image's label (from the cache where it has one) and the seconds it took."""
+    """Each image's label (from the cache where it has one) and the seconds it took.
+
+    The images missing from the cache go to a :class:`BatchLabeler` ``batch_size`` at a time
+    (one model batch each; the labels are those of one image at a time), each image taking
+    its share of its batch's seconds; other labelers label them one by one. Each batch is
+    cached as it finishes, so an interrupted run resumes after the last whole batch.
+    """
+    records = list(index.itertuples(index=False))
+    out: list[tuple[PseudoLabel, float] | None] = [None] * len(records)
+    pending: list[tuple[int, str, np.ndarray]] = []  # (position, image hash, image) to label
     labeler: PseudoLabeler | None = None
-    out = []
-    for record in tqdm(index.itertuples(index=False), total=len(index), desc="pseudo labels", disable=not progress):
+    batch_size = 1
+    bar = tqdm(total=len(records), desc="pseudo labels", disable=not progress)
+    for position, record in enumerate(records):
         image = prepared.image(record.id)
         cached = cache.get(record.hash, image.shape) if cache is not None else None
-        if cached is None:
-            if labeler is None:
-                labeler = make_labeler()
-            start = time.perf_counter()
-            label = labeler.label(image)
-            cached = label, time.perf_counter() - start
-            if cache is not None:
-                cache.put(record.hash, *cached)
-        out.append(cached)
-    return out
+        if cached is not None:
+            out[position] = cached
+            bar.update()
+            continue
+        if labeler is None:  # the models load only when an image is missing from the cache
+            labeler = make_labeler()
+            batch_size = max(1, int(labeler.batch_size)) if isinstance(labeler, BatchLabeler) else 1
+        pending.append((position, record.hash, image))
+        if len(pending) >= batch_size:
+            _label_pending(labeler, pending, out, cache)
+            bar.update(len(pending))
+            pending.clear()
+    if pending:
+        _label_pending(labeler, pending, out, cache)  # type: ignore[arg-type]
+        bar.update(len(pending))
+    bar.close()
+    return out  # type: ignore[return-value]
+
+
+def _label_pending(
+    labeler: PseudoLabeler,
+    pending: list[tuple[int, str, np.ndarray]],
+    out: list[tuple[PseudoLabel, float] | None],
+    cache: LabelCache | None,
+) -> None:
+    """Label ``pending`` (one batch, or one image), fill ``out`` and the cache."""
+    images = [image for _, _, image in pending]
+    start = time.perf_counter()
+    if isinstance(labeler, BatchLabeler):
+        labels = labeler.label_batch(images)
+    else:
+        labels = [labeler.label(image) for image in images]
+    seconds = (time.perf_counter() - start) / len(images)
+    for (position, image_hash, _), label in zip(pending, labels, strict=True):
+        out[position] = label, seconds
+        if cache is not None:
+            cache.put(image_hash, label, seconds)
 
 
 def _two_pass_labels(

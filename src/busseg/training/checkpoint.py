@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import re
+import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -65,28 +66,40 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(path, "checkpoint not found; run the stage that trains it (dvc repro)")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a truncated or foreign file
-        raise DataError(path, _unreadable_checkpoint(exc)) from None
+        raise DataError(path, _unreadable_checkpoint(exc, _is_pickle(path))) from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "model_config" not in checkpoint:
         raise DataError(path, "not a busseg checkpoint (no 'model' / 'model_config' entries)")
     return checkpoint
 
 
-def _unreadable_checkpoint(exc: Exception) -> str:
+def _is_pickle(path: Path) -> bool:
+    """Whether ``path`` starts as a bare Python pickle does (protocol 2-5), not as PyTorch's zip."""
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def _unreadable_checkpoint(exc: Exception, is_pickle: bool = False) -> str:
     """One line on why ``torch.load`` refused a file, without torch's advice.
 
     For a file holding pickled Python objects (a whole ``nn.Module``, another program's
-    checkpoint) torch's message runs to 8 lines and suggests ``weights_only=False``: that
-    would run whatever code the file carries, so busseg never repeats it.
+    checkpoint, a crafted pickle) torch's message runs to 8 lines and suggests
+    ``weights_only=False``: that would run whatever code the file carries, so busseg never
+    repeats it, and says instead that the file holds objects busseg does not load.
     """
     text = " ".join(str(exc).split())
     if "weights only load failed" in text.lower():
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-        if found:
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found or is_pickle:
+            named = f" ({found.group(1)})" if found else ""
             return (
-                f"not a busseg checkpoint: it holds pickled Python objects ({found.group(1)}), which a busseg "
-                "checkpoint never does; not loaded, as loading them could run code from the file"
+                f"not a busseg checkpoint: it holds pickled Python objects{named}, which busseg does not load "
+                "(a busseg checkpoint holds only tensors and plain values; loading objects could run code "
+                "from the file)"
             )
         return "not a readable busseg checkpoint (not a PyTorch file, or a damaged one)"
     if isinstance(exc, EOFError) or not text:
@@ -110,6 +123,18 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> Segmenta
         raise DataError(path, f"weights do not fit the stored model config: {exc}") from None
     # channels_last: the layout oneDNN's CPU convolutions (and tensor cores) are fastest in.
     return model.to(device, memory_format=torch.channels_last).eval()
+
+
+def check_init_file(path: str | Path | None, key: str = "train.init") -> None:
+    """``key`` naming a checkpoint file that does not exist is a :class:`ConfigError` naming
+    ``key``: a user's own path in params.yaml, which no stage makes (so no ``dvc repro``
+    advice). Called before any image is loaded, so the run fails at once, not after them."""
+    if path is not None and not Path(path).is_file():
+        raise ConfigError(
+            key,
+            f"no checkpoint file at {path}; name an existing busseg checkpoint (.pt), or use "
+            "'static_teacher' or 'none'",
+        )
 
 
 def initialise_from(student: SegmentationNet, path: str | Path, key: str = "train.init") -> None:

@@ -99,7 +99,8 @@ class TrainConfig:
     def check(self, section: str = "train") -> None:
         """Range checks of the loop's keys, with errors that name ``section.key``.
 
-        A method's own knobs are checked when its section is built (:meth:`section`).
+        A method's own knobs are checked when its section is built (:meth:`section`); the
+        train stage builds every method's (:func:`busseg.training.student.student_config`).
         """
         for key in ("epochs", "batch_size", "plateau_patience"):
             if getattr(self, key) < 1:

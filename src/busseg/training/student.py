@@ -19,10 +19,10 @@ from busseg.distributed import DistContext
 from busseg.models import ModelConfig, build_model
 from busseg.runtime import seed_everything
 from busseg.ssl.ema import freeze
-from busseg.training.checkpoint import initialise_from, load_model
+from busseg.training.checkpoint import check_init_file, initialise_from, load_model
 from busseg.training.config import TrainConfig
 from busseg.training.loop import EpochLogger, FitResult, TrainData, fit
-from busseg.training.methods import get_method
+from busseg.training.methods import BCPConfig, DualTeacherConfig, MeanTeacherConfig, UniMatchConfig, get_method
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,10 @@ def student_config(params: dict[str, Any]) -> TrainConfig:
     """The checked ``train`` section of ``params``."""
     config = from_dict(TrainConfig, params.get("train"), "train")
     config.check("train")
+    # Every method's own keys, whatever train.method is: a value out of range is a mistake
+    # even while another method runs, and would only surface on the next switch of method.
+    for options in (MeanTeacherConfig, DualTeacherConfig, BCPConfig, UniMatchConfig):
+        config.section(options, "train")
     return config
 
 
@@ -62,10 +66,11 @@ def train_student(
     student starts from the same initialisation (``supervised`` vs ``dual_teacher`` is fair).
     """
     seed = int(params.get("seed", 0))
+    config = student_config(params)
+    check_init_file(config.init_path)  # a user's path: checked before any image is loaded
     seed_everything(seed)
     model_config = from_dict(ModelConfig, params.get("model"), "model")
     student = build_model(model_config)
-    config = student_config(params)
     method_cls = get_method(config.method)
     needs = method_cls.requirements(config)  # what the method needs, asked once
     size = model_config.image_size

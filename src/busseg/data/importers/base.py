@@ -44,7 +44,8 @@ class Sample:
     source name inside a ``composite`` dataset (empty otherwise). ``colour`` is the
     image's content by :func:`busseg.imageio.classify_colour` (``grey``, ``tinted`` or
     ``colour``; BUS-UCLM's ``Doppler: Yes`` also makes it ``colour``): both non-grey
-    kinds were converted to luma. ``flags`` are per-image facts from the dataset's
+    kinds were converted to luma; ``colour_reason`` says where the rule found colour and how
+    much (:attr:`busseg.imageio.ColourContent.reason`; empty unless it did). ``flags`` are per-image facts from the dataset's
     metadata (BUS-UCLM: ``doppler``, ``marks``, ``combined`` = ``yes``/``no``/``unknown``)
     that the prepared index keeps as columns. ``note`` says what reading left out
     (a DICOM cine clip's later frames), for the prepare report.
@@ -60,6 +61,7 @@ class Sample:
     source: str = ""
     colour: str = GREY
     flags: dict[str, str] = field(default_factory=dict)
+    colour_reason: str = ""
     note: str = ""
 
     @property
@@ -285,6 +287,7 @@ def load_pair(
         source_mask=";".join(str(p) for p in mask_paths),
         colour=content.kind,
         note=note,
+        colour_reason=content.reason,
     )
 
 
@@ -298,6 +301,7 @@ def load_unlabeled(sample_id: str, image_path: Path, *, label: str, group: str) 
     return Sample(
         id=sample_id, image=image, mask=None, label=label, group=group,
         source_image=str(image_path), source_mask="", colour=content.kind, note=note,
+        colour_reason=content.reason,
     )
 
 
