@@ -23,34 +23,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_io import write_result  # noqa: E402
 
+from busseg.dicom import write_dicom  # noqa: E402
 from busseg.imageio import load_grey, read_image_with_colour  # noqa: E402
-
-
-def write_dicom(path: Path, pixels: np.ndarray) -> None:
-    """An uncompressed 8-bit DICOM of ``pixels``: (H, W) as MONOCHROME2, (H, W, 3) as RGB."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    dataset.SOPClassUID, dataset.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    dataset.Modality = "US"
-    dataset.Rows, dataset.Columns = pixels.shape[:2]
-    colour = pixels.ndim == 3
-    dataset.SamplesPerPixel = 3 if colour else 1
-    dataset.PhotometricInterpretation = "RGB" if colour else "MONOCHROME2"
-    if colour:
-        dataset.PlanarConfiguration = 0
-    dataset.BitsAllocated = dataset.BitsStored = 8
-    dataset.HighBit, dataset.PixelRepresentation = 7, 0
-    dataset.PixelData = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
-    dataset.save_as(path, enforce_file_format=True)
 
 
 def timed(path: Path) -> tuple[float, np.ndarray]:

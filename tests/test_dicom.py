@@ -19,7 +19,7 @@ from PIL import Image
 from busseg.cli import MASK_SUFFIX, main
 from busseg.data import importers
 from busseg.data.importers import Sample, Skip
-from busseg.dicom import frame_count, frame_note, is_dicom, read_dicom_pixels
+from busseg.dicom import frame_count, frame_note, is_dicom, read_dicom_pixels, write_dicom
 from busseg.errors import DataError
 from busseg.imageio import COLOUR, GREY, MAX_PIXELS, read_image, read_image_with_colour
 from tests.data.fixtures import box_mask, save
@@ -76,15 +76,9 @@ def test_monochrome1_is_inverted(tmp_path):
 
 def test_grey_content_in_rgb_reads_as_grey_through_the_colour_rule(tmp_path):
     """An RGB DICOM of a grey scan (how many ultrasound machines store them) is plain grey."""
-    dataset = pydicom.dcmread(bundled("MR_small.dcm"))
     grey = read_dicom_pixels(bundled("MR_small.dcm"), MAX_PIXELS)
-    rgb = np.repeat(grey[..., None], 3, axis=2)
-    dataset.PhotometricInterpretation, dataset.SamplesPerPixel, dataset.PlanarConfiguration = "RGB", 3, 0
-    dataset.BitsAllocated = dataset.BitsStored = 8
-    dataset.HighBit, dataset.PixelRepresentation = 7, 0
-    dataset.PixelData = rgb.tobytes()
     path = tmp_path / "grey_rgb.dcm"
-    dataset.save_as(path)
+    write_dicom(path, np.repeat(grey[..., None], 3, axis=2))
     image, content = read_image_with_colour(path)
     assert content.kind == GREY
     np.testing.assert_array_equal(image, grey)

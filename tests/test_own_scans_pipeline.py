@@ -18,38 +18,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pydicom
 import pytest
 import torch
 import yaml
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from busseg.data.prepare import prepare_dataset
+from busseg.dicom import write_dicom
 from busseg.data.prepared import PreparedDataset
 from busseg.data.split import read_id_list
 from tests.test_pipeline import TINY, deep_update, init_repository, run
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def write_dicom(path: Path, pixels: np.ndarray) -> None:
-    """An 8-bit MONOCHROME2 DICOM file of ``pixels`` (as a scanner's secondary capture)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    dataset.SOPClassUID, dataset.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    dataset.Modality, dataset.PatientID = "US", "anonymous"
-    dataset.Rows, dataset.Columns = pixels.shape
-    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
-    dataset.BitsAllocated = dataset.BitsStored = 8
-    dataset.HighBit, dataset.PixelRepresentation = 7, 0
-    dataset.PixelData = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
-    dataset.save_as(path, enforce_file_format=True)
 
 
 @pytest.fixture(scope="module")

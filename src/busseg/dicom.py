@@ -19,7 +19,8 @@ What is read:
   file in them is refused with a :class:`~busseg.errors.DataError` that names the file and
   its transfer syntax, which the importers record as a skip.
 
-Masks stay images (PNG etc.): a DICOM file is only ever read as a scan.
+Masks stay images (PNG etc.): a DICOM file is only ever read as a scan. :func:`write_dicom`
+writes pixels as an uncompressed DICOM file (the tests' and benchmarks' scanner exports).
 """
 from __future__ import annotations
 
@@ -167,3 +168,28 @@ def _to_uint8(values: np.ndarray, path: Path) -> np.ndarray:
     if high <= low:
         return np.zeros(values.shape, dtype=np.uint8)
     return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
+
+
+def write_dicom(path: str | Path, pixels: np.ndarray) -> None:
+    """Write 8-bit ``pixels`` as an uncompressed DICOM secondary capture: (H, W) as
+    MONOCHROME2, (H, W, 3) as RGB (how many ultrasound machines store grey scans)."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    dataset.SOPClassUID, dataset.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    dataset.Modality, dataset.PatientID = "US", "anonymous"
+    dataset.Rows, dataset.Columns = pixels.shape[:2]
+    colour = pixels.ndim == 3
+    dataset.SamplesPerPixel = 3 if colour else 1
+    dataset.PhotometricInterpretation = "RGB" if colour else "MONOCHROME2"
+    if colour:
+        dataset.PlanarConfiguration = 0
+    dataset.BitsAllocated = dataset.BitsStored = 8
+    dataset.HighBit, dataset.PixelRepresentation = 7, 0
+    dataset.PixelData = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
+    dataset.save_as(path, enforce_file_format=True)

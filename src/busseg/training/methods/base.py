@@ -121,7 +121,7 @@ class TrainingMethod(nn.Module):
 
         ``progress`` is the fraction of training done, in [0, 1) (for ramp-ups).
         """
-        raise NotImplementedError
+        raise NotImplementedError  # intended: the base class's contract; every registered method overrides it
 
     def forward(self, labeled: Batch, unlabeled: Batch | None, progress: float) -> tuple[torch.Tensor, dict[str, float]]:
         """:meth:`loss`: the entry point ``DistributedDataParallel`` calls to sync gradients."""
